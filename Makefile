@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Quiet, offline-friendly Prefect defaults; override from the environment.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install run test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Train, evaluate and register a model on the bundled sample (extra options: ARGS="--set model.epochs=20").
+run: $(STAMP)
+	$(BIN)/travel-forecast train $(ARGS)
+
+## The whole test suite (extra pytest options: PYTEST_ARGS="-k config").
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,178 @@
+"""The one typed configuration: built-in presets, a TOML file, then `--set key=value`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DAY_TYPE_CODES = (0, 1, 2)  # workday, weekend, public holiday
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the daily CSV is and what its columns mean."""
+
+    path: Path = Path("data/sample/nyc_subway_covid.csv")
+    date_column: str = "date"
+    date_format: str = "%Y-%m-%d"
+    target_column: str = "riders"
+    case_columns: list[str] = ["cumulative_cases"]
+    cumulative_columns: list[str] = ["cumulative_cases"]
+    count_columns: list[str] = Field(
+        default=[], description="Further columns that must hold non-negative whole numbers."
+    )
+    day_type_column: str | None = "day_type"
+    day_type_codes: list[int] = list(DAY_TYPE_CODES)
+    holiday_country: str = "US"
+    holiday_subdivision: str | None = None
+    gap_policy: Literal["reject", "interpolate"] = "reject"
+
+    @field_validator("day_type_column", "holiday_subdivision", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        # TOML has no null: an empty string means "none" (derive day types from the calendar).
+        return value or None
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Every column the file must have, in a stable order without repeats."""
+        named = [self.date_column, self.target_column, *self.case_columns, *self.cumulative_columns]
+        named += [*self.count_columns, *([self.day_type_column] if self.day_type_column else [])]
+        return list(dict.fromkeys(named))
+
+
+class ModelConfig(_Strict):
+    """Framing, network and training settings."""
+
+    lags: int = Field(14, ge=1, description="Input days per sample.")
+    horizon: int = Field(1, ge=1, description="Output days per sample.")
+    test_days: int = Field(31, ge=7)
+    validation_days: int = Field(
+        62, ge=0, description="Last training days held out for early stopping; 0 scores the test days instead, as the notebook did."
+    )
+    lstm_units: list[int] = [64]
+    activation: str = "tanh"
+    dropout: float = Field(0.2, ge=0, lt=1)
+    dense_units: list[int] = [16]
+    dense_dropout: bool = False
+    loss: str = "mae"
+    learning_rate: float = 1e-3
+    epochs: int = Field(150, ge=1)
+    batch_size: int = Field(32, ge=0, description="0 trains on the full batch.")
+    shuffle: bool = False
+    early_stopping_patience: int = Field(15, ge=0, description="0 trains every epoch.")
+    seed: int = 42
+
+
+class MlflowConfig(_Strict):
+    """Where runs and models are stored; MLFLOW_TRACKING_URI overrides the store."""
+
+    store_dir: Path = Path("mlruns")
+    experiment: str = "travel-forecast"
+    registered_model: str = "travel-forecast"
+
+
+class Settings(_Strict):
+    """Everything a run needs, loaded once at the edge and passed down."""
+
+    preset: str = "default"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    output_dir: Path = Path("outputs")
+
+    def resolved(self, root: Path) -> Settings:
+        """Return a copy whose relative paths are absolute under `root`."""
+        absolute = lambda p: p if p.is_absolute() else (root / p).resolve()  # noqa: E731
+        return self.model_copy(
+            update={
+                "data": self.data.model_copy(update={"path": absolute(self.data.path)}),
+                "mlflow": self.mlflow.model_copy(update={"store_dir": absolute(self.mlflow.store_dir)}),
+                "output_dir": absolute(self.output_dir),
+            }
+        )
+
+
+# The notebook recipe, kept reproducible: 5 lags of [travellers, cumulative confirmed, day
+# type], LSTM 256 relu x2 with dropout, Dense 16 -> Dense 1, mae, Adam, 200 full-batch epochs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "seed": {
+        "model": {
+            "lags": 5,
+            "horizon": 1,
+            "test_days": 31,
+            "validation_days": 0,
+            "lstm_units": [256, 256],
+            "activation": "relu",
+            "dropout": 0.2,
+            "dense_units": [16],
+            "dense_dropout": True,
+            "loss": "mae",
+            "learning_rate": 1e-3,
+            "epochs": 200,
+            "batch_size": 0,
+            "shuffle": False,
+            "early_stopping_patience": 0,
+        }
+    },
+}
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b=value` into (["a", "b"], value), reading the value as TOML when it parses."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `update` into a copy of `base`."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    """Turn (["a", "b"], v) into {"a": {"b": v}}."""
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def build_settings(file_values: dict[str, Any], overrides: list[str], updates: dict[str, Any] | None = None) -> Settings:
+    """Layer preset < file < `--set` overrides < explicit updates (CLI options) and validate."""
+    layered = merge(file_values, {})
+    for text in overrides:
+        layered = merge(layered, nest(*parse_override(text)))
+    layered = merge(layered, updates or {})
+    preset = layered.get("preset", "default")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return Settings.model_validate(merge(PRESETS[preset], layered))
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: list[str] = (),
+    updates: dict[str, Any] | None = None,
+    root: Path | None = None,
+) -> Settings:
+    """Read the TOML file (if any), apply overrides, resolve relative paths under `root` (default: cwd)."""
+    file_values = tomllib.loads(config_file.read_text()) if config_file else {}
+    return build_settings(file_values, list(overrides), updates).resolved(root or Path.cwd())

@@ -1,0 +1,185 @@
+"""Read a daily CSV, parse it into canonical columns, validate it lazily, report every failure."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.errors
+
+from schemas.daily import DATE, DAY_TYPE, TARGET, DailyHistory, input_schema
+from tasks.calendar import derive_day_types
+from tasks.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+REPORT_COLUMNS = ["file", "line", "column", "value", "rule", "check"]
+
+# pandera's built-in check names, in words a data owner reads.
+RULE_TEXT = {
+    "column_in_dataframe": "required column is missing",
+    "not_nullable": "a value is required: empty, or not a number / not a date in the configured format",
+    "field_uniqueness": "each date appears once",
+    "greater_than_or_equal_to(0)": "not negative",
+    "finite": "a finite number (no inf)",
+    "whole_number": "a whole number",
+    "non_decreasing": "cumulative: never below the previous day",
+    "no_missing_days": "the day before is present (no gap in the dates)",
+    "day_type_code": "one of the day-type codes in data.day_type_codes",
+}
+
+
+class InputValidationError(ValueError):
+    """The input file broke one or more rules; `report` lists every failure."""
+
+    def __init__(self, path: Path, report: pd.DataFrame):
+        self.path, self.report = path, report
+        super().__init__(f"{path}: {len(report)} validation failure(s)\n{format_report(report)}")
+
+
+@dataclass(frozen=True)
+class ParsedInput:
+    """The file as written (strings) and the same rows parsed to canonical names and types."""
+
+    raw: pd.DataFrame
+    parsed: pd.DataFrame
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read every cell as written so the report can quote it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such input file")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable CSV file ({error})") from error
+
+
+def canonical_names(config: DataConfig) -> dict[str, str]:
+    """Map the file's role columns to canonical names."""
+    names = {config.date_column: DATE, config.target_column: TARGET}
+    if config.day_type_column:
+        names[config.day_type_column] = DAY_TYPE
+    return names
+
+
+def parse_input(raw: pd.DataFrame, config: DataConfig) -> ParsedInput:
+    """Parse dates and numbers (failures become NaT/NaN for the schema to report), sort by date."""
+    raw = raw.reset_index(drop=True)
+    parsed = raw.rename(columns=canonical_names(config))
+    if DATE in parsed:
+        parsed[DATE] = pd.to_datetime(parsed[DATE].astype(str).str.strip(), format=config.date_format, errors="coerce")
+    numeric = [TARGET, DAY_TYPE, *config.case_columns, *config.cumulative_columns, *config.count_columns]
+    for column in dict.fromkeys(c for c in numeric if c in parsed):
+        parsed[column] = pd.to_numeric(parsed[column].astype(str).str.strip(), errors="coerce").astype(float)
+    if DATE in parsed:
+        parsed = parsed.sort_values(DATE, kind="stable", na_position="last")
+    return ParsedInput(raw=raw, parsed=parsed)
+
+
+def schema_for(config: DataConfig):
+    """The input schema with this config's count columns, day-type codes and gap rule."""
+    return input_schema(
+        cumulative=config.cumulative_columns,
+        counts=[*config.case_columns, *config.count_columns],
+        day_type_codes=config.day_type_codes if config.day_type_column else None,
+        reject_gaps=config.gap_policy == "reject",
+    )
+
+
+def validation_report(parsed: ParsedInput, config: DataConfig, path: Path) -> pd.DataFrame:
+    """Every rule the file breaks, one row per failure, quoting the cell as written."""
+    try:
+        schema_for(config).validate(parsed.parsed, lazy=True)
+    except pandera.errors.SchemaErrors as errors:
+        return _report_rows(errors.failure_cases, parsed.raw, config, path)
+    return pd.DataFrame(columns=REPORT_COLUMNS)
+
+
+def _report_rows(failures: pd.DataFrame, raw: pd.DataFrame, config: DataConfig, path: Path) -> pd.DataFrame:
+    user_name = {canonical: name for name, canonical in canonical_names(config).items()}
+    rows = []
+    for failure in failures.itertuples(index=False):
+        missing_column = failure.check == "column_in_dataframe"
+        has_row = failure.index is not None and not pd.isna(failure.index)
+        # A frame-wide check reports each failing cell as {column: value}.
+        cells = failure.failure_case if isinstance(failure.failure_case, dict) else {failure.column: failure.failure_case}
+        for column, value in cells.items():
+            column = user_name.get(str(value if missing_column else column), str(value if missing_column else column))
+            if has_row and column in raw:
+                value = raw.at[int(failure.index), column]
+            rows.append({
+                "file": str(path),
+                "line": int(failure.index) + 2 if has_row else None,  # 1-based, after the header line
+                "column": column,
+                "value": "" if missing_column else str(value),
+                "rule": RULE_TEXT.get(str(failure.check), str(failure.check)),
+                "check": str(failure.check),
+            })
+    report = pd.DataFrame(rows, columns=REPORT_COLUMNS).astype({"line": "Int64"})
+    return report.sort_values(["line", "column"], na_position="first", kind="stable").reset_index(drop=True)
+
+
+def format_report(report: pd.DataFrame) -> str:
+    """The report as an aligned text table."""
+    return report.to_string(index=False, na_rep="-") if len(report) else "no failures"
+
+
+def write_report(report: pd.DataFrame, directory: Path) -> list[Path]:
+    """Write the report as CSV and JSON into `directory`; return both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = directory / "validation_report.csv", directory / "validation_report.json"
+    report.to_csv(csv_path, index=False)
+    report.to_json(json_path, orient="records", indent=2)
+    return [csv_path, json_path]
+
+
+def fill_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add missing days, interpolating counts linearly and rounding to whole numbers.
+
+    Day types of added days stay empty for the calendar to fill.
+    """
+    full = frame.set_index(DATE).asfreq("D")
+    counts = full.columns.drop(DAY_TYPE, errors="ignore")
+    full[counts] = full[counts].interpolate(method="time").round()
+    return full.reset_index()
+
+
+def to_history(parsed: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """Validated input -> DailyHistory: gaps filled if allowed, day types known, whole counts."""
+    counts = [TARGET, *config.case_columns, *config.cumulative_columns, *config.count_columns]
+    columns = list(dict.fromkeys([DATE, *counts, DAY_TYPE]))
+    frame = parsed.reset_index(drop=True)[[c for c in columns if c in parsed]]
+    frame = fill_gaps(frame) if config.gap_policy == "interpolate" else frame
+    calendar = derive_day_types(frame[DATE], config.holiday_country, config.holiday_subdivision)
+    frame[DAY_TYPE] = frame[DAY_TYPE].fillna(calendar) if DAY_TYPE in frame else calendar
+    history = frame[columns].astype({c: np.int64 for c in columns if c != DATE})
+    return DailyHistory.validate(history)
+
+
+def history_from_frame(raw: pd.DataFrame, config: DataConfig, source: str | Path) -> pd.DataFrame:
+    """Parse and validate rows in the input format; return DailyHistory or raise with the full report."""
+    parsed = parse_input(raw, config)
+    report = validation_report(parsed, config, Path(source))
+    if len(report):
+        raise InputValidationError(Path(source), report)
+    return to_history(parsed.parsed, config)
+
+
+def ingest_file(path: Path, config: DataConfig) -> pd.DataFrame:
+    """Read and validate one input file into DailyHistory; raise InputValidationError listing every failure."""
+    history = history_from_frame(read_csv(path), config, path)
+    logger.info("%s: %d days passed validation", path, len(history))
+    return history
+
+
+def to_input_format(history: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """DailyHistory back in the configured input format (the inverse of parsing)."""
+    frame = history.copy()
+    frame[DATE] = frame[DATE].dt.strftime(config.date_format)
+    if not config.day_type_column:
+        frame = frame.drop(columns=DAY_TYPE)
+    return frame.rename(columns={canonical: name for name, canonical in canonical_names(config).items()})

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import PRESETS, load_settings, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model.epochs=20", (["model", "epochs"], 20)),
+        ("model.learning_rate=0.01", (["model", "learning_rate"], 0.01)),
+        ("data.case_columns=['a', 'b']", (["data", "case_columns"], ["a", "b"])),
+        ("data.date_column=Date", (["data", "date_column"], "Date")),
+        ('data.date_format="%Y/%m/%d"', (["data", "date_format"], "%Y/%m/%d")),
+        ("model.shuffle=true", (["model", "shuffle"], True)),
+    ],
+)
+def test_parse_override_reads_toml_values_and_falls_back_to_text(text, expected):
+    assert parse_override(text) == expected
+
+
+def test_parse_override_rejects_text_without_equals():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_override("model.epochs")
+
+
+def test_defaults_resolve_paths_under_root(tmp_path):
+    settings = load_settings(root=tmp_path)
+    assert settings.data.path == tmp_path / "data/sample/nyc_subway_covid.csv"
+    assert settings.mlflow.store_dir == tmp_path / "mlruns"
+    assert settings.model.lags == 14 and settings.preset == "default"
+
+
+def test_file_then_overrides_then_updates_win_in_order(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nepochs = 7\nlags = 3\n[data]\npath = "a.csv"\n')
+    settings = load_settings(config, ["model.epochs=9"], updates={"data": {"path": "/x/b.csv"}}, root=tmp_path)
+    assert (settings.model.epochs, settings.model.lags) == (9, 3)
+    assert settings.data.path == Path("/x/b.csv")
+
+
+def test_seed_preset_is_the_notebook_recipe_and_overrides_still_apply(tmp_path):
+    settings = load_settings(None, ["preset=seed", "model.epochs=2"], root=tmp_path)
+    expected = PRESETS["seed"]["model"] | {"epochs": 2}
+    assert settings.model.model_dump() == {**settings.model.model_dump(), **expected}
+    assert settings.model.lstm_units == [256, 256] and settings.model.activation == "relu"
+    assert settings.model.batch_size == 0 and settings.model.lags == 5 and settings.model.test_days == 31
+
+
+def test_shipped_default_config_equals_built_in_defaults():
+    assert load_settings(ROOT / "config" / "default.toml", root=ROOT) == load_settings(root=ROOT)
+
+
+def test_empty_day_type_column_means_derive_from_calendar(tmp_path):
+    settings = load_settings(None, ['data.day_type_column=""'], root=tmp_path)
+    assert settings.data.day_type_column is None
+    assert "day_type" not in settings.data.required_columns
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("model.epochs=0", "greater than or equal to 1"), ("model.unknown=1", "Extra inputs"), ("data.gap_policy=skip", "reject")],
+)
+def test_invalid_settings_are_refused_with_the_field_named(tmp_path, override, message):
+    with pytest.raises(ValidationError, match=message):
+        load_settings(None, [override], root=tmp_path)
+
+
+def test_unknown_preset_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        load_settings(None, ["preset=fast"], root=tmp_path)

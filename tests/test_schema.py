@@ -1,0 +1,134 @@
+"""The input schema through the real reader: every rule's failure names file, line, column, value and rule."""
+
+from pathlib import Path
+
+import pandas as pd
+import pandera.errors
+import pytest
+
+from schemas.daily import DailyHistory
+from tasks.config import DataConfig
+from tasks.ingest import InputValidationError, ingest_file, write_report
+
+CONFIG = DataConfig()  # the sample's format: date, riders, cumulative_cases, day_type
+GOOD = """date,riders,cumulative_cases,day_type,note
+2024-07-01,100,5,0,x
+2024-07-02,110,7,0,
+2024-07-03,120,7,0,
+2024-07-04,90,9,2,holiday
+2024-07-05,130,12,0,
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "in.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def failures(tmp_path: Path, text: str, config: DataConfig = CONFIG) -> pd.DataFrame:
+    path = write(tmp_path, text)
+    with pytest.raises(InputValidationError) as caught:
+        ingest_file(path, config)
+    assert caught.value.path == path
+    return caught.value.report
+
+
+def test_good_file_passes_and_becomes_typed_history(tmp_path):
+    history = ingest_file(write(tmp_path, GOOD), CONFIG)
+    assert list(history.columns) == ["date", "travellers", "cumulative_cases", "day_type"]
+    assert history["travellers"].tolist() == [100, 110, 120, 90, 130]
+    assert str(history["travellers"].dtype) == "int64" and str(history["date"].dtype).startswith("datetime64")
+    DailyHistory.validate(history)
+
+
+def test_rows_out_of_order_are_accepted_and_sorted(tmp_path):
+    lines = GOOD.splitlines()
+    history = ingest_file(write(tmp_path, "\n".join([lines[0], lines[3], lines[1], lines[2], lines[5], lines[4]])), CONFIG)
+    assert history["date"].dt.day.tolist() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "column", "value", "check"),
+    [
+        ("2024-07-03,120", "2024-07-03,-120", 4, "riders", "-120", "greater_than_or_equal_to(0)"),
+        ("2024-07-03,120", "2024-07-03,12.5", 4, "riders", "12.5", "whole_number"),
+        ("2024-07-03,120", "2024-07-03,inf", 4, "riders", "inf", "finite"),
+        ("2024-07-03,120", "2024-07-03,lots", 4, "riders", "lots", "not_nullable"),
+        ("2024-07-03,120", "2024-07-03,", 4, "riders", "", "not_nullable"),
+        ("2024-07-03,120,7", "2024-07-03,120,6", 4, "cumulative_cases", "6", "non_decreasing"),
+        ("2024-07-04,90,9,2", "2024-07-04,90,9,5", 5, "day_type", "5", "day_type_code"),
+        ("2024-07-03,120", "2024-13-03,120", 4, "date", "2024-13-03", "not_nullable"),
+        ("2024-07-03,120", "2024-07-02,120", 4, "date", "2024-07-02", "field_uniqueness"),
+        ("2024-07-03,120", "2024-07-06,120", 5, "date", "2024-07-04", "no_missing_days"),  # 07-03 missing
+    ],
+)
+def test_each_rule_reports_line_column_value_and_rule(tmp_path, old, new, line, column, value, check):
+    report = failures(tmp_path, GOOD.replace(old, new))
+    hit = report[(report["check"] == check) & (report["column"] == column) & (report["line"] == line)]
+    assert len(hit) == 1, report.to_string()
+    assert hit.iloc[0]["value"] == value
+    assert hit.iloc[0]["file"] == str(tmp_path / "in.csv")
+    assert hit.iloc[0]["rule"] != check  # the rule in words
+
+
+def test_missing_required_column_is_reported_by_name(tmp_path):
+    text = "\n".join(",".join(row.split(",")[:2] + row.split(",")[3:]) for row in GOOD.splitlines())
+    report = failures(tmp_path, text)
+    row = report[report["check"] == "column_in_dataframe"].iloc[0]
+    assert row["column"] == "cumulative_cases" and pd.isna(row["line"])
+    assert row["rule"] == "required column is missing"
+
+
+def test_every_failure_is_reported_at_once(tmp_path):
+    bad = GOOD.replace("2024-07-02,110,7", "2024-07-02,x,7").replace("2024-07-04,90,9,2", "2024-07-04,-1,3,9")
+    report = failures(tmp_path, bad)
+    assert set(zip(report["line"], report["column"], report["check"])) == {
+        (3, "riders", "not_nullable"),
+        (5, "riders", "greater_than_or_equal_to(0)"),
+        (5, "cumulative_cases", "non_decreasing"),
+        (5, "day_type", "day_type_code"),
+    }
+
+
+def test_a_bad_date_does_not_make_its_row_look_out_of_order(tmp_path):
+    report = failures(tmp_path, GOOD.replace("2024-07-05,130,12", "07/05/2024,130,1"))
+    assert report[["line", "column", "check"]].values.tolist() == [[6, "date", "not_nullable"]]
+
+
+def test_gap_policy_interpolate_fills_missing_days(tmp_path):
+    text = "\n".join(line for line in GOOD.splitlines() if not line.startswith("2024-07-03"))
+    history = ingest_file(write(tmp_path, text), CONFIG.model_copy(update={"gap_policy": "interpolate"}))
+    assert history["date"].dt.day.tolist() == [1, 2, 3, 4, 5]
+    assert history.loc[2, ["travellers", "cumulative_cases", "day_type"]].tolist() == [100, 8, 0]
+
+
+def test_day_types_are_derived_when_the_format_has_none(tmp_path):
+    config = DataConfig(day_type_column="", target_column="riders")
+    text = "\n".join(",".join(row.split(",")[:3]) for row in GOOD.splitlines())
+    history = ingest_file(write(tmp_path, text), config)
+    assert history["day_type"].tolist() == [0, 0, 0, 2, 0]  # July 4th from the US calendar
+
+
+def test_report_is_written_as_csv_and_json(tmp_path):
+    report = failures(tmp_path, GOOD.replace("2024-07-03,120", "2024-07-03,-120"))
+    csv_path, json_path = write_report(report, tmp_path / "run")
+    assert pd.read_csv(csv_path)["check"].tolist() == ["greater_than_or_equal_to(0)"]
+    assert pd.read_json(json_path)["line"].tolist() == [4]
+
+
+def test_unreadable_or_missing_file_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv: no such input file"):
+        ingest_file(tmp_path / "nope.csv", CONFIG)
+    with pytest.raises(ValueError, match="empty.csv: not a readable CSV"):
+        ingest_file(write(tmp_path, "", "empty.csv"), CONFIG)
+
+
+def test_history_schema_refuses_a_gap():
+    history = pd.DataFrame({
+        "date": pd.to_datetime(["2024-01-01", "2024-01-03"]),
+        "travellers": [1, 2],
+        "day_type": [0, 0],
+    })
+    with pytest.raises(pandera.errors.SchemaError, match="consecutive_days"):
+        DailyHistory.validate(history)
