@@ -71,11 +71,17 @@ class ModelConfig(_Strict):
 
 
 class MlflowConfig(_Strict):
-    """Where runs and models are stored; MLFLOW_TRACKING_URI overrides the store."""
+    """Where runs and models are stored: a tracking server if given, else SQLite inside store_dir."""
 
+    tracking_uri: str | None = Field(None, description="e.g. http://localhost:5000; the CLI takes MLFLOW_TRACKING_URI")
     store_dir: Path = Path("mlruns")
     experiment: str = "travel-forecast"
     registered_model: str = "travel-forecast"
+
+    @field_validator("tracking_uri", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class Settings(_Strict):

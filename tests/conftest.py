@@ -26,11 +26,9 @@ def prefect_server():
 
 
 @pytest.fixture
-def tmp_store_settings(tmp_path, monkeypatch):
+def tmp_store_settings(tmp_path):
     """Settings whose MLflow store and outputs live under tmp_path; builds with overrides."""
     from tasks.config import load_settings
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def make(*overrides: str, config: Path | None = None):
         base = [f'mlflow.store_dir="{tmp_path / "mlruns"}"', f'output_dir="{tmp_path / "outputs"}"']

@@ -1,0 +1,72 @@
+"""Forecast accuracy in real units, and the naive baselines every model must beat."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SEASON = 7  # days in the weekly cycle of travel
+
+
+@dataclass(frozen=True)
+class NaiveForecast:
+    """Forecast day t as the actual value `lag` days earlier, seen from the forecast origin.
+
+    lag=1 is the naive forecast (yesterday), lag=7 the seasonal-naive one (same weekday last
+    week). For a day h steps past the origin the value used is the latest one that is at a
+    multiple of `lag` days back and not after the origin.
+    """
+
+    lag: int
+    actual: np.ndarray | None = None
+
+    def fit(self, actual: np.ndarray) -> NaiveForecast:
+        return NaiveForecast(self.lag, np.asarray(actual, dtype=float))
+
+    def predict(self, first_target_rows: np.ndarray, horizon: int) -> np.ndarray:
+        """Forecasts [samples, horizon] for samples whose first target is at `first_target_rows`."""
+        steps = np.arange(1, horizon + 1)
+        back = self.lag * np.ceil(steps / self.lag).astype(int)
+        rows = np.asarray(first_target_rows)[:, None] - 1 + steps[None, :] - back[None, :]
+        return self.actual[rows]
+
+
+BASELINES = {"naive": NaiveForecast(lag=1), "seasonal_naive": NaiveForecast(lag=SEASON)}
+
+
+def seasonal_naive_mae(train_actual: np.ndarray, season: int = SEASON) -> float:
+    """In-sample MAE of the seasonal-naive forecast: the scale of MASE."""
+    values = np.asarray(train_actual, dtype=float)
+    return float(np.mean(np.abs(values[season:] - values[:-season])))
+
+
+def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, mase_scale: float) -> dict[str, float]:
+    """RMSE, MAE, MAPE (%), R² and MASE of `predicted` against `actual`."""
+    actual, predicted = np.ravel(actual).astype(float), np.ravel(predicted).astype(float)
+    error = predicted - actual
+    mae = float(np.mean(np.abs(error)))
+    total = float(np.sum((actual - actual.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": mae,
+        "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100) if np.all(actual != 0) else math.nan,
+        "r2": 1 - float(np.sum(error**2)) / total if total > 0 else math.nan,
+        "mase": mae / mase_scale if mase_scale > 0 else math.nan,
+    }
+
+
+def metrics_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per forecaster (model first), one column per metric."""
+    return pd.DataFrame(scores).T.rename_axis("forecaster")[["rmse", "mae", "mape", "r2", "mase"]]
+
+
+def format_metrics(table: pd.DataFrame) -> str:
+    """The metrics table as text: counts without decimals, ratios with three."""
+    formats = {"rmse": "{:,.0f}", "mae": "{:,.0f}", "mape": "{:.2f}%", "r2": "{:.3f}", "mase": "{:.3f}"}
+    shown = table.copy().astype(object)
+    for column, pattern in formats.items():
+        shown[column] = [pattern.format(v) for v in table[column]]
+    return shown.to_string()

@@ -1,0 +1,154 @@
+"""MLflow at the edge: the store inside mlruns/, run logging, model logging and registration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+
+from schemas.daily import DATE
+from tasks.config import MlflowConfig, Settings
+
+# What a logged model needs to load and predict; versions pinned to this environment.
+MODEL_REQUIREMENTS = ["mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas", "pandera", "holidays", "pydantic", "joblib"]
+
+
+def tracking_uri(config: MlflowConfig) -> str:
+    """The configured tracking server, else the SQLite database inside the store folder (absolute)."""
+    return config.tracking_uri or f"sqlite:///{config.store_dir.resolve() / 'mlflow.db'}"
+
+
+def use_store(settings: Settings) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id."""
+    import mlflow
+
+    store = settings.mlflow.store_dir.resolve()
+    if not settings.mlflow.tracking_uri:
+        store.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri(settings.mlflow))
+    experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        return experiment.experiment_id
+    # A local store keeps artifacts beside the database (absolute, so any working directory
+    # works); a tracking server decides for itself.
+    location = None if settings.mlflow.tracking_uri else (store / "artifacts").as_uri()
+    experiment_id = mlflow.create_experiment(settings.mlflow.experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"model.lags": "14", ...}; lists as JSON."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+    return flat
+
+
+def data_fingerprint(history: pd.DataFrame, path: Path) -> dict[str, str]:
+    """Rows, date range and hashes of the file and of the validated history."""
+    return {
+        "data.rows": str(len(history)),
+        "data.first_date": history[DATE].min().strftime("%Y-%m-%d"),
+        "data.last_date": history[DATE].max().strftime("%Y-%m-%d"),
+        "data.file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "data.history_sha256": hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest(),
+    }
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model (inferring them costs ~13 s)."""
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def code_paths() -> list[str]:
+    """Our packages the pyfunc imports, shipped with the model so it loads anywhere."""
+    import schemas
+    import tasks
+
+    return [str(Path(tasks.__file__).parent), str(Path(schemas.__file__).parent)]
+
+
+def log_epoch_losses(run_id: str, losses: dict[str, list[float]]) -> None:
+    """Per-epoch losses as metric steps (epoch_loss, epoch_val_loss), in few round trips."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"epoch_{key}", value, now, step)
+        for key, values in losses.items()
+        for step, value in enumerate(values, start=1)
+    ]
+    metrics.append(Metric("epochs_run", float(len(losses["loss"])), now, 0))
+    client = MlflowClient()
+    for start in range(0, len(metrics), 1000):  # the batch limit of the tracking API
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def metric_names(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"model": {"rmse": ..}, "naive": ..} -> {"test_rmse": .., "naive_test_rmse": ..}."""
+    return {
+        f"{'' if forecaster == 'model' else forecaster + '_'}test_{metric}": value
+        for forecaster, values in metrics.items()
+        for metric, value in values.items()
+    }
+
+
+def log_evaluation(run_id: str, metrics: dict[str, dict[str, float]], files: list[Path]) -> None:
+    """Test metrics of the model and baselines under stable names, plus the files."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for name, value in metric_names(metrics).items():
+        client.log_metric(run_id, name, value)
+    for path in files:
+        client.log_artifact(run_id, str(path))
+
+
+def headline(metrics: dict[str, dict[str, float]]) -> str:
+    """One line of test figures for a model version's description."""
+    model, seasonal = metrics["model"], metrics["seasonal_naive"]
+    return (
+        f"Test window: RMSE {model['rmse']:,.0f}, MAE {model['mae']:,.0f}, MAPE {model['mape']:.2f}%, "
+        f"R² {model['r2']:.3f}, MASE {model['mase']:.3f} (seasonal-naive MAE {seasonal['mae']:,.0f})."
+    )
+
+
+def log_and_register(settings: Settings, history: pd.DataFrame, series, model, model_dir: Path, metrics, run_id: str):
+    """Log the pyfunc (Keras model + scaler + spec) with a signature; register a new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tasks.forecaster import TravelForecaster, forecast_history, write_model_files
+    from tasks.ingest import to_input_format
+
+    artifacts = write_model_files(model, series.scaler, settings.data, settings.model, series.features, model_dir)
+    recent = history.tail(settings.model.lags + 6)
+    input_example = to_input_format(recent, settings.data)
+    output_example = forecast_history(model, series.scaler, recent, settings.model.lags, series.features)
+    use_store(settings)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TravelForecaster(),
+            artifacts=artifacts,
+            code_paths=code_paths(),
+            pip_requirements=model_requirements(),
+            signature=infer_signature(input_example, output_example),
+            input_example=input_example,
+        )
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model, tags={"run_id": run_id})
+    client.update_model_version(version.name, version.version, description=headline(metrics))
+    return version

@@ -1,0 +1,85 @@
+"""The `travel-forecast` command, run as a user runs it: a real process, real Prefect and MLflow."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SAMPLE, SEED_FORMAT_CONFIG
+
+CLI = [sys.executable, "-m", "flows.cli"]
+
+
+@pytest.fixture
+def cli_env(prefect_server):
+    """The environment of a user's shell, pointed at the test's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI", "PREFECT_API_URL"}}
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    return env
+
+
+def run(args, env, tmp_path):
+    store = ["--set", f'mlflow.store_dir="{tmp_path / "mlruns"}"', "--set", f'output_dir="{tmp_path / "out"}"']
+    return subprocess.run([*CLI, *args, *store], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def registered_versions(tmp_path, name):
+    import mlflow
+
+    if not (tmp_path / "mlruns" / "mlflow.db").exists():
+        return []
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    return [str(v.version) for v in client.search_model_versions(f"name='{name}'")]
+
+
+def test_help_loads_no_heavy_library():
+    code = (
+        "import sys\nfrom flows.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'mlflow', 'prefect', 'pandas') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "usage: travel-forecast" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
+    result = run(["train", "--config", str(SEED_FORMAT_CONFIG), "--set", "model.epochs=2"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("Test window") :]
+    for forecaster in ("model", "naive", "seasonal_naive"):
+        assert forecaster in table
+    for metric in ("rmse", "mae", "mape", "r2", "mase"):
+        assert metric in table
+    assert "Registered model 'travel-forecast-seed-format' version 1" in result.stdout
+    assert registered_versions(tmp_path, "travel-forecast-seed-format") == ["1"]
+
+
+def test_train_on_a_bad_file_prints_the_report_and_registers_nothing(cli_env, tmp_path):
+    bad = pd.read_csv(SAMPLE, dtype=str)
+    bad.loc[4, "riders"] = "many"
+    bad.loc[9, "day_type"] = "4"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    result = run(["train", "--data", str(tmp_path / "bad.csv")], cli_env, tmp_path)
+    assert result.returncode == 1
+    assert "2 validation failure(s); nothing was trained or registered" in result.stderr
+    assert "many" in result.stderr and "day_type_code" in result.stderr
+    assert registered_versions(tmp_path, "travel-forecast") == []
+    reports = list((tmp_path / "out").glob("*/validation_report.json"))
+    assert len(reports) == 1 and pd.read_json(reports[0])["line"].tolist() == [6, 11]
+
+
+def test_validate_command_reports_without_training(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    good = subprocess.run([*CLI, "validate", str(SAMPLE)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0 and "valid, 1720 days from 2020-03-01 to 2024-11-14" in good.stdout
+    (tmp_path / "bad.csv").write_text(SAMPLE.read_text().replace("2020-03-03,5481103", "2020-03-03,-1", 1))
+    bad = subprocess.run([*CLI, "validate", str(tmp_path / "bad.csv")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "1 validation failure(s)" in bad.stderr and "greater_than_or_equal_to(0)" in bad.stderr
+    assert not (tmp_path / "mlruns").exists()

@@ -1,0 +1,89 @@
+"""The train flow under a real (temporary) Prefect server with a real MLflow store in tmp."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_server, tmp_path_factory):
+    """One 2-epoch training run on the bundled sample, shared by the tests below."""
+    from flows.train import train
+    from tasks.config import load_settings
+
+    root = tmp_path_factory.mktemp("flow")
+    settings = load_settings(None, ["model.epochs=2"], updates={"mlflow": {"store_dir": str(root / "mlruns")}, "output_dir": str(root / "out")})
+    return settings, train(settings)
+
+
+@pytest.fixture
+def client(trained):
+    import mlflow
+
+    from tasks.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(trained[0].mlflow))
+    return mlflow.MlflowClient()
+
+
+def test_run_registers_a_version_with_metrics_of_model_and_baselines(trained, client):
+    settings, summary = trained
+    assert summary.model_version == "1" and summary.epochs_run == 2
+    version = client.get_model_version(settings.mlflow.registered_model, summary.model_version)
+    assert version.run_id == summary.run_id and "RMSE" in version.description
+    run = client.get_run(summary.run_id)
+    for prefix in ("", "naive_", "seasonal_naive_"):
+        for metric in ("rmse", "mae", "mape", "r2", "mase"):
+            assert np.isfinite(run.data.metrics[f"{prefix}test_{metric}"])
+    assert set(summary.metrics) == {"model", "naive", "seasonal_naive"}
+    assert run.data.metrics["naive_test_mae"] == pytest.approx(summary.metrics["naive"]["mae"])
+
+
+def test_run_logs_config_fingerprint_losses_and_files(trained, client):
+    settings, summary = trained
+    run = client.get_run(summary.run_id)
+    assert run.data.params["model.lags"] == "14" and run.data.params["data.target_column"] == "riders"
+    assert run.data.params["data.rows"] == "1720"
+    assert (run.data.params["data.first_date"], run.data.params["data.last_date"]) == ("2020-03-01", "2024-11-14")
+    assert len(run.data.params["data.file_sha256"]) == 64
+    assert [m.step for m in client.get_metric_history(summary.run_id, "epoch_loss")] == [1, 2]
+    assert len(client.get_metric_history(summary.run_id, "epoch_val_loss")) == 2
+    files = {f.path for f in client.list_artifacts(summary.run_id)}
+    assert {"loss.png", "test_forecast.png", "metrics.csv", "validation_report.csv", "validation_report.json"} <= files
+    assert str(settings.mlflow.store_dir / "artifacts") in run.info.artifact_uri
+
+
+def test_registered_version_loads_and_forecasts_travellers(trained):
+    import mlflow
+
+    settings, summary = trained
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}/{summary.model_version}")
+    recent = pd.read_csv(SAMPLE).tail(20)[["date", "riders", "cumulative_cases", "day_type"]]
+    forecast = model.predict(recent)
+    assert len(forecast) == 20 - 14 + 1
+    assert forecast["date"].iloc[-1] == "2024-11-15" and (forecast["step"] == 1).all()
+    assert np.isfinite(forecast["forecast"]).all()
+    # Real units: millions of riders a day, not the scaled 0..1 range.
+    assert forecast["forecast"].between(1e5, 2e7).all()
+
+
+def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(trained, client, tmp_path):
+    from flows.train import train
+    from tasks.ingest import InputValidationError
+
+    settings, _ = trained
+    bad = pd.read_csv(SAMPLE)
+    bad.loc[10, "riders"] = -5
+    bad.loc[20, "cumulative_cases"] = 0
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    runs_before = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
+    with pytest.raises(InputValidationError) as caught:
+        train(settings.model_copy(update={"data": settings.data.model_copy(update={"path": tmp_path / "bad.csv"})}))
+    assert caught.value.report[["line", "column"]].values.tolist() == [[12, "riders"], [22, "cumulative_cases"]]
+    report_files = sorted(settings.output_dir.glob("*/validation_report.csv"))
+    assert pd.read_csv(report_files[-1])["line"].tolist() == [12, 22]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{settings.mlflow.registered_model}'")] == ["1"]
+    runs_after = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
+    assert len(runs_after) == len(runs_before)
