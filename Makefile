@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 # Quiet, offline-friendly Prefect defaults; override from the environment.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install run test clean
+.PHONY: install run test ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: $(STAMP)
 ## The whole test suite (extra pytest options: PYTEST_ARGS="-k config").
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The MLflow UI on the local store: http://127.0.0.1:5000
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf $(VENV) outputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -137,6 +138,10 @@ def log_and_register(settings: Settings, history: pd.DataFrame, series, model, m
     recent = history.tail(settings.model.lags + 6)
     input_example = to_input_format(recent, settings.data)
     output_example = forecast_history(model, series.scaler, recent, settings.model.lags, series.features)
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values: validation refuses those anyway.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(input_example, output_example)
     use_store(settings)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
@@ -145,7 +150,7 @@ def log_and_register(settings: Settings, history: pd.DataFrame, series, model, m
             artifacts=artifacts,
             code_paths=code_paths(),
             pip_requirements=model_requirements(),
-            signature=infer_signature(input_example, output_example),
+            signature=signature,
             input_example=input_example,
         )
     client = mlflow.MlflowClient()
