@@ -58,6 +58,29 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, mase_scale: floa
     }
 
 
+@dataclass(frozen=True)
+class WindowScores:
+    """Actual test values, each forecaster's forecasts [samples, horizon], and their metrics."""
+
+    actual: np.ndarray
+    forecasts: dict[str, np.ndarray]
+    metrics: dict[str, dict[str, float]]
+
+
+def score_test_window(
+    series_actual: np.ndarray, first_test_row: int, target_rows: np.ndarray, model_forecast: np.ndarray
+) -> WindowScores:
+    """Score the model's test forecasts and both baselines' on the same days, in real units."""
+    horizon = model_forecast.shape[1]
+    actual = series_actual[np.asarray(target_rows)[:, None] + np.arange(horizon)]
+    forecasts = {"model": model_forecast}
+    for name, baseline in BASELINES.items():
+        forecasts[name] = baseline.fit(series_actual).predict(target_rows, horizon)
+    scale = seasonal_naive_mae(series_actual[:first_test_row])  # training days only
+    metrics = {name: forecast_metrics(actual, predicted, scale) for name, predicted in forecasts.items()}
+    return WindowScores(actual=actual, forecasts=forecasts, metrics=metrics)
+
+
 def metrics_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
     """One row per forecaster (model first), one column per metric."""
     return pd.DataFrame(scores).T.rename_axis("forecaster")[["rmse", "mae", "mape", "r2", "mase"]]

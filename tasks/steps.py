@@ -156,23 +156,18 @@ def evaluate_model(dataset: ds.Dataset, fitted: FittedModel, run_id: str, run_di
 
     series, test = dataset.series, dataset.test
     model = keras.models.load_model(fitted.model_dir / KERAS_FILE, compile=False)
-    horizon = test.y.shape[1]
-    actual = series.actual[test.target_rows[:, None] + np.arange(horizon)]
-    forecasts = {"model": inverse_scale_target(series.scaler, predict_scaled(model, test))}
-    for name, baseline in ev.BASELINES.items():
-        forecasts[name] = baseline.fit(series.actual).predict(test.target_rows, horizon)
-    scale = ev.seasonal_naive_mae(series.actual[: series.first_test_row])
-    metrics = {name: ev.forecast_metrics(actual, predicted, scale) for name, predicted in forecasts.items()}
-    table = ev.metrics_table(metrics)
+    model_forecast = inverse_scale_target(series.scaler, predict_scaled(model, test))
+    scores = ev.score_test_window(series.actual, series.first_test_row, test.target_rows, model_forecast)
+    table = ev.metrics_table(scores.metrics)
     table.to_csv(run_dir / "metrics.csv")
-    get_run_logger().info("test window, %d days:\n%s", len(actual), ev.format_metrics(table))
-    dates = series.dates[test.target_rows]
+    get_run_logger().info("test window, %d days:\n%s", len(scores.actual), ev.format_metrics(table))
+    first_days = {name: values[:, 0] for name, values in scores.forecasts.items()}
     figures = [
         plots.plot_losses(fitted.losses, fitted.validation_label, run_dir / "loss.png"),
-        plots.plot_forecasts(dates, actual[:, 0], {k: v[:, 0] for k, v in forecasts.items()}, run_dir / "test_forecast.png"),
+        plots.plot_forecasts(series.dates[test.target_rows], scores.actual[:, 0], first_days, run_dir / "test_forecast.png"),
     ]
-    tracking.log_evaluation(run_id, metrics, [run_dir / "metrics.csv", *figures])
-    return Evaluation(metrics=metrics, plots=figures)
+    tracking.log_evaluation(run_id, scores.metrics, [run_dir / "metrics.csv", *figures])
+    return Evaluation(metrics=scores.metrics, plots=figures)
 
 
 @task(cache_policy=NO_CACHE)

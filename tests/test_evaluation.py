@@ -46,3 +46,21 @@ def test_metrics_table_puts_forecasters_in_rows_and_metrics_in_columns():
     assert list(table.index) == ["model", "naive"]
     assert list(table.columns) == ["rmse", "mae", "mape", "r2", "mase"]
     assert table.loc["naive", "mae"] == 1.0 and table.loc["model", "r2"] == 1.0
+
+
+def test_score_test_window_scores_model_and_baselines_on_the_same_days():
+    from tasks.evaluation import score_test_window
+
+    # Two weeks of training days with a weekly pattern, then a 3-day test window.
+    week = [10.0, 10, 10, 10, 10, 4, 4]
+    actual = np.array(week + week + [11.0, 12.0, 13.0])
+    scores = score_test_window(actual, first_test_row=14, target_rows=np.array([14, 15, 16]), model_forecast=np.array([[11.0], [12.0], [14.0]]))
+    np.testing.assert_array_equal(scores.actual[:, 0], [11, 12, 13])
+    np.testing.assert_array_equal(scores.forecasts["naive"][:, 0], [4, 11, 12])
+    np.testing.assert_array_equal(scores.forecasts["seasonal_naive"][:, 0], [10, 10, 10])
+    # The MASE scale is the training days' seasonal-naive MAE: 0 here (an exact weekly
+    # pattern), so MASE is undefined rather than infinite.
+    assert math.isnan(scores.metrics["model"]["mase"])
+    assert scores.metrics["model"]["mae"] == pytest.approx(1 / 3)
+    assert scores.metrics["naive"]["mae"] == pytest.approx((7 + 1 + 1) / 3)
+    assert scores.metrics["seasonal_naive"]["mae"] == pytest.approx((1 + 2 + 3) / 3)
