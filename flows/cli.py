@@ -24,6 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
     validate = commands.add_parser("validate", parents=[common], help="check an input CSV and print every failure")
     validate.add_argument("file", type=Path, help="input CSV to check")
+    retrain = commands.add_parser("retrain", parents=[common], help="ingest the landing folder and retrain once, now")
+    retrain.add_argument("--force", action="store_true", help="retrain even if no new data arrived")
+    retrain.add_argument("--epochs", type=int, help="override model.epochs for this run")
+    commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
+    ingest = commands.add_parser("ingest", parents=[common], help="drop a daily file into the landing folder and announce it")
+    ingest.add_argument("file", type=Path, help="CSV with one or more new days, in the input format")
+    predict = commands.add_parser("predict", parents=[common], help="forecast the next days with the champion")
+    predict.add_argument("--days", type=int, default=1, help="how many days ahead (default 1)")
     return parser
 
 
@@ -70,11 +78,62 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from flows.retrain import retrain
+
+    summary = retrain(_settings(args, None), force=args.force, epochs=args.epochs, trigger="manual")
+    print(f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised" + (f"; model version {summary.model_version}: {summary.reason}" if summary.model_version else ""))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve_retrain
+
+    serve_retrain(_settings(args, None))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    import shutil
+
+    from flows.retrain import EVENT_DATA_ARRIVED
+    from flows.serve import announce_arrival
+
+    settings = _settings(args, None)
+    landing = settings.retrain.incoming_dir
+    landing.mkdir(parents=True, exist_ok=True)
+    partial = landing / f".{args.file.name}.partial"
+    shutil.copyfile(args.file, partial)
+    target = partial.rename(landing / args.file.name)  # appears whole: a running ingest never sees half a file
+    print(f"{target}: in the landing folder")
+    if not os.environ.get("PREFECT_API_URL"):
+        print("PREFECT_API_URL is not set: no server to announce it to; the next scheduled or manual retrain picks it up")
+        return 0
+    announce_arrival(args.file.name, str(target))
+    print(f"announced as {EVENT_DATA_ARRIVED}: the served deployment starts a retrain run")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from flows.predict import predict
+
+    try:
+        path = predict(_settings(args, None), days=args.days)
+    except LookupError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(pd.read_csv(path).to_string(index=False, formatters={"forecast": "{:,.0f}".format}))
+    print(f"\nwritten to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the log
-    handlers = {"train": _train, "validate": _validate}
+    handlers = {"train": _train, "validate": _validate, "retrain": _retrain, "serve": _serve, "ingest": _ingest, "predict": _predict}
     return handlers[args.command](args)
 
 

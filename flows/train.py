@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 from prefect import flow
 
 from tasks.config import Settings
@@ -25,9 +28,16 @@ def train(settings: Settings) -> TrainSummary:
     run_dir = create_run_dir(settings.output_dir)
     raw = read_input(settings.data.path)
     history = validate_input(raw, settings.data, run_dir)
+    return train_on_history(settings, history, run_dir, tags={"trigger": "manual"}, source=settings.data.path)
+
+
+def train_on_history(
+    settings: Settings, history: pd.DataFrame, run_dir: Path, tags: dict[str, str], source: Path | None = None
+) -> TrainSummary:
+    """The steps every training shares: scale -> frame -> train -> evaluate -> register."""
     series = scale(history, settings)
     dataset = frame(series, settings.model)
-    run_id = start_tracking(settings, history, run_dir)
+    run_id = start_tracking(settings, history, run_dir, tags, source)
     fitted = train_model(dataset, settings.model, run_id, run_dir)
     evaluation = evaluate_model(dataset, fitted, run_id, run_dir)
     return register_model(settings, history, dataset, fitted, evaluation, run_id)

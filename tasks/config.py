@@ -77,11 +77,37 @@ class MlflowConfig(_Strict):
     store_dir: Path = Path("mlruns")
     experiment: str = "travel-forecast"
     registered_model: str = "travel-forecast"
+    ui_url: str = Field("http://127.0.0.1:5000", description="Where the MLflow UI is served, for links in run summaries.")
 
     @field_validator("tracking_uri", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+
+class RetrainConfig(_Strict):
+    """Daily retraining: where new files land, the history store, the schedule, the champion rule."""
+
+    incoming_dir: Path = Field(Path("data/incoming"), description="Landing folder; processed/ and rejected/ go inside it.")
+    history_url: str | None = Field(None, description="SQLAlchemy URL of the history store, e.g. postgresql+psycopg://...")
+    history_path: Path = Field(Path("data/history.db"), description="SQLite history store used when history_url is empty.")
+    revision_window_days: int = Field(14, ge=0, description="How far back a file may revise stored days.")
+    deployment: str = "daily"
+    cron: str = "0 6 * * *"
+    timezone: str = "America/New_York"
+    max_baseline_ratio: float = Field(
+        1.5, gt=0, description="A challenger whose MAE exceeds this multiple of the seasonal-naive MAE never becomes champion."
+    )
+
+    @field_validator("history_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def store_url(self) -> str:
+        """The history store's SQLAlchemy URL."""
+        return self.history_url or f"sqlite:///{self.history_path}"
 
 
 class Settings(_Strict):
@@ -91,15 +117,18 @@ class Settings(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    retrain: RetrainConfig = RetrainConfig()
     output_dir: Path = Path("outputs")
 
     def resolved(self, root: Path) -> Settings:
         """Return a copy whose relative paths are absolute under `root`."""
         absolute = lambda p: p if p.is_absolute() else (root / p).resolve()  # noqa: E731
+        retrain = {"incoming_dir": absolute(self.retrain.incoming_dir), "history_path": absolute(self.retrain.history_path)}
         return self.model_copy(
             update={
                 "data": self.data.model_copy(update={"path": absolute(self.data.path)}),
                 "mlflow": self.mlflow.model_copy(update={"store_dir": absolute(self.mlflow.store_dir)}),
+                "retrain": self.retrain.model_copy(update=retrain),
                 "output_dir": absolute(self.output_dir),
             }
         )

@@ -16,7 +16,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from schemas.daily import DATE
+from schemas.daily import DATE, DAY_TYPE, TARGET
 from tasks.config import DataConfig, ModelConfig
 from tasks.ingest import history_from_frame
 from tasks.scaling import inverse_scale_target, scale_rows
@@ -70,3 +70,28 @@ def forecast_rows(window_ends: np.ndarray, forecasts: np.ndarray) -> pd.DataFram
     steps = np.arange(1, forecasts.shape[1] + 1)
     dates = pd.DatetimeIndex(np.repeat(window_ends, len(steps))) + pd.to_timedelta(np.tile(steps, len(window_ends)), unit="D")
     return pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "step": np.tile(steps, len(window_ends)), "forecast": forecasts.ravel()})
+
+
+def forecast_ahead(predict, history: pd.DataFrame, days: int, data: DataConfig, lags_needed: int = 60) -> pd.DataFrame:
+    """Forecast `days` days past the history, one day at a time.
+
+    Each forecast day is fed back as that day's travellers; case counts are known only up
+    to the last stored day and are carried forward; day types come from the calendar.
+    `predict` is a registered model's predict (input format in, (date, step, forecast) out).
+    """
+    from tasks.calendar import derive_day_types
+    from tasks.ingest import to_input_format
+
+    frame = history.tail(lags_needed).reset_index(drop=True)
+    forecasts = []
+    for _ in range(days):
+        output = predict(to_input_format(frame, data))
+        nxt = output[output["step"] == 1].iloc[-1]
+        day = pd.Timestamp(nxt["date"])
+        row = frame.iloc[[-1]].copy()
+        row[DATE] = day
+        row[TARGET] = max(0, int(round(float(nxt["forecast"]))))
+        row[DAY_TYPE] = int(derive_day_types(pd.Series([day]), data.holiday_country, data.holiday_subdivision).iloc[0])
+        frame = pd.concat([frame, row], ignore_index=True).tail(lags_needed).reset_index(drop=True)
+        forecasts.append({"date": nxt["date"], "forecast": float(nxt["forecast"])})
+    return pd.DataFrame(forecasts)

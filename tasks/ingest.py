@@ -148,10 +148,14 @@ def fill_gaps(frame: pd.DataFrame) -> pd.DataFrame:
     return full.reset_index()
 
 
+def value_columns(config: DataConfig) -> list[str]:
+    """The columns of DailyHistory after the date: travellers, every count column, day type."""
+    return list(dict.fromkeys([TARGET, *config.case_columns, *config.cumulative_columns, *config.count_columns, DAY_TYPE]))
+
+
 def to_history(parsed: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     """Validated input -> DailyHistory: gaps filled if allowed, day types known, whole counts."""
-    counts = [TARGET, *config.case_columns, *config.cumulative_columns, *config.count_columns]
-    columns = list(dict.fromkeys([DATE, *counts, DAY_TYPE]))
+    columns = [DATE, *value_columns(config)]
     frame = parsed.reset_index(drop=True)[[c for c in columns if c in parsed]]
     frame = fill_gaps(frame) if config.gap_policy == "interpolate" else frame
     calendar = derive_day_types(frame[DATE], config.holiday_country, config.holiday_subdivision)

@@ -54,10 +54,10 @@ class TrainSummary:
 
 
 @task(cache_policy=NO_CACHE)
-def create_run_dir(output_dir: Path) -> Path:
+def create_run_dir(output_dir: Path, kind: str = "train") -> Path:
     """A fresh folder for this run's report, plots and model files."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    run_dir = output_dir / f"train-{stamp}"
+    run_dir = output_dir / f"{kind}-{stamp}"
     run_dir.mkdir(parents=True)
     return run_dir
 
@@ -103,19 +103,19 @@ def frame(series: ds.ScaledSeries, config: ModelConfig) -> ds.Dataset:
 
 
 @task(cache_policy=NO_CACHE)
-def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path) -> str:
-    """Open the MLflow run: config as params, data fingerprint, validation report."""
+def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path, tags: dict[str, str], source: Path | None = None) -> str:
+    """Open the MLflow run: config as params, data fingerprint, tags, the reports in run_dir."""
     import mlflow
 
     from tasks import tracking
 
     tracking.use_store(settings)
-    fingerprint = tracking.data_fingerprint(history, settings.data.path)
-    with mlflow.start_run(run_name=run_dir.name) as run:
+    fingerprint = tracking.data_fingerprint(history, source)
+    run_tags = {"preset": settings.preset, "data_through": fingerprint["data.last_date"]} | tags
+    with mlflow.start_run(run_name=f"{run_dir.name}-{run_tags['data_through']}", tags=run_tags) as run:
         mlflow.log_params(tracking.flatten(settings.model_dump(mode="json")) | fingerprint)
-        mlflow.set_tags({"preset": settings.preset, "data.last_date": fingerprint["data.last_date"]})
-        mlflow.log_artifact(str(run_dir / "validation_report.csv"))
-        mlflow.log_artifact(str(run_dir / "validation_report.json"))
+        for report in sorted([*run_dir.glob("*.csv"), *run_dir.glob("*.json")]):
+            mlflow.log_artifact(str(report))
     get_run_logger().info("MLflow run %s in %s", run.info.run_id, mlflow.get_tracking_uri())
     return run.info.run_id
 

@@ -54,15 +54,15 @@ def flatten(values: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def data_fingerprint(history: pd.DataFrame, path: Path) -> dict[str, str]:
-    """Rows, date range and hashes of the file and of the validated history."""
-    return {
+def data_fingerprint(history: pd.DataFrame, path: Path | None = None) -> dict[str, str]:
+    """Rows, date range and hashes of the validated history and (if any) of the source file."""
+    fingerprint = {
         "data.rows": str(len(history)),
         "data.first_date": history[DATE].min().strftime("%Y-%m-%d"),
         "data.last_date": history[DATE].max().strftime("%Y-%m-%d"),
-        "data.file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "data.history_sha256": hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest(),
     }
+    return fingerprint | ({"data.file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()} if path else {})
 
 
 def model_requirements() -> list[str]:
@@ -157,3 +157,44 @@ def log_and_register(settings: Settings, history: pd.DataFrame, series, model, m
     version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model, tags={"run_id": run_id})
     client.update_model_version(version.name, version.version, description=headline(metrics))
     return version
+
+
+CHAMPION = "champion"
+
+
+def champion_version(settings: Settings):
+    """The registered version holding the champion alias, or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def record_decision(settings: Settings, challenger: str, champion: str | None, run_id: str, decision) -> None:
+    """Tag both versions and the run with the decision; move the alias only on promotion."""
+    import mlflow
+
+    client, name = mlflow.MlflowClient(), settings.mlflow.registered_model
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, challenger, key, value)
+    if champion is not None:
+        client.set_model_version_tag(name, champion, "last_challenge", f"v{challenger}: {decision.tags()['decision']} - {decision.reason}")
+    client.set_tag(run_id, "champion", "true" if decision.promote else "false")
+    client.set_tag(run_id, "decision", decision.reason)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, challenger)
+
+
+def ui_links(settings: Settings, run_id: str, version: str) -> dict[str, str]:
+    """MLflow UI addresses of a run and a model version."""
+    import mlflow
+
+    experiment_id = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    ui = settings.mlflow.ui_url.rstrip("/")
+    return {
+        "run": f"{ui}/#/experiments/{experiment_id}/runs/{run_id}",
+        "model_version": f"{ui}/#/models/{settings.mlflow.registered_model}/versions/{version}",
+    }

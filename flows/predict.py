@@ -1,0 +1,20 @@
+"""Forecast the next days with the champion from the latest stored history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from tasks.config import Settings
+from tasks.retrain_steps import forecast_with_champion, load_history, run_date, with_run_parameters, write_forecast
+
+
+@flow(name="predict")
+def predict(settings: Settings = Settings(), days: int = 1) -> Path:
+    """Write the next `days` days' forecast (date, forecast, model version) to CSV."""
+    today = run_date(settings.retrain.timezone)
+    settings = with_run_parameters(settings, None)
+    history = load_history(settings)
+    forecast = forecast_with_champion(settings, history, days)
+    return write_forecast(forecast, settings.output_dir, today)

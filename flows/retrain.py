@@ -1,0 +1,55 @@
+"""Daily retraining: ingest the landing folder -> train a challenger -> champion decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow
+
+from flows.train import train_on_history
+from tasks.config import Settings
+from tasks.retrain_steps import (
+    decide_champion,
+    ingest_new_data,
+    load_history,
+    publish_summary,
+    run_date,
+    score_champion,
+    with_run_parameters,
+    write_ingest_report,
+)
+from tasks.steps import create_run_dir
+
+EVENT_DATA_ARRIVED = "travel-forecast.data.arrived"
+
+
+@dataclass(frozen=True)
+class RetrainSummary:
+    """What a retrain run did."""
+
+    status: str  # "no new data" | "promoted" | "not promoted"
+    run_date: str
+    days_added: int
+    days_revised: int
+    model_version: str | None = None
+    reason: str | None = None
+
+
+@flow(name="retrain", flow_run_name="retrain-{trigger}")
+def retrain(settings: Settings = Settings(), force: bool = False, epochs: int | None = None, trigger: str = "manual") -> RetrainSummary:
+    """Retrain on the full history when new or revised days arrived (or when forced)."""
+    today = run_date(settings.retrain.timezone)
+    settings = with_run_parameters(settings, epochs)
+    arrived = ingest_new_data(settings)
+    if not (arrived.changed or force):
+        publish_summary(settings, today, trigger, arrived)
+        return RetrainSummary("no new data", today, 0, 0)
+    run_dir = create_run_dir(settings.output_dir, "retrain")
+    write_ingest_report(arrived, run_dir)
+    history = load_history(settings)
+    challenger = train_on_history(settings, history, run_dir, tags={"trigger": trigger, "run_date": today})
+    champion = score_champion(settings, history)
+    decision = decide_champion(settings, challenger, champion)
+    publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
+    status = "promoted" if decision.promote else "not promoted"
+    return RetrainSummary(status, today, arrived.days_added, arrived.days_revised, challenger.model_version, decision.reason)

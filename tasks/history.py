@@ -1,0 +1,124 @@
+"""The history store: every validated day, the files that brought them, and every revision.
+
+SQLite through SQLAlchemy by default (a URL in config points it at PostgreSQL). Each file's
+changes are written in one transaction, so a crash mid-ingest leaves the history as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pandas as pd
+import sqlalchemy as sa
+
+from schemas.daily import DATE, DAY_TYPE, DailyHistory
+
+
+@dataclass(frozen=True)
+class Store:
+    """An open history store: the engine and its three tables."""
+
+    engine: sa.Engine
+    days: sa.Table
+    files: sa.Table
+    revisions: sa.Table
+    value_columns: list[str]
+
+
+def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, sa.Table, sa.Table]:
+    days = sa.Table(
+        "daily_history",
+        metadata,
+        sa.Column(DATE, sa.Date, primary_key=True),
+        *[sa.Column(name, sa.BigInteger, nullable=False) for name in value_columns],
+    )
+    files = sa.Table(
+        "ingested_files",
+        metadata,
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("name", sa.String(500), nullable=False),
+        sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("first_date", sa.Date, nullable=False),
+        sa.Column("last_date", sa.Date, nullable=False),
+        sa.Column("days_added", sa.Integer, nullable=False),
+        sa.Column("days_revised", sa.Integer, nullable=False),
+    )
+    revisions = sa.Table(
+        "revisions",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column(DATE, sa.Date, nullable=False),
+        sa.Column("column", sa.String(200), nullable=False),
+        sa.Column("old_value", sa.BigInteger, nullable=False),
+        sa.Column("new_value", sa.BigInteger, nullable=False),
+        sa.Column("file_sha256", sa.String(64), nullable=False),
+        sa.Column("revised_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return days, files, revisions
+
+
+def open_store(url: str, value_columns: list[str]) -> Store:
+    """Open (creating if needed) the store; refuse one whose columns differ from the config's."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        # Wait for a concurrent writer instead of failing at once.
+        sa.event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 30000"))
+    metadata = sa.MetaData()
+    days, files, revisions = _tables(metadata, value_columns)
+    metadata.create_all(engine)
+    stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history")]
+    if stored != [DATE, *value_columns]:
+        raise ValueError(f"history store {engine.url!r} has columns {stored}; the config expects {[DATE, *value_columns]}")
+    return Store(engine, days, files, revisions, value_columns)
+
+
+def read_history(store: Store) -> pd.DataFrame:
+    """Every stored day, in date order, as DailyHistory (empty if nothing is stored yet)."""
+    with store.engine.connect() as connection:
+        frame = pd.read_sql(sa.select(store.days).order_by(store.days.c[DATE]), connection)
+    frame[DATE] = pd.to_datetime(frame[DATE])
+    frame = frame.astype({c: "int64" for c in store.value_columns})
+    return DailyHistory.validate(frame) if len(frame) else frame
+
+
+def is_ingested(store: Store, sha256: str) -> bool:
+    """Whether a file with these exact bytes was ingested before."""
+    with store.engine.connect() as connection:
+        return connection.execute(sa.select(store.files.c.sha256).where(store.files.c.sha256 == sha256)).first() is not None
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    rows = frame.assign(**{DATE: frame[DATE].dt.date}).to_dict("records")
+    return [{key: (int(value) if key != DATE else value) for key, value in row.items()} for row in rows]
+
+
+def apply_file(store: Store, sha256: str, name: str, new_days: pd.DataFrame, revisions: pd.DataFrame, span: tuple) -> None:
+    """Add new days, apply and record revisions, record the file: all or nothing."""
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as connection:
+        if len(new_days):
+            connection.execute(sa.insert(store.days), _records(new_days[[DATE, *store.value_columns]]))
+        for change in revisions.itertuples(index=False):
+            day = change.date.date()
+            connection.execute(
+                sa.update(store.days).where(store.days.c[DATE] == day).values({change.column: int(change.new_value)})
+            )
+            connection.execute(
+                sa.insert(store.revisions).values(
+                    date=day, column=change.column, old_value=int(change.old_value), new_value=int(change.new_value),
+                    file_sha256=sha256, revised_at=now,
+                )
+            )
+        connection.execute(
+            sa.insert(store.files).values(
+                sha256=sha256, name=name, ingested_at=now, first_date=span[0].date(), last_date=span[1].date(),
+                days_added=len(new_days), days_revised=revisions[DATE].nunique() if len(revisions) else 0,
+            )
+        )
+
+
+def read_revisions(store: Store) -> pd.DataFrame:
+    """Every recorded revision, oldest first."""
+    with store.engine.connect() as connection:
+        return pd.read_sql(sa.select(store.revisions).order_by(store.revisions.c.id), connection)

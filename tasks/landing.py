@@ -1,0 +1,188 @@
+"""Ingest the landing folder into the history store, one file at a time, all or nothing per file.
+
+Files are validated with the input schema, ordered by their first day, and merged: new days
+are appended, revisions of recent days applied and recorded, a file that leaves a gap waits
+in the folder for the missing days, anything else is rejected with its report beside it.
+Processed files move to `processed/`, rejected ones to `rejected/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from schemas.daily import DATE
+from tasks import arrivals, history
+from tasks.config import Settings
+from tasks.ingest import (
+    REPORT_COLUMNS,
+    InputValidationError,
+    parse_input,
+    read_csv,
+    to_history,
+    to_input_format,
+    validation_report,
+    value_columns,
+    write_report,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file."""
+
+    name: str
+    outcome: str  # added | nothing_new | duplicate | waiting | rejected | seeded
+    reason: str
+    days_added: int = 0
+    days_revised: int = 0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Every file's outcome and the resulting history's last day."""
+
+    files: list[FileOutcome] = field(default_factory=list)
+    last_date: str | None = None
+
+    @property
+    def days_added(self) -> int:
+        return sum(f.days_added for f in self.files)
+
+    @property
+    def days_revised(self) -> int:
+        return sum(f.days_revised for f in self.files)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the stored history gained or changed any day."""
+        return self.days_added + self.days_revised > 0
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def move_into(path: Path, folder: Path) -> Path:
+    """Move a file into `folder`, never overwriting an earlier file of the same name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = folder / f"{path.stem}.{stamp}{path.suffix}"
+    return Path(shutil.move(path, target))
+
+
+def reject(path: Path, report: pd.DataFrame, reason: str) -> FileOutcome:
+    """Move a file to rejected/ with its report (CSV and JSON) beside it."""
+    moved = move_into(path, path.parent / "rejected")
+    report_dir = moved.parent
+    for written in write_report(report, report_dir):
+        written.rename(report_dir / f"{moved.name}.{written.name.replace('validation_report', 'report')}")
+    logger.warning("%s rejected: %s", path.name, reason)
+    return FileOutcome(path.name, "rejected", reason)
+
+
+def reason_report(path: Path, reason: str) -> pd.DataFrame:
+    """A one-line report for a file refused for how it fits the history, not for a broken rule."""
+    return pd.DataFrame([{"file": str(path), "line": None, "column": "", "value": "", "rule": reason, "check": "merge"}], columns=REPORT_COLUMNS)
+
+
+def validate_file(path: Path, settings: Settings) -> pd.DataFrame:
+    """A landing file as DailyHistory, or InputValidationError with every failure."""
+    parsed = parse_input(read_csv(path), settings.data)
+    report = validation_report(parsed, settings.data, path)
+    if len(report):
+        raise InputValidationError(path, report)
+    return to_history(parsed.parsed, settings.data)
+
+
+def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.DataFrame:
+    """Rules the history would break with this file in it (a cumulative count falling, say)."""
+    as_input = to_input_format(merged, settings.data)
+    report = validation_report(parse_input(as_input, settings.data), settings.data, path)
+    # Lines here are positions in the merged history, not in the file: name the day instead.
+    days = merged[DATE].dt.strftime("%Y-%m-%d").to_numpy()
+    report["rule"] = [f"{rule} (on {days[line - 2]}, with the stored history)" for rule, line in zip(report["rule"], report["line"])]
+    report["line"] = pd.array([None] * len(report), dtype="Int64")
+    return report
+
+
+def ingest_one(store: history.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings) -> tuple[FileOutcome, pd.DataFrame]:
+    """Merge one validated file; return its outcome and the history after it."""
+    columns = value_columns(settings.data)
+    plan = arrivals.plan_merge(stored, incoming, columns, settings.retrain.revision_window_days)
+    if plan.outcome == "wait":
+        return FileOutcome(path.name, "waiting", plan.reason), stored
+    if plan.outcome == "reject":
+        return reject(path, reason_report(path, plan.reason), plan.reason), stored
+    merged = arrivals.merged_history(stored, plan)
+    failures = merge_failures(merged, settings, path)
+    if len(failures):
+        return reject(path, failures, f"{len(failures)} rule(s) broken together with the stored history"), stored
+    span = (incoming[DATE].min(), incoming[DATE].max())
+    history.apply_file(store, sha, path.name, plan.new_days, plan.revisions, span)
+    outcome = "added" if plan.outcome == "apply" else "nothing_new"
+    return FileOutcome(path.name, outcome, plan.reason, len(plan.new_days), plan.revisions[DATE].nunique() if len(plan.revisions) else 0), merged
+
+
+def open_history(settings: Settings) -> tuple[history.Store, FileOutcome | None]:
+    """The history store, seeded from the configured data file (the bundled sample) the first time."""
+    store = history.open_store(settings.retrain.store_url, value_columns(settings.data))
+    if not history.read_history(store).empty:
+        return store, None
+    path = settings.data.path
+    seed = validate_file(path, settings)
+    span = (seed[DATE].min(), seed[DATE].max())
+    history.apply_file(store, file_sha256(path), path.name, seed, pd.DataFrame(columns=arrivals.REVISION_COLUMNS), span)
+    logger.info("history store seeded with %d days from %s", len(seed), path)
+    return store, FileOutcome(path.name, "seeded", f"history store started from {path}", days_added=len(seed))
+
+
+def ingest_landing(settings: Settings) -> IngestResult:
+    """Process every CSV in the landing folder; return what happened to each."""
+    store, seeded = open_history(settings)
+    folder = settings.retrain.incoming_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    outcomes: list[FileOutcome] = [seeded] if seeded else []
+    pending: list[tuple[Path, pd.DataFrame, str]] = []
+    for path in sorted(folder.glob("*.csv")):
+        sha = file_sha256(path)
+        if history.is_ingested(store, sha):
+            move_into(path, folder / "processed")
+            outcomes.append(FileOutcome(path.name, "duplicate", "the same file was ingested before"))
+            continue
+        try:
+            pending.append((path, validate_file(path, settings), sha))
+        except (InputValidationError, ValueError) as error:
+            report = error.report if isinstance(error, InputValidationError) else reason_report(path, str(error))
+            outcomes.append(reject(path, report, f"{len(report)} validation failure(s)"))
+    stored = history.read_history(store)
+    pending.sort(key=lambda item: (item[1][DATE].min(), item[0].name))
+    progress, waits = True, {}
+    while pending and progress:  # a file that filled a gap may let a waiting one through
+        progress, waiting = False, []
+        for path, incoming, sha in pending:
+            outcome, stored = ingest_one(store, stored, path, incoming, sha, settings)
+            if outcome.outcome == "waiting":
+                waiting.append((path, incoming, sha))
+                waits[path] = outcome
+                continue
+            if outcome.outcome != "rejected":
+                move_into(path, folder / "processed")
+            outcomes.append(outcome)
+            progress = True
+        pending = waiting
+    for path, _, _ in pending:
+        logger.info("%s waits: %s", path.name, waits[path].reason)
+    outcomes += [waits[path] for path, _, _ in pending]
+    last = stored[DATE].max().strftime("%Y-%m-%d") if len(stored) else None
+    return IngestResult(outcomes, last)

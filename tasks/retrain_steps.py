@@ -1,0 +1,195 @@
+"""Prefect tasks of the retrain and predict flows: new data in, champion decision, forecasts out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from schemas.daily import DATE, TARGET
+from tasks import evaluation as ev
+from tasks.champion import Decision, decide
+from tasks.config import Settings
+from tasks.landing import IngestResult, ingest_landing, open_history
+from tasks.steps import TrainSummary
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The current champion's version and its test-window metrics (None if it could not be scored)."""
+
+    version: str
+    metrics: dict[str, float] | None
+    error: str | None = None
+
+
+@task(cache_policy=NO_CACHE)
+def run_date(timezone: str) -> str:
+    """Today in the schedule's timezone, computed when the run starts (never frozen at deploy time)."""
+    return datetime.now(ZoneInfo(timezone)).strftime("%Y-%m-%d")
+
+
+@task(cache_policy=NO_CACHE)
+def with_run_parameters(settings: Settings, epochs: int | None) -> Settings:
+    """Settings for this run: relative paths anchored at the working directory, epochs overridden."""
+    settings = settings.resolved(Path.cwd())
+    if epochs is None:
+        return settings
+    return settings.model_copy(update={"model": settings.model.model_copy(update={"epochs": epochs})})
+
+
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def ingest_new_data(settings: Settings) -> IngestResult:
+    """Move the landing folder's files into the history store (seeded from the sample on first use)."""
+    result = ingest_landing(settings)
+    logger = get_run_logger()
+    for outcome in result.files:
+        logger.info("%s: %s (%s)", outcome.name, outcome.outcome, outcome.reason)
+    logger.info("%d new day(s), %d revised day(s); history through %s", result.days_added, result.days_revised, result.last_date)
+    return result
+
+
+@task(cache_policy=NO_CACHE)
+def load_history(settings: Settings) -> pd.DataFrame:
+    """Every stored day, validated."""
+    from tasks.history import read_history
+
+    return read_history(open_history(settings)[0])
+
+
+@task(cache_policy=NO_CACHE)
+def write_ingest_report(result: IngestResult, run_dir: Path) -> Path:
+    """What happened to each landing file, beside the run (and logged with it)."""
+    path = run_dir / "ingest_report.csv"
+    columns = ["name", "outcome", "reason", "days_added", "days_revised"]
+    pd.DataFrame([vars(f) for f in result.files], columns=columns).to_csv(path, index=False)
+    return path
+
+
+def champion_forecast(settings: Settings, history: pd.DataFrame, test_dates: pd.Series) -> np.ndarray:
+    """The registered champion's next-day forecasts for `test_dates`, from the stored history."""
+    import mlflow
+
+    from tasks.ingest import to_input_format
+
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@champion")
+    first = max(0, len(history) - len(test_dates) - 60)  # enough days before the window for any lag
+    output = model.predict(to_input_format(history.iloc[first:-1], settings.data))
+    by_date = output[output["step"] == 1].set_index("date")["forecast"]
+    return by_date.reindex(test_dates.dt.strftime("%Y-%m-%d")).to_numpy(dtype=float)
+
+
+@task(cache_policy=NO_CACHE)
+def score_champion(settings: Settings, history: pd.DataFrame) -> ChampionScore | None:
+    """Score the current champion on the challenger's test window (the most recent days)."""
+    from tasks import tracking
+
+    tracking.use_store(settings)
+    current = tracking.champion_version(settings)
+    if current is None:
+        get_run_logger().info("no champion yet")
+        return None
+    test_days = settings.model.test_days
+    actual = history[TARGET].to_numpy(dtype=float)
+    try:
+        forecast = champion_forecast(settings, history, history[DATE].iloc[-test_days:])
+    except Exception as error:  # a champion from another input format cannot be scored: say so, decide without it
+        get_run_logger().warning("champion v%s could not be scored: %s", current.version, error)
+        return ChampionScore(str(current.version), None, str(error))
+    rows = np.arange(len(history) - test_days, len(history))
+    scores = ev.score_test_window(actual, len(history) - test_days, rows, forecast[:, None])
+    get_run_logger().info("champion v%s on the same window: MAE %.0f", current.version, scores.metrics["model"]["mae"])
+    return ChampionScore(str(current.version), scores.metrics["model"])
+
+
+@task(cache_policy=NO_CACHE)
+def decide_champion(settings: Settings, challenger: TrainSummary, champion: ChampionScore | None) -> Decision:
+    """Decide, tag both versions with the decision and figures, and move the alias if promoted."""
+    from tasks import tracking
+
+    champion_mae = champion.metrics["mae"] if champion and champion.metrics else None
+    decision = decide(
+        challenger.metrics["model"]["mae"],
+        challenger.metrics["seasonal_naive"]["mae"],
+        champion_mae,
+        champion.version if champion else None,
+        settings.retrain.max_baseline_ratio,
+    )
+    tracking.use_store(settings)
+    tracking.record_decision(settings, challenger.model_version, champion.version if champion else None, challenger.run_id, decision)
+    get_run_logger().info("v%s %s: %s", challenger.model_version, decision.tags()["decision"], decision.reason)
+    return decision
+
+
+def summary_markdown(
+    run_day: str, trigger: str, result: IngestResult, challenger: TrainSummary | None,
+    champion: ChampionScore | None, decision: Decision | None, links: dict[str, str],
+) -> str:
+    """The run at a glance: new data, metrics side by side, the decision, links into MLflow."""
+    lines = [f"# Retrain {run_day} ({trigger})", "", f"History through **{result.last_date}**: "
+             f"{result.days_added} new day(s), {result.days_revised} revised day(s).", ""]
+    if result.files:
+        lines += ["| file | outcome | reason |", "|---|---|---|"]
+        lines += [f"| {f.name} | {f.outcome} | {f.reason} |" for f in result.files] + [""]
+    if challenger is None:
+        return "\n".join(lines + ["**No new data**: nothing trained."])
+    rows = {f"challenger v{challenger.model_version}": challenger.metrics["model"]}
+    if champion is not None and champion.metrics is not None:
+        rows[f"champion v{champion.version}"] = champion.metrics
+    rows |= {name: challenger.metrics[name] for name in ("seasonal_naive", "naive")}
+    lines += ["| forecaster | RMSE | MAE | MAPE | R² | MASE |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |" for name, m in rows.items()]
+    lines += ["", f"**Decision: {decision.tags()['decision']}** — {decision.reason}", ""]
+    lines += [f"- MLflow run: [{challenger.run_id}]({links['run']})", f"- Model version: [v{challenger.model_version}]({links['model_version']})"]
+    return "\n".join(lines)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_summary(
+    settings: Settings, run_day: str, trigger: str, result: IngestResult,
+    challenger: TrainSummary | None = None, champion: ChampionScore | None = None, decision: Decision | None = None,
+) -> str:
+    """A Prefect markdown artifact summarising the run; returns its text."""
+    from tasks import tracking
+
+    links = tracking.ui_links(settings, challenger.run_id, challenger.model_version) if challenger else {}
+    markdown = summary_markdown(run_day, trigger, result, challenger, champion, decision, links)
+    create_markdown_artifact(markdown=markdown, key="retrain-summary", description=f"retrain {run_day}")
+    return markdown
+
+
+@task(cache_policy=NO_CACHE)
+def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int) -> pd.DataFrame:
+    """The next `days` days from the champion: date, forecast, model version."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.forecaster import forecast_ahead
+
+    tracking.use_store(settings)
+    champion = tracking.champion_version(settings)
+    if champion is None:
+        raise LookupError(f"no '{tracking.CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
+    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@{tracking.CHAMPION}")
+    forecast = forecast_ahead(model.predict, history, days, settings.data).assign(model_version=str(champion.version))
+    logger = get_run_logger()
+    for row in forecast.itertuples(index=False):
+        logger.info("%s: %.0f travellers (champion v%s)", row.date, row.forecast, row.model_version)
+    return forecast
+
+
+@task(cache_policy=NO_CACHE)
+def write_forecast(forecast: pd.DataFrame, output_dir: Path, run_day: str) -> Path:
+    """Write the forecast CSV into the output folder."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"forecast-{run_day}.csv"
+    forecast.to_csv(path, index=False)
+    get_run_logger().info("forecast written to %s", path)
+    return path
