@@ -39,8 +39,17 @@ def changed_cells(stored: pd.DataFrame, overlap: pd.DataFrame, columns: list[str
     return pd.concat(changes, ignore_index=True).sort_values([DATE, "column"], ignore_index=True)
 
 
-def plan_merge(stored: pd.DataFrame, incoming: pd.DataFrame, columns: list[str], revision_window_days: int) -> MergePlan:
-    """Decide how a validated file (DailyHistory) merges into the stored history."""
+def plan_merge(
+    stored: pd.DataFrame,
+    incoming: pd.DataFrame,
+    columns: list[str],
+    revision_window_days: int,
+    display_names: dict[str, str] | None = None,
+) -> MergePlan:
+    """Decide how a validated file (DailyHistory) merges into the stored history.
+
+    `display_names` maps stored column names to the file's, for the reasons given.
+    """
     none = incoming.iloc[0:0]
     if stored.empty:
         return MergePlan("apply", f"first {len(incoming)} days of the history", incoming, pd.DataFrame(columns=REVISION_COLUMNS))
@@ -55,7 +64,7 @@ def plan_merge(stored: pd.DataFrame, incoming: pd.DataFrame, columns: list[str],
         return MergePlan(
             "reject",
             f"changes {len(too_old)} stored value(s) older than the {revision_window_days}-day revision window "
-            f"(from {_day(oldest_revisable)}), e.g. {cell['column']} on {_day(cell[DATE])}: {cell['old_value']} -> {cell['new_value']}",
+            f"(from {_day(oldest_revisable)}), e.g. {(display_names or {}).get(cell['column'], cell['column'])} on {_day(cell[DATE])}: {cell['old_value']} -> {cell['new_value']}",
             none,
             revisions,
         )

@@ -23,6 +23,7 @@ from tasks.config import Settings
 from tasks.ingest import (
     REPORT_COLUMNS,
     InputValidationError,
+    canonical_names,
     parse_input,
     read_csv,
     to_history,
@@ -119,7 +120,8 @@ def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.D
 def ingest_one(store: history.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings) -> tuple[FileOutcome, pd.DataFrame]:
     """Merge one validated file; return its outcome and the history after it."""
     columns = value_columns(settings.data)
-    plan = arrivals.plan_merge(stored, incoming, columns, settings.retrain.revision_window_days)
+    display = {canonical: name for name, canonical in canonical_names(settings.data).items()}
+    plan = arrivals.plan_merge(stored, incoming, columns, settings.retrain.revision_window_days, display)
     if plan.outcome == "wait":
         return FileOutcome(path.name, "waiting", plan.reason), stored
     if plan.outcome == "reject":

@@ -1,0 +1,168 @@
+"""The landing folder into a real SQLite history store: idempotent, atomic, revisions, gaps, bad files."""
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from conftest import SAMPLE
+from tasks import history
+from tasks.ingest import value_columns
+from tasks.landing import ingest_landing, open_history
+
+ROWS = pd.read_csv(SAMPLE, dtype=str).iloc[:120]  # 2020-03-01 .. 2020-06-28, the file as written
+
+
+@pytest.fixture
+def setup(tmp_path, tmp_store_settings):
+    """Settings whose history is seeded from the first 100 days; a helper to drop files."""
+    ROWS.iloc[:100].to_csv(tmp_path / "seed.csv", index=False)
+    settings = tmp_store_settings(
+        f'data.path="{tmp_path / "seed.csv"}"',
+        f'retrain.incoming_dir="{tmp_path / "incoming"}"',
+        f'retrain.history_path="{tmp_path / "history.db"}"',
+    )
+    incoming = settings.retrain.incoming_dir
+    incoming.mkdir(parents=True)
+
+    def drop(name: str, rows: pd.DataFrame) -> None:
+        rows.to_csv(incoming / name, index=False)
+
+    return settings, incoming, drop
+
+
+def stored(settings) -> pd.DataFrame:
+    store = history.open_store(settings.retrain.store_url, value_columns(settings.data))
+    return history.read_history(store)
+
+
+def revisions(settings) -> pd.DataFrame:
+    return history.read_revisions(history.open_store(settings.retrain.store_url, value_columns(settings.data)))
+
+
+def listing(folder) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_first_use_seeds_the_history_from_the_sample(setup):
+    settings, _, _ = setup
+    result = ingest_landing(settings)
+    assert [(f.outcome, f.days_added) for f in result.files] == [("seeded", 100)]
+    assert result.changed and result.last_date == "2020-06-08"
+    assert len(stored(settings)) == 100
+
+
+def test_new_days_are_appended_and_the_same_file_twice_adds_nothing(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    drop("day101.csv", ROWS.iloc[100:102])
+    result = ingest_landing(settings)
+    assert [(f.name, f.outcome, f.days_added) for f in result.files] == [("day101.csv", "added", 2)]
+    drop("day101.csv", ROWS.iloc[100:102])  # delivered again, same bytes
+    drop("copy.csv", ROWS.iloc[99:102])  # other bytes, same days and values
+    again = ingest_landing(settings)
+    assert {f.name: f.outcome for f in again.files} == {"day101.csv": "duplicate", "copy.csv": "nothing_new"}
+    assert not again.changed and len(stored(settings)) == 102
+    processed = listing(incoming)
+    assert processed[0] == "processed/copy.csv" and processed[2] == "processed/day101.csv"
+    assert processed[1].startswith("processed/day101.20") and len(processed) == 3  # never overwritten
+
+
+def test_revisions_inside_the_window_are_applied_and_recorded(setup):
+    settings, _, drop = setup
+    ingest_landing(settings)
+    revised = ROWS.iloc[95:101].copy()
+    revised.loc[97, "riders"] = "12345"  # 2020-06-06, three days before the last stored day
+    drop("revised.csv", revised)
+    result = ingest_landing(settings)
+    assert (result.files[0].outcome, result.days_added, result.days_revised) == ("added", 1, 1)
+    assert stored(settings).set_index("date").loc["2020-06-06", "travellers"] == 12345
+    change = revisions(settings).iloc[0]
+    assert (change["column"], change["old_value"], change["new_value"]) == ("travellers", int(ROWS.loc[97, "riders"]), 12345)
+
+
+def test_changes_outside_the_window_reject_the_file_and_store_nothing(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    before = stored(settings)
+    old = ROWS.iloc[50:101].copy()
+    old.loc[50, "riders"] = "1"  # 2020-04-20: far older than 14 days
+    drop("old.csv", old)
+    result = ingest_landing(settings)
+    assert result.files[0].outcome == "rejected" and "revision window" in result.files[0].reason
+    pd.testing.assert_frame_equal(stored(settings), before)
+    assert revisions(settings).empty
+    assert listing(incoming) == ["rejected/old.csv", "rejected/old.csv.report.csv", "rejected/old.csv.report.json"]
+    report = pd.read_csv(incoming / "rejected" / "old.csv.report.csv")
+    assert "riders on 2020-04-20" in report["rule"].iloc[0]  # the file's own column name
+
+
+def test_a_file_after_a_gap_waits_until_the_gap_is_filled(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    drop("later.csv", ROWS.iloc[103:105])
+    result = ingest_landing(settings)
+    assert result.files[0].outcome == "waiting" and "waiting for 2020-06-09 .. 2020-06-11" in result.files[0].reason
+    assert listing(incoming) == ["later.csv"] and len(stored(settings)) == 100
+    drop("fill.csv", ROWS.iloc[100:103])
+    result = ingest_landing(settings)
+    assert [(f.name, f.outcome) for f in result.files] == [("fill.csv", "added"), ("later.csv", "added")]
+    assert len(stored(settings)) == 105 and result.last_date == "2020-06-13"
+
+
+def test_a_bad_file_is_rejected_with_its_report_and_the_history_is_unchanged(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    before = stored(settings)
+    bad = ROWS.iloc[100:103].copy()
+    bad.loc[101, "riders"] = "-7"
+    bad.loc[102, "date"] = "2020-06-31"
+    drop("bad.csv", bad)
+    result = ingest_landing(settings)
+    assert (result.files[0].outcome, result.files[0].reason) == ("rejected", "2 validation failure(s)")
+    report = pd.read_json(incoming / "rejected" / "bad.csv.report.json")
+    assert report[["line", "column", "value"]].values.tolist() == [[3, "riders", "-7"], [4, "date", "2020-06-31"]]
+    pd.testing.assert_frame_equal(stored(settings), before)
+
+
+def test_a_cumulative_count_falling_across_files_is_rejected(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    falling = ROWS.iloc[100:101].copy()
+    falling.loc[100, "cumulative_cases"] = "10"
+    drop("falling.csv", falling)
+    result = ingest_landing(settings)
+    assert result.files[0].outcome == "rejected"
+    report = pd.read_csv(incoming / "rejected" / "falling.csv.report.csv")
+    assert report["check"].tolist() == ["non_decreasing"]
+    assert "on 2020-06-09, with the stored history" in report["rule"].iloc[0]
+
+
+def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
+    settings, incoming, drop = setup
+    store, _ = open_history(settings)
+    before = stored(settings)
+    # The database itself fails on the third new day, after two rows and a revision were written.
+    with store.engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE TRIGGER crash BEFORE INSERT ON daily_history WHEN NEW.date = '2020-06-11' "
+            "BEGIN SELECT RAISE(ABORT, 'simulated crash mid-ingest'); END"
+        ))
+    rows = ROWS.iloc[97:103].copy()
+    rows.loc[98, "riders"] = "777"  # a revision in the same file
+    drop("three.csv", rows)
+    with pytest.raises(sa.exc.DatabaseError, match="simulated crash mid-ingest"):
+        ingest_landing(settings)
+    pd.testing.assert_frame_equal(stored(settings), before)
+    assert revisions(settings).empty
+    assert listing(incoming) == ["three.csv"]  # not moved: the next run tries again
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("DROP TRIGGER crash"))
+    result = ingest_landing(settings)
+    assert (result.days_added, result.days_revised) == (3, 1) and len(stored(settings)) == 103
+
+
+def test_history_store_refuses_a_config_with_other_columns(setup):
+    settings, _, _ = setup
+    ingest_landing(settings)
+    with pytest.raises(ValueError, match="the config expects"):
+        history.open_store(settings.retrain.store_url, ["travellers", "other", "day_type"])
