@@ -1,7 +1,5 @@
 """Forecast the next days with the champion from the latest stored history."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 from prefect import flow

@@ -1,7 +1,5 @@
 """Daily retraining: ingest the landing folder -> train a challenger -> champion decision."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 from prefect import flow

@@ -1,7 +1,5 @@
 """The training flow: validated ingest -> scale -> frame -> train -> evaluate -> register."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import pandas as pd

@@ -1,0 +1,226 @@
+"""End to end with real servers started here: `prefect server start`, the served `retrain/daily`
+deployment, `prefect deployment run`, a data-arrival event, `predict`, and `mlflow server`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SAMPLE
+
+BIN = Path(sys.executable).parent
+CLI = [sys.executable, "-m", "flows.cli"]
+MODEL = "travel-forecast-e2e"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, process: subprocess.Popen | None = None):
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: process exited with {process.returncode}")
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """A server in its own process group, its output in `log`."""
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A config whose data, landing folder, history and MLflow store live in a temp folder.
+
+    The history starts from the sample minus its last two days; those arrive later as files.
+    """
+    root = tmp_path_factory.mktemp("e2e")
+    rows = pd.read_csv(SAMPLE, dtype=str)
+    rows.iloc[:-2].to_csv(root / "seed.csv", index=False)
+    rows.iloc[-2:-1].to_csv(root / "2024-11-13.csv", index=False)
+    config = root / "config.toml"
+    config.write_text(
+        f'output_dir = "{root / "out"}"\n'
+        f'[data]\npath = "{root / "seed.csv"}"\n'
+        "[model]\nepochs = 2\n"
+        f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n'
+        f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
+        'cron = "30 5 * * *"\ntimezone = "Europe/Berlin"\n'
+        "max_baseline_ratio = 100.0\n"  # two epochs are far from good: let the first model through
+    )
+    return root, config
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory):
+    """`prefect server start` on a free port with its own PREFECT_HOME; the env that points at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home / "server.log")
+    try:
+        wait_until(lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=5).status_code == 200, 180, "the Prefect server", server)
+        yield env
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def served(prefect_env, workspace):
+    """`travel-forecast serve` running against the server until the module's tests end."""
+    root, config = workspace
+    process = start([*CLI, "serve", "--config", str(config)], prefect_env, root / "serve.log")
+    api = prefect_env["PREFECT_API_URL"]
+    try:
+        deployment = wait_until(
+            lambda: (r := httpx.get(f"{api}/deployments/name/retrain/daily", timeout=5)).status_code == 200 and r.json(),
+            180, "the retrain/daily deployment", process,
+        )
+        yield deployment
+    finally:
+        stop(process)
+
+
+def prefect(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def flow_runs(api: str, deployment_id: str) -> list[dict]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
+    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def summaries(api: str) -> list[str]:
+    """Every version of the run summary artifact, oldest first."""
+    body = {"artifacts": {"key": {"any_": ["retrain-summary"]}}, "sort": "CREATED_DESC"}
+    return [a["data"] for a in httpx.post(f"{api}/artifacts/filter", json=body, timeout=10).json()][::-1]
+
+
+def registry(root: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect_env, served):
+    root, config = workspace
+    api = prefect_env["PREFECT_API_URL"]
+    # The deployment: daily cron in the configured timezone, trigger parameter, not paused.
+    schedule = served["schedules"][0]
+    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("30 5 * * *", "Europe/Berlin")
+    assert schedule["parameters"] == {"trigger": "schedule"} and served["paused"] is False
+    assert served["global_concurrency_limit"]["limit"] == 1
+
+    # 1. First run, started by hand: the history is seeded and the first model becomes champion.
+    first = prefect(["deployment", "run", "retrain/daily", "--watch"], prefect_env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    client = registry(root)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["decision"] == "promoted" and "first model" in champion.tags["decision_reason"]
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["trigger"] == "manual" and run.data.tags["data_through"] == "2024-11-12"
+    assert run.data.tags["champion"] == "true"
+    assert "Test window: RMSE" in client.get_model_version(MODEL, "1").description
+
+    # 2. A new day's file arrives: `ingest` drops it and its event triggers a retrain.
+    dropped = subprocess.run([*CLI, "ingest", str(root / "2024-11-13.csv"), "--config", str(config)], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300)
+    assert dropped.returncode == 0 and "announced as travel-forecast.data.arrived" in dropped.stdout, dropped.stderr
+    by_event = wait_until(
+        lambda: [r for r in flow_runs(api, served["id"]) if r["parameters"].get("trigger") == "event" and r["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}],
+        600, "the event-triggered retrain run",
+    )
+    assert by_event[0]["state_type"] == "COMPLETED"
+    challenger = client.get_model_version(MODEL, "2")
+    assert challenger.tags["decision"] in {"promoted", "not promoted"}
+    assert challenger.tags["decision_reason"] and "challenger_mae" in challenger.tags and "champion_mae" in challenger.tags
+    assert client.get_run(challenger.run_id).data.tags["trigger"] == "event"
+    assert client.get_run(challenger.run_id).data.tags["data_through"] == "2024-11-13"
+    alias_now = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    assert alias_now == ("2" if challenger.tags["decision"] == "promoted" else "1")
+    assert challenger.tags["decision_reason"] in client.get_model_version(MODEL, "1").tags["last_challenge"]
+    assert (root / "incoming" / "processed" / "2024-11-13.csv").exists()
+
+    # 3. Nothing new: the run completes with "no new data" and registers nothing.
+    third = prefect(["deployment", "run", "retrain/daily", "--watch"], prefect_env)
+    assert third.returncode == 0, third.stdout[-2000:]
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")) == ["1", "2"]
+    texts = summaries(api)
+    assert len(texts) == 3
+    assert "No new data" in texts[-1]
+    assert "Decision: promoted" in texts[0] and "| challenger v1 |" in texts[0]
+    assert "| champion v1 |" in texts[1] and "2024-11-13.csv | added" in texts[1]
+    assert f"/#/models/{MODEL}/versions/2" in texts[1]
+
+
+def test_predict_forecasts_tomorrow_with_the_champion(workspace, prefect_env, served):
+    root, config = workspace
+    result = subprocess.run([*CLI, "predict", "--days", "3", "--config", str(config)], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    forecast = pd.read_csv(next((root / "out").glob("forecast-*.csv")))
+    assert forecast["date"].tolist() == ["2024-11-14", "2024-11-15", "2024-11-16"]
+    champion = registry(root).get_model_version_by_alias(MODEL, "champion")
+    assert (forecast["model_version"].astype(str) == str(champion.version)).all()
+    assert forecast["forecast"].between(1e5, 2e7).all()
+
+
+def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
+    root, _ = workspace
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    store = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    server = start([str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, root / "mlflow.log")
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200, 240, "mlflow server", server)
+        alias = httpx.get(f"{base}/registered-models/alias", params={"name": MODEL, "alias": "champion"}, timeout=10).json()
+        assert alias["model_version"]["name"] == MODEL and alias["model_version"]["tags"]
+        experiment = httpx.get(f"{base}/experiments/get-by-name", params={"experiment_name": "travel-forecast"}, timeout=10).json()
+        runs = httpx.post(f"{base}/runs/search", json={"experiment_ids": [experiment["experiment"]["experiment_id"]]}, timeout=10).json()["runs"]
+        assert len(runs) == 2
+        tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+        assert sorted(t["trigger"] for t in tags) == ["event", "manual"]
+        # Same metric and parameter names in every run: the compare view lines them up.
+        metric_names = [sorted(m["key"] for m in r["data"]["metrics"]) for r in runs]
+        param_names = [sorted(p["key"] for p in r["data"]["params"]) for r in runs]
+        assert metric_names[0] == metric_names[1] and "test_mase" in metric_names[0]
+        assert param_names[0] == param_names[1]
+    finally:
+        stop(server)
