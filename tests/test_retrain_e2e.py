@@ -224,3 +224,18 @@ def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
         assert param_names[0] == param_names[1]
     finally:
         stop(server)
+
+
+def test_prefect_yaml_deploys_the_same_deployment_to_a_process_pool(prefect_env, served):
+    """The documented `prefect deploy` route: the same retrain/daily on a process work pool."""
+    pool = prefect(["work-pool", "create", "travel-forecast", "--type", "process"], prefect_env)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deployed = prefect(["--no-prompt", "deploy", "--all"], prefect_env | {"PWD": str(ROOT)})
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    api = prefect_env["PREFECT_API_URL"]
+    deployment = httpx.get(f"{api}/deployments/name/retrain/daily", timeout=10).json()
+    assert deployment["work_pool_name"] == "travel-forecast"
+    assert deployment["entrypoint"] == "flows/retrain.py:retrain"
+    schedule = deployment["schedules"][0]
+    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 6 * * *", "America/New_York")
+    assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
