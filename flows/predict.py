@@ -8,7 +8,7 @@ from tasks.config import Settings
 from tasks.retrain_steps import forecast_with_champion, load_history, run_date, with_run_parameters, write_forecast
 
 
-@flow(name="predict")
+@flow(name="predict", flow_run_name="predict-{days}d")
 def predict(settings: Settings = Settings(), days: int = 1) -> Path:
     """Write the next `days` days' forecast (date, forecast, model version) to CSV."""
     today = run_date(settings.retrain.timezone)

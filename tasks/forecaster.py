@@ -24,13 +24,11 @@ from tasks.scaling import inverse_scale_target, scale_rows
 SPEC_FILE, SCALER_FILE, KERAS_FILE = "spec.json", "scaler.joblib", "model.keras"
 
 
-def write_model_files(model, scaler, data: DataConfig, model_config: ModelConfig, features: list[str], directory: Path) -> dict[str, str]:
-    """Save the three parts to `directory`; return them as pyfunc artifacts."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_model_files(scaler, data: DataConfig, model_config: ModelConfig, features: list[str], directory: Path) -> dict[str, str]:
+    """Save spec and scaler beside the trained network (KERAS_FILE); return the three as pyfunc artifacts."""
     spec = {"data": data.model_dump(mode="json"), "lags": model_config.lags, "horizon": model_config.horizon, "features": features}
     (directory / SPEC_FILE).write_text(json.dumps(spec, indent=2))
     joblib.dump(scaler, directory / SCALER_FILE)
-    model.save(directory / KERAS_FILE)
     return {"spec": str(directory / SPEC_FILE), "scaler": str(directory / SCALER_FILE), "keras_model": str(directory / KERAS_FILE)}
 
 

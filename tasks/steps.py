@@ -19,8 +19,7 @@ from tasks import dataset as ds
 from tasks import evaluation as ev
 from tasks import ingest
 from tasks.config import DataConfig, ModelConfig, Settings
-
-KERAS_FILE = "model.keras"
+from tasks.forecaster import KERAS_FILE
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,9 @@ def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path, tag
     tracking.use_store(settings)
     fingerprint = tracking.data_fingerprint(history, source)
     run_tags = {"preset": settings.preset, "data_through": fingerprint["data.last_date"]} | tags
-    with mlflow.start_run(run_name=f"{run_dir.name}-{run_tags['data_through']}", tags=run_tags) as run:
+    kind = run_dir.name.split("-", 1)[0]  # train | retrain
+    run_name = f"{kind}-{run_tags['data_through']}-{run_tags.get('trigger', 'manual')}"
+    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
         mlflow.log_params(tracking.flatten(settings.model_dump(mode="json")) | fingerprint)
         for report in sorted([*run_dir.glob("*.csv"), *run_dir.glob("*.json")]):
             mlflow.log_artifact(str(report))

@@ -126,15 +126,20 @@ def headline(metrics: dict[str, dict[str, float]]) -> str:
     )
 
 
-def log_and_register(settings: Settings, history: pd.DataFrame, series, model, model_dir: Path, metrics, run_id: str):
-    """Log the pyfunc (Keras model + scaler + spec) with a signature; register a new version."""
+def log_and_register(
+    settings: Settings, history: pd.DataFrame, series, model, model_dir: Path, metrics: dict[str, dict[str, float]], run_id: str
+):
+    """Log the pyfunc (the Keras model saved in model_dir + scaler + spec) with a signature; register a new version.
+
+    `series` is the ScaledSeries (fitted scaler, feature order); returns the ModelVersion.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
     from tasks.forecaster import TravelForecaster, forecast_history, write_model_files
     from tasks.ingest import to_input_format
 
-    artifacts = write_model_files(model, series.scaler, settings.data, settings.model, series.features, model_dir)
+    artifacts = write_model_files(series.scaler, settings.data, settings.model, series.features, model_dir)
     recent = history.tail(settings.model.lags + 6)
     input_example = to_input_format(recent, settings.data)
     output_example = forecast_history(model, series.scaler, recent, settings.model.lags, series.features)
@@ -185,6 +190,8 @@ def record_decision(settings: Settings, challenger: str, champion: str | None, r
     client.set_tag(run_id, "champion", "true" if decision.promote else "false")
     client.set_tag(run_id, "decision", decision.reason)
     if decision.promote:
+        if champion is not None:  # the runs' champion tags keep telling the truth in the UI
+            client.set_tag(client.get_model_version(name, champion).run_id, "champion", f"false (replaced by v{challenger})")
         client.set_registered_model_alias(name, CHAMPION, challenger)
 
 

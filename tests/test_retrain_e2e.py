@@ -175,6 +175,9 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert client.get_run(challenger.run_id).data.tags["data_through"] == "2024-11-13"
     alias_now = str(client.get_model_version_by_alias(MODEL, "champion").version)
     assert alias_now == ("2" if challenger.tags["decision"] == "promoted" else "1")
+    first_run_tag = client.get_run(champion.run_id).data.tags["champion"]
+    assert first_run_tag == ("false (replaced by v2)" if alias_now == "2" else "true")
+    assert client.get_run(challenger.run_id).info.run_name == "retrain-2024-11-13-event"
     assert challenger.tags["decision_reason"] in client.get_model_version(MODEL, "1").tags["last_challenge"]
     assert (root / "incoming" / "processed" / "2024-11-13.csv").exists()
 
