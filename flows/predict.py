@@ -9,10 +9,10 @@ from tasks.retrain_steps import forecast_with_champion, load_history, run_date, 
 
 
 @flow(name="predict", flow_run_name="predict-{days}d")
-def predict(settings: Settings = Settings(), days: int = 1) -> Path:
-    """Write the next `days` days' forecast (date, forecast, model version) to CSV."""
-    today = run_date(settings.retrain.timezone)
+def predict(settings: Settings | None = None, days: int = 1) -> Path:
+    """Write the next `days` days' forecast (date, forecast, model version) to CSV; no settings = the defaults."""
     settings = with_run_parameters(settings, None)
+    today = run_date(settings.retrain.timezone)
     history = load_history(settings)
     forecast = forecast_with_champion(settings, history, days)
     return write_forecast(forecast, settings.output_dir, today)

@@ -34,10 +34,10 @@ class RetrainSummary:
 
 
 @flow(name="retrain", flow_run_name="retrain-{trigger}")
-def retrain(settings: Settings = Settings(), force: bool = False, epochs: int | None = None, trigger: str = "manual") -> RetrainSummary:
-    """Retrain on the full history when new or revised days arrived (or when forced)."""
-    today = run_date(settings.retrain.timezone)
+def retrain(settings: Settings | None = None, force: bool = False, epochs: int | None = None, trigger: str = "manual") -> RetrainSummary:
+    """Retrain on the full history when new or revised days arrived (or when forced); no settings = the defaults."""
     settings = with_run_parameters(settings, epochs)
+    today = run_date(settings.retrain.timezone)
     arrived = ingest_new_data(settings)
     if not (arrived.changed or force):
         publish_summary(settings, today, trigger, arrived)

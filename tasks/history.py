@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from schemas.daily import DATE, DAY_TYPE, DailyHistory
+from schemas.daily import DATE, DailyHistory
 
 
 @dataclass(frozen=True)

@@ -128,10 +128,10 @@ def format_report(report: pd.DataFrame) -> str:
     return report.to_string(index=False, na_rep="-") if len(report) else "no failures"
 
 
-def write_report(report: pd.DataFrame, directory: Path) -> list[Path]:
-    """Write the report as CSV and JSON into `directory`; return both paths."""
+def write_report(report: pd.DataFrame, directory: Path, stem: str = "validation_report") -> list[Path]:
+    """Write the report as `stem`.csv and `stem`.json into `directory`; return both paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = directory / "validation_report.csv", directory / "validation_report.json"
+    csv_path, json_path = directory / f"{stem}.csv", directory / f"{stem}.json"
     report.to_csv(csv_path, index=False)
     report.to_json(json_path, orient="records", indent=2)
     return [csv_path, json_path]

@@ -24,9 +24,8 @@ from tasks.ingest import (
     REPORT_COLUMNS,
     InputValidationError,
     canonical_names,
+    ingest_file,
     parse_input,
-    read_csv,
-    to_history,
     to_input_format,
     validation_report,
     value_columns,
@@ -85,9 +84,7 @@ def move_into(path: Path, folder: Path) -> Path:
 def reject(path: Path, report: pd.DataFrame, reason: str) -> FileOutcome:
     """Move a file to rejected/ with its report (CSV and JSON) beside it."""
     moved = move_into(path, path.parent / "rejected")
-    report_dir = moved.parent
-    for written in write_report(report, report_dir):
-        written.rename(report_dir / f"{moved.name}.{written.name.replace('validation_report', 'report')}")
+    write_report(report, moved.parent, stem=f"{moved.name}.report")
     logger.warning("%s rejected: %s", path.name, reason)
     return FileOutcome(path.name, "rejected", reason)
 
@@ -95,15 +92,6 @@ def reject(path: Path, report: pd.DataFrame, reason: str) -> FileOutcome:
 def reason_report(path: Path, reason: str) -> pd.DataFrame:
     """A one-line report for a file refused for how it fits the history, not for a broken rule."""
     return pd.DataFrame([{"file": str(path), "line": None, "column": "", "value": "", "rule": reason, "check": "merge"}], columns=REPORT_COLUMNS)
-
-
-def validate_file(path: Path, settings: Settings) -> pd.DataFrame:
-    """A landing file as DailyHistory, or InputValidationError with every failure."""
-    parsed = parse_input(read_csv(path), settings.data)
-    report = validation_report(parsed, settings.data, path)
-    if len(report):
-        raise InputValidationError(path, report)
-    return to_history(parsed.parsed, settings.data)
 
 
 def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.DataFrame:
@@ -142,7 +130,7 @@ def open_history(settings: Settings) -> tuple[history.Store, FileOutcome | None]
     if not history.read_history(store).empty:
         return store, None
     path = settings.data.path
-    seed = validate_file(path, settings)
+    seed = ingest_file(path, settings.data)
     span = (seed[DATE].min(), seed[DATE].max())
     history.apply_file(store, file_sha256(path), path.name, seed, pd.DataFrame(columns=arrivals.REVISION_COLUMNS), span)
     logger.info("history store seeded with %d days from %s", len(seed), path)
@@ -163,7 +151,7 @@ def ingest_landing(settings: Settings) -> IngestResult:
             outcomes.append(FileOutcome(path.name, "duplicate", "the same file was ingested before"))
             continue
         try:
-            pending.append((path, validate_file(path, settings), sha))
+            pending.append((path, ingest_file(path, settings.data), sha))
         except (InputValidationError, ValueError) as error:
             report = error.report if isinstance(error, InputValidationError) else reason_report(path, str(error))
             outcomes.append(reject(path, report, f"{len(report)} validation failure(s)"))

@@ -37,9 +37,9 @@ def run_date(timezone: str) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def with_run_parameters(settings: Settings, epochs: int | None) -> Settings:
-    """Settings for this run: relative paths anchored at the working directory, epochs overridden."""
-    settings = settings.resolved(Path.cwd())
+def with_run_parameters(settings: Settings | None, epochs: int | None) -> Settings:
+    """Settings for this run (the defaults if none): relative paths anchored at the working directory, epochs overridden."""
+    settings = (settings or Settings()).resolved(Path.cwd())
     if epochs is None:
         return settings
     return settings.model_copy(update={"model": settings.model.model_copy(update={"epochs": epochs})})
