@@ -78,8 +78,9 @@ def champion_forecast(settings: Settings, history: pd.DataFrame, test_dates: pd.
     import mlflow
 
     from tasks.ingest import to_input_format
+    from tasks.tracking import champion_uri
 
-    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@champion")
+    model = mlflow.pyfunc.load_model(champion_uri(settings))
     first = max(0, len(history) - len(test_dates) - 60)  # enough days before the window for any lag
     output = model.predict(to_input_format(history.iloc[first:-1], settings.data))
     by_date = output[output["step"] == 1].set_index("date")["forecast"]
@@ -143,6 +144,8 @@ def summary_markdown(
     rows = {f"challenger v{challenger.model_version}": challenger.metrics["model"]}
     if champion is not None and champion.metrics is not None:
         rows[f"champion v{champion.version}"] = champion.metrics
+    elif champion is not None:
+        lines += [f"Champion v{champion.version} could not be scored on this window: {champion.error}", ""]
     rows |= {name: challenger.metrics[name] for name in ("seasonal_naive", "naive")}
     lines += ["| forecaster | RMSE | MAE | MAPE | R² | MASE |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |" for name, m in rows.items()]
@@ -177,7 +180,7 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int)
     champion = tracking.champion_version(settings)
     if champion is None:
         raise LookupError(f"no '{tracking.CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
-    model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}@{tracking.CHAMPION}")
+    model = mlflow.pyfunc.load_model(tracking.champion_uri(settings))
     forecast = forecast_ahead(model.predict, history, days, settings.data).assign(model_version=str(champion.version))
     logger = get_run_logger()
     for row in forecast.itertuples(index=False):

@@ -167,6 +167,11 @@ def log_and_register(
 CHAMPION = "champion"
 
 
+def champion_uri(settings: Settings) -> str:
+    """The model URI that always resolves to the current champion."""
+    return f"models:/{settings.mlflow.registered_model}@{CHAMPION}"
+
+
 def champion_version(settings: Settings):
     """The registered version holding the champion alias, or None."""
     import mlflow
