@@ -20,8 +20,12 @@ def _parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one setting, e.g. --set model.epochs=20 --set preset=seed (repeatable)",
     )
-    train = commands.add_parser("train", parents=[common], help="validate, train, evaluate and register a model")
+    train = commands.add_parser("train", parents=[common], help="validate, backtest, train and register a model")
     train.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
+    backtest = commands.add_parser(
+        "backtest", parents=[common], help="rolling-origin backtest of the configured model and the baselines (nothing registered)"
+    )
+    backtest.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
     validate = commands.add_parser("validate", parents=[common], help="check an input CSV and print every failure")
     validate.add_argument("file", type=Path, help="input CSV to check")
     retrain = commands.add_parser("retrain", parents=[common], help="ingest the landing folder and retrain once, now")
@@ -59,9 +63,16 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_backtest(evaluation) -> None:
+    from tasks.evaluation import format_metrics, metrics_table
+
+    print(f"\nBacktest {evaluation.first_day} .. {evaluation.last_day}, one step ahead, real units:")
+    print(format_metrics(metrics_table(evaluation.metrics)))
+    print("Prediction intervals: " + ", ".join(f"{round(lv * 100)}% covered {v:.0%} of the days" for lv, v in evaluation.coverage.items()))
+
+
 def _train(args: argparse.Namespace) -> int:
     from flows.train import train
-    from tasks.evaluation import format_metrics, metrics_table
     from tasks.ingest import InputValidationError, format_report
 
     settings = _settings(args, args.data)
@@ -71,10 +82,23 @@ def _train(args: argparse.Namespace) -> int:
         print(f"\n{error.path}: {len(error.report)} validation failure(s); nothing was trained or registered", file=sys.stderr)
         print(format_report(error.report), file=sys.stderr)
         return 1
-    print(f"\nTest window ({settings.model.test_days} days), real units:")
-    print(format_metrics(metrics_table(summary.metrics)))
+    _print_backtest(summary.evaluation)
     print(f"\nRegistered model '{summary.model_name}' version {summary.model_version} (MLflow run {summary.run_id})")
     print(f"Plots and reports: {summary.run_dir}")
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from flows.backtest import backtest
+    from tasks.ingest import InputValidationError, format_report
+
+    try:
+        evaluation = backtest(_settings(args, args.data))
+    except InputValidationError as error:
+        print(f"\n{error.path}: {len(error.report)} validation failure(s); nothing was backtested", file=sys.stderr)
+        print(format_report(error.report), file=sys.stderr)
+        return 1
+    _print_backtest(evaluation)
     return 0
 
 
@@ -124,7 +148,9 @@ def _predict(args: argparse.Namespace) -> int:
     except LookupError as error:
         print(error, file=sys.stderr)
         return 1
-    print(pd.read_csv(path).to_string(index=False, formatters={"forecast": "{:,.0f}".format}))
+    forecast = pd.read_csv(path)
+    numbers = {c: "{:,.0f}".format for c in forecast.columns if c == "forecast" or c.startswith(("lower_", "upper_"))}
+    print(forecast.to_string(index=False, formatters=numbers))
     print(f"\nwritten to {path}")
     return 0
 
@@ -133,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the log
-    handlers = {"train": _train, "validate": _validate, "retrain": _retrain, "serve": _serve, "ingest": _ingest, "predict": _predict}
+    handlers = {"train": _train, "backtest": _backtest, "validate": _validate, "retrain": _retrain, "serve": _serve, "ingest": _ingest, "predict": _predict}
     return handlers[args.command](args)
 
 

@@ -46,7 +46,7 @@ def retrain(settings: Settings | None = None, force: bool = False, epochs: int |
     write_ingest_report(arrived, run_dir)
     history = load_history(settings)
     challenger = train_on_history(settings, history, run_dir, tags={"trigger": trigger, "run_date": today})
-    champion = score_champion(settings, history)
+    champion = score_champion(settings, history, challenger)
     decision = decide_champion(settings, challenger, champion)
     publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
     status = "promoted" if decision.promote else "not promoted"

@@ -1,4 +1,4 @@
-"""The training flow: validated ingest -> scale -> frame -> train -> evaluate -> register."""
+"""The training flow: validated ingest -> backtest -> scale -> frame -> train -> register."""
 
 from pathlib import Path
 
@@ -8,8 +8,8 @@ from prefect import flow
 from tasks.config import Settings
 from tasks.steps import (
     TrainSummary,
+    backtest_model,
     create_run_dir,
-    evaluate_model,
     frame,
     read_input,
     register_model,
@@ -32,10 +32,14 @@ def train(settings: Settings) -> TrainSummary:
 def train_on_history(
     settings: Settings, history: pd.DataFrame, run_dir: Path, tags: dict[str, str], source: Path | None = None
 ) -> TrainSummary:
-    """The steps every training shares: scale -> frame -> train -> evaluate -> register."""
-    series = scale(history, settings)
-    dataset = frame(series, settings.model)
+    """The steps every training shares.
+
+    The backtest scores the configuration honestly (models fitted before each origin); then
+    the model that is registered is fitted on the whole history.
+    """
     run_id = start_tracking(settings, history, run_dir, tags, source)
+    evaluation = backtest_model(history, settings, run_id, run_dir)
+    encoder = scale(history, settings)
+    dataset = frame(history, encoder, settings.model)
     fitted = train_model(dataset, settings.model, run_id, run_dir)
-    evaluation = evaluate_model(dataset, fitted, run_id, run_dir)
-    return register_model(settings, history, dataset, fitted, evaluation, run_id)
+    return register_model(settings, history, encoder, fitted, evaluation, run_id)

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DAY_TYPE_CODES = (0, 1, 2)  # workday, weekend, public holiday
 
@@ -48,26 +48,59 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Framing, network and training settings."""
+    """Encoding, network and training settings (see tasks/features.py for the two encodings)."""
 
+    features: Literal["seasonal", "notebook"] = Field(
+        "seasonal", description="seasonal: residual to a same-weekday reference, known-future day type; notebook: the recipe's scaled levels."
+    )
     lags: int = Field(14, ge=1, description="Input days per sample.")
     horizon: int = Field(1, ge=1, description="Output days per sample.")
-    test_days: int = Field(31, ge=7)
     validation_days: int = Field(
-        62, ge=0, description="Last training days held out for early stopping; 0 scores the test days instead, as the notebook did."
+        28, ge=0, description="Last training days held out for early stopping (and interval calibration); 0 trains on all."
     )
-    lstm_units: list[int] = [64]
+    ensemble: int = Field(3, ge=1, description="Networks trained side by side from different initial weights; forecasts are their mean.")
+    lstm_units: list[int] = [32]
     activation: str = "tanh"
-    dropout: float = Field(0.2, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
     dense_units: list[int] = [16]
+    dense_activation: str | None = "relu"
     dense_dropout: bool = False
     loss: str = "mae"
-    learning_rate: float = 1e-3
-    epochs: int = Field(150, ge=1)
-    batch_size: int = Field(32, ge=0, description="0 trains on the full batch.")
-    shuffle: bool = False
-    early_stopping_patience: int = Field(15, ge=0, description="0 trains every epoch.")
+    learning_rate: float = 3e-4
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(64, ge=0, description="0 trains on the full batch.")
+    shuffle: bool = True
+    early_stopping_patience: int = Field(20, ge=0, description="0 trains every epoch.")
     seed: int = 42
+
+    @field_validator("dense_activation", mode="before")
+    @classmethod
+    def _empty_is_linear(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _reference_is_known(self) -> ModelConfig:
+        # The seasonal reference of a day uses days at least a week back: all known at the origin.
+        if self.features == "seasonal" and self.horizon > 7:
+            raise ValueError("features='seasonal' forecasts at most 7 days per sample (horizon <= 7)")
+        return self
+
+
+class BacktestConfig(_Strict):
+    """Rolling-origin evaluation: every test day is forecast from models fitted on earlier days only."""
+
+    test_days: int = Field(28, ge=1, description="The last days of the history, each forecast as a first target day.")
+    refit_every: int = Field(0, ge=0, description="Refit the model every N test days; 0 fits once, before the first test day.")
+    window_days: int = Field(0, ge=0, description="Days of history each fit sees (the latest before its origin); 0 = all.")
+    history_days: int = Field(0, ge=0, description="Use only the first N days of the data (the notebook's window); 0 = all.")
+    interval_levels: list[float] = Field([0.8, 0.95], description="Coverage of the prediction intervals.")
+
+    @field_validator("interval_levels")
+    @classmethod
+    def _levels_are_probabilities(cls, levels: list[float]) -> list[float]:
+        if not all(0 < level < 1 for level in levels):
+            raise ValueError(f"interval levels must lie strictly between 0 and 1, got {levels}")
+        return sorted(levels)
 
 
 class MlflowConfig(_Strict):
@@ -116,6 +149,7 @@ class Settings(_Strict):
     preset: str = "default"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
+    backtest: BacktestConfig = BacktestConfig()
     mlflow: MlflowConfig = MlflowConfig()
     retrain: RetrainConfig = RetrainConfig()
     output_dir: Path = Path("outputs")
@@ -135,19 +169,23 @@ class Settings(_Strict):
 
 
 # The notebook recipe, kept reproducible: 5 lags of [travellers, cumulative confirmed, day
-# type], LSTM 256 relu x2 with dropout, Dense 16 -> Dense 1, mae, Adam, 200 full-batch epochs.
+# type] MinMax-scaled, LSTM 256 relu x2 with dropout, Dense 16 -> Dense 1, mae, Adam, 200
+# full-batch epochs, the last 31 days as test, fitted once before them. One difference,
+# on purpose: the scaler is fitted on the training rows, not on all rows.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "seed": {
         "model": {
+            "features": "notebook",
             "lags": 5,
             "horizon": 1,
-            "test_days": 31,
             "validation_days": 0,
+            "ensemble": 1,
             "lstm_units": [256, 256],
             "activation": "relu",
             "dropout": 0.2,
             "dense_units": [16],
+            "dense_activation": None,  # linear, as the recipe
             "dense_dropout": True,
             "loss": "mae",
             "learning_rate": 1e-3,
@@ -155,7 +193,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 0,
             "shuffle": False,
             "early_stopping_patience": 0,
-        }
+        },
+        "backtest": {"test_days": 31, "refit_every": 0},
     },
 }
 

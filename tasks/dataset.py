@@ -1,4 +1,4 @@
-"""From validated history to scaled, framed train / validation / test samples."""
+"""From validated history to an encoder fitted on it and framed train / validation samples."""
 
 from __future__ import annotations
 
@@ -6,78 +6,60 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import MinMaxScaler
 
-from schemas.daily import DATE, DAY_TYPE, TARGET
-from tasks.config import ModelConfig
-from tasks.framing import Samples, frame_samples, select
-from tasks.scaling import fit_scaler, scale_rows
-
-TARGET_INDEX = 0  # travellers is always the first feature
-
-
-def feature_names(case_columns: list[str]) -> list[str]:
-    """Model inputs in order: travellers, the case columns, day type."""
-    return list(dict.fromkeys([TARGET, *case_columns, DAY_TYPE]))
-
-
-@dataclass(frozen=True)
-class ScaledSeries:
-    """The history as a scaled feature matrix; the scaler saw rows before `first_test_row` only."""
-
-    dates: np.ndarray
-    actual: np.ndarray
-    scaled: np.ndarray
-    scaler: MinMaxScaler
-    first_test_row: int
-    features: list[str]
+from tasks.config import DataConfig, ModelConfig
+from tasks.evaluation import SEASON
+from tasks.features import FeatureEncoder, fit_encoder
+from tasks.framing import Samples, complete, frame_windows, select
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Framed samples split by the date of their first target day."""
+    """The fitted encoder and the samples of the history it was fitted on.
 
-    series: ScaledSeries
+    validation: samples whose first target is in the last `validation_days` days;
+    train: samples whose targets all lie before them.
+    """
+
+    encoder: FeatureEncoder
     train: Samples
     validation: Samples
-    test: Samples
 
 
 def minimum_rows(config: ModelConfig) -> int:
-    """Fewest days that leave at least one training sample per lag beside validation and test."""
-    return 2 * config.lags + config.horizon + config.validation_days + config.test_days
+    """Fewest days that leave at least `lags` training samples beside the validation days."""
+    warm_up = SEASON if config.features == "seasonal" else 0  # the reference needs a week behind it
+    return warm_up + 2 * config.lags + config.horizon + config.validation_days
 
 
-def scale_history(history: pd.DataFrame, case_columns: list[str], config: ModelConfig) -> ScaledSeries:
-    """Fit the scaler on the rows before the test window and scale every row with it."""
+def fit_encoding(history: pd.DataFrame, data: DataConfig, config: ModelConfig) -> FeatureEncoder:
+    """Fit the encoder (its scaler) on these rows, after checking there are enough of them."""
     if len(history) < minimum_rows(config):
         raise ValueError(
-            f"history has {len(history)} days; lags={config.lags}, horizon={config.horizon}, "
-            f"validation_days={config.validation_days}, test_days={config.test_days} need at least {minimum_rows(config)}"
+            f"training history has {len(history)} days; features={config.features}, lags={config.lags}, "
+            f"horizon={config.horizon}, validation_days={config.validation_days} need at least {minimum_rows(config)}"
         )
-    features = feature_names(case_columns)
-    rows = history[features].to_numpy(dtype=float)
-    first_test_row = len(history) - config.test_days
-    scaler = fit_scaler(rows[:first_test_row])
-    return ScaledSeries(
-        dates=history[DATE].to_numpy(),
-        actual=rows[:, TARGET_INDEX],
-        scaled=scale_rows(scaler, rows),
-        scaler=scaler,
-        first_test_row=first_test_row,
-        features=features,
-    )
+    return fit_encoder(config.features, history, data.case_columns, data.cumulative_columns, data.day_type_codes)
 
 
-def frame_dataset(series: ScaledSeries, config: ModelConfig) -> Dataset:
-    """Test: samples whose first target is in the test window; train: targets wholly before it."""
-    samples = frame_samples(series.scaled, config.lags, config.horizon, TARGET_INDEX)
-    first_target, last_target = samples.target_rows, samples.target_rows + config.horizon - 1
-    before_test = last_target < series.first_test_row
-    first_validation_row = series.first_test_row - config.validation_days
+def frame_training(history: pd.DataFrame, encoder: FeatureEncoder, config: ModelConfig) -> Dataset:
+    """Every complete sample of `history`, split chronologically by the date of its targets."""
+    samples = frame_windows(encoder.encode(history), config.lags, config.horizon)
+    samples = select(samples, complete(samples))
+    first_validation_row = len(history) - config.validation_days
+    last_target = samples.target_rows + config.horizon - 1
     return Dataset(
-        series=series,
-        train=select(samples, before_test & (last_target < first_validation_row)),
-        validation=select(samples, before_test & (first_target >= first_validation_row)),
-        test=select(samples, first_target >= series.first_test_row),
+        encoder=encoder,
+        train=select(samples, last_target < first_validation_row),
+        validation=select(samples, samples.target_rows >= first_validation_row),
     )
+
+
+def forecast_rows(encoder: FeatureEncoder, outputs_for, history: pd.DataFrame, first_targets: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Travellers [len(first_targets), horizon] for the given first target rows of `history`.
+
+    `outputs_for(samples)` runs the network. Each sample's window ends the day before its
+    first target, so a row's own value never feeds its forecast.
+    """
+    samples = frame_windows(encoder.encode(history), config.lags, config.horizon, first_targets)
+    return encoder.decode(outputs_for(samples), samples.reference)

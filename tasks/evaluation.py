@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 SEASON = 7  # days in the weekly cycle of travel
+METRICS = ["mae", "rmse", "mape", "smape", "mase", "r2"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def seasonal_naive_mae(train_actual: np.ndarray, season: int = SEASON) -> float:
 
 
 def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, mase_scale: float) -> dict[str, float]:
-    """RMSE, MAE, MAPE (%), R² and MASE of `predicted` against `actual`."""
+    """RMSE, MAE, MAPE (%), sMAPE (%), R² and MASE of `predicted` against `actual`."""
     actual, predicted = np.ravel(actual).astype(float), np.ravel(predicted).astype(float)
     error = predicted - actual
     mae = float(np.mean(np.abs(error)))
@@ -53,42 +54,21 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, mase_scale: floa
         "rmse": float(np.sqrt(np.mean(error**2))),
         "mae": mae,
         "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100) if np.all(actual != 0) else math.nan,
+        "smape": float(np.mean(2 * np.abs(error) / (np.abs(actual) + np.abs(predicted))) * 100)
+        if np.all(np.abs(actual) + np.abs(predicted) > 0) else math.nan,
         "r2": 1 - float(np.sum(error**2)) / total if total > 0 else math.nan,
         "mase": mae / mase_scale if mase_scale > 0 else math.nan,
     }
 
 
-@dataclass(frozen=True)
-class WindowScores:
-    """Actual test values, each forecaster's forecasts [samples, horizon], and their metrics."""
-
-    actual: np.ndarray
-    forecasts: dict[str, np.ndarray]
-    metrics: dict[str, dict[str, float]]
-
-
-def score_test_window(
-    series_actual: np.ndarray, first_test_row: int, target_rows: np.ndarray, model_forecast: np.ndarray
-) -> WindowScores:
-    """Score the model's test forecasts and both baselines' on the same days, in real units."""
-    horizon = model_forecast.shape[1]
-    actual = series_actual[np.asarray(target_rows)[:, None] + np.arange(horizon)]
-    forecasts = {"model": model_forecast}
-    for name, baseline in BASELINES.items():
-        forecasts[name] = baseline.fit(series_actual).predict(target_rows, horizon)
-    scale = seasonal_naive_mae(series_actual[:first_test_row])  # training days only
-    metrics = {name: forecast_metrics(actual, predicted, scale) for name, predicted in forecasts.items()}
-    return WindowScores(actual=actual, forecasts=forecasts, metrics=metrics)
-
-
 def metrics_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
     """One row per forecaster (model first), one column per metric."""
-    return pd.DataFrame(scores).T.rename_axis("forecaster")[["rmse", "mae", "mape", "r2", "mase"]]
+    return pd.DataFrame(scores).T.rename_axis("forecaster")[METRICS]
 
 
 def format_metrics(table: pd.DataFrame) -> str:
     """The metrics table as text: counts without decimals, ratios with three."""
-    formats = {"rmse": "{:,.0f}", "mae": "{:,.0f}", "mape": "{:.2f}%", "r2": "{:.3f}", "mase": "{:.3f}"}
+    formats = {"rmse": "{:,.0f}", "mae": "{:,.0f}", "mape": "{:.2f}%", "smape": "{:.2f}%", "r2": "{:.3f}", "mase": "{:.3f}"}
     shown = table.copy().astype(object)
     for column, pattern in formats.items():
         shown[column] = [pattern.format(v) for v in table[column]]

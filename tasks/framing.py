@@ -1,49 +1,71 @@
-"""Supervised framing: lagged inputs and future targets, as the notebook's series_to_supervised."""
+"""Supervised framing: windows of past days as inputs, the following days as targets.
+
+The notebook's `series_to_supervised` with n_in=lags, n_out=horizon, done by indexing:
+the sample for first target day t has input rows t-lags .. t-1 and targets t .. t+horizon-1.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-
-def series_to_supervised(values: np.ndarray, n_in: int = 1, n_out: int = 1, dropnan: bool = True) -> pd.DataFrame:
-    """Columns var{j}(t-i) for i = n_in..1, then var{j}(t), var{j}(t+i) for i = 1..n_out-1."""
-    data = pd.DataFrame(np.asarray(values, dtype=float))
-    n_vars = data.shape[1]
-    shifts = list(range(n_in, 0, -1)) + [-i for i in range(n_out)]
-    columns = [data.shift(shift) for shift in shifts]
-    names = [
-        f"var{j + 1}(t{'' if shift == 0 else f'-{shift}' if shift > 0 else f'+{-shift}'})"
-        for shift in shifts
-        for j in range(n_vars)
-    ]
-    framed = pd.concat(columns, axis=1)
-    framed.columns = names
-    return framed.dropna() if dropnan else framed
+from tasks.features import Encoded
 
 
 @dataclass(frozen=True)
 class Samples:
-    """LSTM inputs [samples, timesteps, features], targets [samples, horizon], first target row of each."""
+    """Model inputs and targets, one sample per first target day.
+
+    X [samples, lags, features]; future [samples, horizon * k] (known-future inputs of the
+    target days, k may be 0); y [samples, horizon] (NaN past the data); reference
+    [samples, horizon] (what decoding adds back); target_rows: row of each first target.
+    """
 
     X: np.ndarray
+    future: np.ndarray
     y: np.ndarray
+    reference: np.ndarray
     target_rows: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.target_rows)
 
-def frame_samples(values: np.ndarray, lags: int, horizon: int, target_index: int = 0) -> Samples:
-    """Frame a [rows, features] array into LSTM samples predicting `horizon` days of one feature."""
-    values = np.asarray(values, dtype=float)
-    n_rows, n_features = values.shape
-    framed = series_to_supervised(values, lags, horizon).to_numpy()
-    X = framed[:, : lags * n_features].reshape(-1, lags, n_features)
-    future = framed[:, lags * n_features :].reshape(-1, horizon, n_features)
-    target_rows = np.arange(lags, n_rows - horizon + 1)
-    return Samples(X=X, y=future[:, :, target_index], target_rows=target_rows)
+    @property
+    def inputs(self) -> list[np.ndarray]:
+        """What the network takes: the window, plus the known future when there is any."""
+        return [self.X, self.future] if self.future.shape[1] else [self.X]
+
+
+def frame_windows(encoded: Encoded, lags: int, horizon: int, first_targets: np.ndarray | None = None) -> Samples:
+    """Samples for the given first target rows (default: every row with a full window and full targets).
+
+    Rows past the end of `encoded` may not be asked for; to forecast beyond the data, encode
+    the future days too (their targets are NaN).
+    """
+    n_rows = len(encoded.past)
+    rows = np.arange(lags, n_rows - horizon + 1) if first_targets is None else np.asarray(first_targets, dtype=int)
+    if len(rows) and (rows.min() < lags or rows.max() + horizon > n_rows):
+        raise ValueError(f"first targets must lie in [{lags}, {n_rows - horizon}] for {n_rows} rows")
+    window = rows[:, None] - lags + np.arange(lags)[None, :]
+    targets = rows[:, None] + np.arange(horizon)[None, :]
+    return Samples(
+        X=encoded.past[window].reshape(len(rows), lags, encoded.past.shape[1]),
+        future=encoded.future[targets].reshape(len(rows), -1),
+        y=encoded.target[targets].reshape(len(rows), horizon),
+        reference=encoded.reference[targets].reshape(len(rows), horizon),
+        target_rows=rows,
+    )
 
 
 def select(samples: Samples, mask: np.ndarray) -> Samples:
     """The samples where `mask` is true."""
-    return Samples(X=samples.X[mask], y=samples.y[mask], target_rows=samples.target_rows[mask])
+    return Samples(
+        X=samples.X[mask], future=samples.future[mask], y=samples.y[mask], reference=samples.reference[mask],
+        target_rows=samples.target_rows[mask],
+    )
+
+
+def complete(samples: Samples) -> np.ndarray:
+    """Mask of samples with no missing input or target (the first days lack a week of history)."""
+    return ~np.isnan(samples.X).any(axis=(1, 2)) & ~np.isnan(samples.y).any(axis=1)

@@ -1,4 +1,8 @@
-"""The Keras LSTM: built from config, trained reproducibly, progress reported each epoch."""
+"""The Keras LSTM: built from config, trained reproducibly, progress reported each epoch.
+
+With `ensemble` > 1 that many networks are trained independently and joined into one model
+with one output per member; forecasts are their mean.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +20,33 @@ if TYPE_CHECKING:  # TensorFlow takes seconds to import: only the functions that
 EpochReport = Callable[[int, dict[str, float]], None]
 
 
-def build_model(config: ModelConfig, lags: int, n_features: int) -> keras.Model:
-    """Stacked LSTMs with dropout, dense layers, one output per forecast day."""
+def _member(config: ModelConfig, past, future, prefix: str):
+    """One network: stacked LSTMs with dropout, the known future joined in, dense layers."""
     import keras
 
-    layers: list = [keras.Input(shape=(lags, n_features))]
+    x = past
     for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
-        layers += [keras.layers.LSTM(units, activation=config.activation, return_sequences=not last)]
-        layers += [keras.layers.Dropout(config.dropout)]
-    for units in config.dense_units:
-        layers += [keras.layers.Dense(units)]
-        layers += [keras.layers.Dropout(config.dropout)] if config.dense_dropout else []
-    layers += [keras.layers.Dense(config.horizon)]
-    model = keras.Sequential(layers, name="travel_forecast_lstm")
+        x = keras.layers.LSTM(units, activation=config.activation, return_sequences=not last, name=f"{prefix}_lstm{i}")(x)
+        if config.dropout:
+            x = keras.layers.Dropout(config.dropout, name=f"{prefix}_dropout{i}")(x)
+    if future is not None:
+        x = keras.layers.Concatenate(name=f"{prefix}_with_future")([x, future])
+    for i, units in enumerate(config.dense_units):
+        x = keras.layers.Dense(units, activation=config.dense_activation, name=f"{prefix}_dense{i}")(x)
+        if config.dense_dropout:
+            x = keras.layers.Dropout(config.dropout, name=f"{prefix}_dense_dropout{i}")(x)
+    return keras.layers.Dense(config.horizon, name=f"{prefix}_output")(x)
+
+
+def build_model(config: ModelConfig, lags: int, n_features: int, n_future: int = 0, name: str = "m0") -> keras.Model:
+    """One network on [window, (known future)] inputs, output [samples, horizon]."""
+    import keras
+
+    past = keras.Input(shape=(lags, n_features), name="window")
+    future = keras.Input(shape=(n_future,), name="known_future") if n_future else None
+    output = _member(config, past, future, name)
+    model = keras.Model([past, future] if future is not None else past, output, name=name)
     model.compile(loss=config.loss, optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     return model
 
@@ -40,38 +57,81 @@ def _callbacks(config: ModelConfig, report: EpochReport | None, has_validation: 
     callbacks: list = []
     if report is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: report(epoch + 1, dict(logs or {}))))
-    # With validation_days=0 the monitored set is the test window (the notebook's plot): never stop on it.
-    if config.early_stopping_patience and config.validation_days and has_validation:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True)
-        )
+    if config.early_stopping_patience and has_validation:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True))
     callbacks.append(keras.callbacks.TerminateOnNaN())
     return callbacks
+
+
+def _inputs(samples: Samples):
+    inputs = samples.inputs
+    return inputs[0] if len(inputs) == 1 else inputs
 
 
 def fit_model(
     config: ModelConfig, train: Samples, validation: Samples, report: EpochReport | None = None
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Seed everything, build and fit; return the model and its per-epoch losses."""
+    """Seed everything, build and fit; return the model and its per-epoch losses.
+
+    `validation` (a chronological slice after the training days) drives early stopping;
+    with no validation samples every epoch is trained. Ensemble members are fitted one
+    after the other, each from its own seed (own weights, own batch order), then joined
+    into one model with one output per member. The losses are the members' mean per epoch
+    (a member that stopped early repeats its last value).
+    """
     import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(config, train.X.shape[1], train.X.shape[2])
-    history = model.fit(
-        train.X,
-        train.y,
-        epochs=config.epochs,
-        batch_size=config.batch_size or len(train.X),
-        validation_data=(validation.X, validation.y) if len(validation.X) else None,
-        shuffle=config.shuffle,
-        verbose=0,
-        callbacks=_callbacks(config, report, has_validation=len(validation.X) > 0),
-    )
-    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+    single = config.model_copy(update={"ensemble": 1})
+    has_validation = len(validation) > 0
+    members, histories = [], []
+    for index in range(config.ensemble):
+        keras.utils.set_random_seed(config.seed * 1000 + index)  # members never share a seed across runs
+        member = build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}")
+        fitted = member.fit(
+            _inputs(train),
+            train.y,
+            epochs=config.epochs,
+            batch_size=config.batch_size or len(train),
+            validation_data=(_inputs(validation), validation.y) if has_validation else None,
+            shuffle=config.shuffle,
+            verbose=0,
+            callbacks=_callbacks(config, _member_report(report, index, config.ensemble), has_validation),
+        )
+        members.append(member)
+        histories.append(fitted.history)
+    return join_members(members), mean_losses(histories)
 
 
-def predict_scaled(model: keras.Model, samples: Samples) -> np.ndarray:
-    """Scaled forecasts [samples, horizon]."""
-    return model.predict(samples.X, verbose=0).reshape(len(samples.X), -1)
+def _member_report(report: EpochReport | None, index: int, members: int) -> EpochReport | None:
+    if report is None or members == 1:
+        return report
+    return lambda epoch, logs: report(epoch, {"member": index + 1, **logs})
+
+
+def join_members(members: list) -> keras.Model:
+    """One model whose outputs are the members' outputs (a single member is returned as is)."""
+    import keras
+
+    if len(members) == 1:
+        return members[0]
+    inputs = [keras.Input(shape=t.shape[1:], name=t.name) for t in members[0].inputs]
+    feed = inputs[0] if len(inputs) == 1 else inputs
+    return keras.Model(feed, [member(feed) for member in members], name="travel_forecast_lstm")
+
+
+def mean_losses(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Per-epoch mean over members; a member that stopped earlier repeats its last value."""
+    epochs = max(len(h["loss"]) for h in histories)
+    padded = lambda values: values + [values[-1]] * (epochs - len(values))  # noqa: E731
+    return {key: [float(v) for v in np.mean([padded(list(h[key])) for h in histories], axis=0)] for key in histories[0]}
+
+
+def predict_outputs(model: keras.Model, samples: Samples, horizon: int) -> np.ndarray:
+    """The members' mean output [samples, horizon], in the encoder's target units."""
+    if not len(samples):
+        return np.zeros((0, horizon))
+    outputs = model(_inputs(samples), training=False)  # one call: no per-shape retracing as predict() has
+    members = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return np.mean([np.asarray(m).reshape(len(samples), horizon) for m in members], axis=0)

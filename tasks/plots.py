@@ -1,4 +1,4 @@
-"""PNG plots of a training run: loss per epoch, and the test window's actual vs forecasts."""
+"""PNG plots of a training run: loss per epoch, and the backtest's actual vs forecasts."""
 
 from __future__ import annotations
 
@@ -31,13 +31,21 @@ def plot_losses(losses: dict[str, list[float]], validation_label: str, path: Pat
     return path
 
 
-def plot_forecasts(dates: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray], path: Path) -> Path:
-    """Actual travellers on the test days beside each forecaster's next-day forecast."""
+def plot_backtest(backtest, path: Path) -> Path:
+    """Actual travellers on the backtest days beside each forecaster's first-step forecast,
+    the model's widest interval shaded and fold starts marked."""
     plt, (figure, axes) = _figure()
-    axes.plot(dates, actual, color="black", linewidth=2, label="actual")
-    for name, values in forecasts.items():
-        axes.plot(dates, values, linestyle="-" if name == "model" else "--", label=name)
-    axes.set(xlabel="date", ylabel="travellers", title="Test days: actual vs forecast")
+    dates = backtest.dates
+    if backtest.intervals:
+        level = max(backtest.intervals)
+        lower, upper = backtest.intervals[level]
+        axes.fill_between(dates, lower[:, 0], upper[:, 0], alpha=0.2, label=f"model {round(level * 100)}% interval")
+    axes.plot(dates, backtest.actual[:, 0], color="black", linewidth=2, label="actual")
+    for name, values in backtest.forecasts.items():
+        axes.plot(dates, values[:, 0], linestyle="-" if name == "model" else "--", label=name)
+    for start in dates[np.flatnonzero(np.diff(backtest.fold, prepend=-1))][1:]:
+        axes.axvline(start, color="grey", linewidth=0.8, linestyle=":")
+    axes.set(xlabel="date", ylabel="travellers", title="Backtest: actual vs one-step forecasts (dotted: refits)")
     axes.legend()
     figure.autofmt_xdate()
     figure.tight_layout()

@@ -74,7 +74,7 @@ def write_ingest_report(result: IngestResult, run_dir: Path) -> Path:
 
 
 def champion_forecast(settings: Settings, history: pd.DataFrame, test_dates: pd.Series) -> np.ndarray:
-    """The registered champion's next-day forecasts for `test_dates`, from the stored history."""
+    """The registered champion's next-day forecasts for `test_dates` (the last days of `history`)."""
     import mlflow
 
     from tasks.ingest import to_input_format
@@ -88,8 +88,8 @@ def champion_forecast(settings: Settings, history: pd.DataFrame, test_dates: pd.
 
 
 @task(cache_policy=NO_CACHE)
-def score_champion(settings: Settings, history: pd.DataFrame) -> ChampionScore | None:
-    """Score the current champion on the challenger's test window (the most recent days)."""
+def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainSummary) -> ChampionScore | None:
+    """Score the current champion on the challenger's backtest days, one step ahead as the challenger."""
     from tasks import tracking
 
     tracking.use_store(settings)
@@ -97,17 +97,18 @@ def score_champion(settings: Settings, history: pd.DataFrame) -> ChampionScore |
     if current is None:
         get_run_logger().info("no champion yet")
         return None
-    test_days = settings.model.test_days
-    actual = history[TARGET].to_numpy(dtype=float)
+    evaluation = challenger.evaluation
+    days = history[DATE].between(pd.Timestamp(evaluation.first_day), pd.Timestamp(evaluation.last_day))
     try:
-        forecast = champion_forecast(settings, history, history[DATE].iloc[-test_days:])
+        forecast = champion_forecast(settings, history.loc[: days[days].index.max()], history.loc[days, DATE])
     except Exception as error:  # a champion from another input format cannot be scored: say so, decide without it
         get_run_logger().warning("champion v%s could not be scored: %s", current.version, error)
         return ChampionScore(str(current.version), None, str(error))
-    rows = np.arange(len(history) - test_days, len(history))
-    scores = ev.score_test_window(actual, len(history) - test_days, rows, forecast[:, None])
-    get_run_logger().info("champion v%s on the same window: MAE %.0f", current.version, scores.metrics["model"]["mae"])
-    return ChampionScore(str(current.version), scores.metrics["model"])
+    actual = history[TARGET].to_numpy(dtype=float)
+    first_row = int(days.idxmax())
+    metrics = ev.forecast_metrics(actual[days.to_numpy()], forecast, ev.seasonal_naive_mae(actual[:first_row]))
+    get_run_logger().info("champion v%s on the same days: MAE %.0f", current.version, metrics["mae"])
+    return ChampionScore(str(current.version), metrics)
 
 
 @task(cache_policy=NO_CACHE)
@@ -183,8 +184,9 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int)
     model = mlflow.pyfunc.load_model(tracking.champion_uri(settings))
     forecast = forecast_ahead(model.predict, history, days, settings.data).assign(model_version=str(champion.version))
     logger = get_run_logger()
-    for row in forecast.itertuples(index=False):
-        logger.info("%s: %.0f travellers (champion v%s)", row.date, row.forecast, row.model_version)
+    for row in forecast.to_dict("records"):
+        bounds = ", ".join(f"{c[6:]}%: {row[c]:,.0f}..{row['upper_' + c[6:]]:,.0f}" for c in row if c.startswith("lower_"))
+        logger.info("%s: %.0f travellers (%s; champion v%s)", row["date"], row["forecast"], bounds, row["model_version"])
     return forecast
 
 

@@ -19,6 +19,7 @@ from tasks import dataset as ds
 from tasks import evaluation as ev
 from tasks import ingest
 from tasks.config import DataConfig, ModelConfig, Settings
+from tasks.features import FeatureEncoder
 from tasks.forecaster import KERAS_FILE
 
 
@@ -29,14 +30,17 @@ class FittedModel:
     model_dir: Path
     losses: dict[str, list[float]]
     epochs_run: int
-    validation_label: str
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Test-window metrics per forecaster (model first) and the plot files."""
+    """The rolling-origin backtest: metrics per forecaster (model first), interval coverage, files."""
 
     metrics: dict[str, dict[str, float]]
+    coverage: dict[float, float]
+    half_widths: dict[float, float]  # conformal half-widths (log scale) from the backtest residuals
+    first_day: str
+    last_day: str
     plots: list[Path] = field(default_factory=list)
 
 
@@ -50,6 +54,7 @@ class TrainSummary:
     metrics: dict[str, dict[str, float]]
     run_dir: Path
     epochs_run: int
+    evaluation: Evaluation | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -85,18 +90,18 @@ def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.D
 
 
 @task(cache_policy=NO_CACHE)
-def scale(history: pd.DataFrame, settings: Settings) -> ds.ScaledSeries:
-    """MinMax-scale the features; the scaler sees the rows before the test window only."""
-    return ds.scale_history(history, settings.data.case_columns, settings.model)
+def scale(history: pd.DataFrame, settings: Settings) -> FeatureEncoder:
+    """Fit the encoder's scaler on the history the final model trains on."""
+    return ds.fit_encoding(history, settings.data, settings.model)
 
 
 @task(cache_policy=NO_CACHE)
-def frame(series: ds.ScaledSeries, config: ModelConfig) -> ds.Dataset:
-    """Frame lagged samples and split them into train, validation and test by date."""
-    dataset = ds.frame_dataset(series, config)
+def frame(history: pd.DataFrame, encoder: FeatureEncoder, config: ModelConfig) -> ds.Dataset:
+    """Frame lagged samples and split them into train and a chronological validation slice."""
+    dataset = ds.frame_training(history, encoder, config)
     get_run_logger().info(
-        "samples: %d train, %d validation, %d test; shape %s",
-        len(dataset.train.X), len(dataset.validation.X), len(dataset.test.X), dataset.train.X.shape[1:],
+        "samples: %d train, %d validation; window %s, known future %d",
+        len(dataset.train), len(dataset.validation), dataset.train.X.shape[1:], dataset.train.future.shape[1],
     )
     return dataset
 
@@ -122,66 +127,77 @@ def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path, tag
 
 
 @task(cache_policy=NO_CACHE)
+def backtest_model(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path) -> Evaluation:
+    """Rolling-origin backtest of the configured model against the baselines; files, MLflow, a Prefect table."""
+    from prefect.artifacts import create_table_artifact
+
+    from tasks import plots, tracking
+    from tasks.backtest import lstm_fit, run_backtest
+    from tasks.intervals import conformal_quantiles
+
+    config = settings.backtest
+    result = run_backtest(history, lstm_fit(settings.data, settings.model), config, settings.model.horizon)
+    table = ev.metrics_table(result.metrics)
+    table.to_csv(run_dir / "metrics.csv")
+    result.fold_metrics.to_csv(run_dir / "fold_metrics.csv", index=False)
+    days = pd.DataFrame({"date": pd.DatetimeIndex(result.dates).strftime("%Y-%m-%d"), "fold": result.fold, "actual": result.actual[:, 0]})
+    days = days.assign(**{name: values[:, 0] for name, values in result.forecasts.items()})
+    days = days.assign(**{f"{side}_{round(lv * 100)}": bounds[i][:, 0] for lv, bounds in result.intervals.items() for i, side in enumerate(("lower", "upper"))})
+    days.to_csv(run_dir / "backtest.csv", index=False)
+    coverage = ", ".join(f"{round(lv * 100)}%: {value:.0%}" for lv, value in result.coverage.items())
+    first, last = days["date"].iloc[0], days["date"].iloc[-1]
+    get_run_logger().info(
+        "backtest %s .. %s, %d fold(s), interval coverage %s:\n%s", first, last, result.fold.max() + 1, coverage, ev.format_metrics(table)
+    )
+    figure = plots.plot_backtest(result, run_dir / "backtest.png")
+    tracking.log_backtest(run_id, result, [run_dir / "metrics.csv", run_dir / "fold_metrics.csv", run_dir / "backtest.csv", figure])
+    create_table_artifact(
+        key="backtest-metrics",
+        table=[{"forecaster": name, **{k: round(v, 4) for k, v in metrics.items()}} for name, metrics in result.metrics.items()],
+        description=f"Rolling-origin backtest {first} .. {last}: model and baselines on the same days",
+    )
+    return Evaluation(
+        metrics=result.metrics, coverage=result.coverage, half_widths=conformal_quantiles(result.residuals, config.interval_levels),
+        first_day=first, last_day=last, plots=[figure],
+    )
+
+
+@task(cache_policy=NO_CACHE)
 def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: Path) -> FittedModel:
-    """Fit the LSTM, logging each epoch to Prefect and the losses to MLflow as metric steps."""
-    from tasks import tracking
+    """Fit the final LSTM on all history, logging each epoch to Prefect and the losses to MLflow."""
+    from tasks import plots, tracking
+    from tasks.backtest import TrainingDiverged
     from tasks.model import fit_model
 
     logger = get_run_logger()
-    # validation_days=0 is the notebook's setup: the test window is scored each epoch for the
-    # plot only (early stopping is off then).
-    monitored, label = (dataset.validation, "validation") if config.validation_days else (dataset.test, "test (not used for fitting)")
 
     def report(epoch: int, logs: dict[str, float]) -> None:
         shown = " ".join(f"{key}={value:.5f}" for key, value in logs.items())
         logger.info("epoch %d/%d %s", epoch, config.epochs, shown)
 
-    model, losses = fit_model(config, dataset.train, monitored, report)
+    model, losses = fit_model(config, dataset.train, dataset.validation, report)
     model_dir = run_dir / "model"
     model_dir.mkdir()
     model.save(model_dir / KERAS_FILE)
     tracking.log_epoch_losses(run_id, losses)
+    figure = plots.plot_losses(losses, "validation (early stopping)", run_dir / "loss.png")
+    tracking.log_files(run_id, [figure])
     if not np.isfinite(losses["loss"][-1]):
-        raise RuntimeError(f"training diverged: loss is {losses['loss'][-1]} after {len(losses['loss'])} epochs")
-    return FittedModel(model_dir=model_dir, losses=losses, epochs_run=len(losses["loss"]), validation_label=label)
-
-
-@task(cache_policy=NO_CACHE)
-def evaluate_model(dataset: ds.Dataset, fitted: FittedModel, run_id: str, run_dir: Path) -> Evaluation:
-    """Score the model and both naive baselines on the test days in travellers; plot; log to MLflow."""
-    import keras
-
-    from tasks import plots, tracking
-    from tasks.model import predict_scaled
-    from tasks.scaling import inverse_scale_target
-
-    series, test = dataset.series, dataset.test
-    model = keras.models.load_model(fitted.model_dir / KERAS_FILE, compile=False)
-    model_forecast = inverse_scale_target(series.scaler, predict_scaled(model, test))
-    scores = ev.score_test_window(series.actual, series.first_test_row, test.target_rows, model_forecast)
-    table = ev.metrics_table(scores.metrics)
-    table.to_csv(run_dir / "metrics.csv")
-    get_run_logger().info("test window, %d days:\n%s", len(scores.actual), ev.format_metrics(table))
-    first_days = {name: values[:, 0] for name, values in scores.forecasts.items()}
-    figures = [
-        plots.plot_losses(fitted.losses, fitted.validation_label, run_dir / "loss.png"),
-        plots.plot_forecasts(series.dates[test.target_rows], scores.actual[:, 0], first_days, run_dir / "test_forecast.png"),
-    ]
-    tracking.log_evaluation(run_id, scores.metrics, [run_dir / "metrics.csv", *figures])
-    return Evaluation(metrics=scores.metrics, plots=figures)
+        raise TrainingDiverged(losses["loss"][-1], len(losses["loss"]))
+    return FittedModel(model_dir=model_dir, losses=losses, epochs_run=len(losses["loss"]))
 
 
 @task(cache_policy=NO_CACHE)
 def register_model(
-    settings: Settings, history: pd.DataFrame, dataset: ds.Dataset, fitted: FittedModel, evaluation: Evaluation, run_id: str
+    settings: Settings, history: pd.DataFrame, encoder: FeatureEncoder, fitted: FittedModel, evaluation: Evaluation, run_id: str
 ) -> TrainSummary:
-    """Log Keras model + scaler + framing spec as one pyfunc and register it as a new version."""
+    """Log network + encoder + spec (with the backtest's interval widths) as one pyfunc; register a new version."""
     import keras
 
     from tasks import tracking
 
     model = keras.models.load_model(fitted.model_dir / KERAS_FILE, compile=False)
-    registered = tracking.log_and_register(settings, history, dataset.series, model, fitted.model_dir, evaluation.metrics, run_id)
+    registered = tracking.log_and_register(settings, history, encoder, model, fitted.model_dir, evaluation, run_id)
     get_run_logger().info("registered %s version %s", registered.name, registered.version)
     return TrainSummary(
         run_id=run_id,
@@ -190,4 +206,5 @@ def register_model(
         metrics=evaluation.metrics,
         run_dir=fitted.model_dir.parent,
         epochs_run=fitted.epochs_run,
+        evaluation=evaluation,
     )

@@ -98,40 +98,56 @@ def log_epoch_losses(run_id: str, losses: dict[str, list[float]]) -> None:
 
 
 def metric_names(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{"model": {"rmse": ..}, "naive": ..} -> {"test_rmse": .., "naive_test_rmse": ..}."""
+    """{"model": {"rmse": ..}, "naive": ..} -> {"backtest_rmse": .., "naive_backtest_rmse": ..}."""
     return {
-        f"{'' if forecaster == 'model' else forecaster + '_'}test_{metric}": value
+        f"{'' if forecaster == 'model' else forecaster + '_'}backtest_{metric}": value
         for forecaster, values in metrics.items()
         for metric, value in values.items()
     }
 
 
-def log_evaluation(run_id: str, metrics: dict[str, dict[str, float]], files: list[Path]) -> None:
-    """Test metrics of the model and baselines under stable names, plus the files."""
+def log_files(run_id: str, files: list[Path]) -> None:
+    """Attach files to the run."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    for name, value in metric_names(metrics).items():
-        client.log_metric(run_id, name, value)
     for path in files:
         client.log_artifact(run_id, str(path))
 
 
-def headline(metrics: dict[str, dict[str, float]]) -> str:
-    """One line of test figures for a model version's description."""
-    model, seasonal = metrics["model"], metrics["seasonal_naive"]
+def log_backtest(run_id: str, backtest, files: list[Path]) -> None:
+    """Overall metrics under stable names, per-fold metrics as steps (step = fold), coverage, files."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, value, now, 0) for name, value in metric_names(backtest.metrics).items()]
+    metrics += [Metric(f"interval_coverage_{round(level * 100)}", value, now, 0) for level, value in backtest.coverage.items()]
+    for row in backtest.fold_metrics.itertuples(index=False):
+        prefix = "" if row.forecaster == "model" else f"{row.forecaster}_"
+        metrics += [Metric(f"{prefix}fold_{metric}", float(getattr(row, metric)), now, int(row.fold)) for metric in ("mae", "rmse", "mape", "smape", "mase")]
+    client = MlflowClient()
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    log_files(run_id, files)
+
+
+def headline(evaluation) -> str:
+    """One line of backtest figures for a model version's description."""
+    model, seasonal = evaluation.metrics["model"], evaluation.metrics["seasonal_naive"]
+    coverage = ", ".join(f"{round(level * 100)}% interval covers {value:.0%}" for level, value in evaluation.coverage.items())
     return (
-        f"Test window: RMSE {model['rmse']:,.0f}, MAE {model['mae']:,.0f}, MAPE {model['mape']:.2f}%, "
-        f"R² {model['r2']:.3f}, MASE {model['mase']:.3f} (seasonal-naive MAE {seasonal['mae']:,.0f})."
+        f"Backtest {evaluation.first_day} .. {evaluation.last_day}: MAE {model['mae']:,.0f}, RMSE {model['rmse']:,.0f}, "
+        f"MAPE {model['mape']:.2f}%, MASE {model['mase']:.3f} (seasonal-naive MAE {seasonal['mae']:,.0f}); {coverage}."
     )
 
 
-def log_and_register(
-    settings: Settings, history: pd.DataFrame, series, model, model_dir: Path, metrics: dict[str, dict[str, float]], run_id: str
-):
-    """Log the pyfunc (the Keras model saved in model_dir + scaler + spec) with a signature; register a new version.
+def log_and_register(settings: Settings, history: pd.DataFrame, encoder, model, model_dir: Path, evaluation, run_id: str):
+    """Log the pyfunc (the Keras model saved in model_dir + encoder + spec) with a signature; register a new version.
 
-    `series` is the ScaledSeries (fitted scaler, feature order); returns the ModelVersion.
+    Returns the ModelVersion. Its intervals are calibrated on the backtest's residuals.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -139,10 +155,10 @@ def log_and_register(
     from tasks.forecaster import TravelForecaster, forecast_history, write_model_files
     from tasks.ingest import to_input_format
 
-    artifacts = write_model_files(series.scaler, settings.data, settings.model, series.features, model_dir)
-    recent = history.tail(settings.model.lags + 6)
+    artifacts = write_model_files(encoder, settings.data, settings.model, evaluation.half_widths, model_dir)
+    recent = history.tail(settings.model.lags + 13)
     input_example = to_input_format(recent, settings.data)
-    output_example = forecast_history(model, series.scaler, recent, settings.model.lags, series.features)
+    output_example = forecast_history(model, encoder, recent, settings.model, settings.data, evaluation.half_widths)
     with warnings.catch_warnings():
         # MLflow hints that integer columns cannot hold missing values: validation refuses those anyway.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
@@ -160,7 +176,7 @@ def log_and_register(
         )
     client = mlflow.MlflowClient()
     version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model, tags={"run_id": run_id})
-    client.update_model_version(version.name, version.version, description=headline(metrics))
+    client.update_model_version(version.name, version.version, description=headline(evaluation))
     return version
 
 

@@ -51,13 +51,24 @@ def test_help_loads_no_heavy_library():
 def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
     result = run(["train", "--config", str(SEED_FORMAT_CONFIG), "--set", "model.epochs=2"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout[result.stdout.index("Test window") :]
+    table = result.stdout[result.stdout.index("Backtest 2020-08-01 .. 2020-08-31") :]  # the recipe's last 31 days
     for forecaster in ("model", "naive", "seasonal_naive"):
         assert forecaster in table
-    for metric in ("rmse", "mae", "mape", "r2", "mase"):
+    for metric in ("mae", "rmse", "mape", "smape", "mase", "r2"):
         assert metric in table
+    assert "Prediction intervals: 80% covered" in table
     assert "Registered model 'travel-forecast-seed-format' version 1" in result.stdout
     assert registered_versions(tmp_path, "travel-forecast-seed-format") == ["1"]
+
+
+def test_backtest_command_scores_without_registering(cli_env, tmp_path):
+    args = ["backtest", "--set", "model.epochs=2", "--set", "backtest.test_days=14", "--set", "backtest.refit_every=7"]
+    result = run(args, cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Backtest 2024-11-01 .. 2024-11-14, one step ahead" in result.stdout
+    assert registered_versions(tmp_path, "travel-forecast") == []
+    folds = pd.read_csv(next((tmp_path / "out").glob("backtest-*/fold_metrics.csv")))
+    assert folds.groupby("fold")["days"].first().tolist() == [7, 7]
 
 
 def test_train_on_a_bad_file_prints_the_report_and_registers_nothing(cli_env, tmp_path):

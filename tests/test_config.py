@@ -48,7 +48,7 @@ def test_seed_preset_is_the_notebook_recipe_and_overrides_still_apply(tmp_path):
     expected = PRESETS["seed"]["model"] | {"epochs": 2}
     assert settings.model.model_dump() == {**settings.model.model_dump(), **expected}
     assert settings.model.lstm_units == [256, 256] and settings.model.activation == "relu"
-    assert settings.model.batch_size == 0 and settings.model.lags == 5 and settings.model.test_days == 31
+    assert settings.model.batch_size == 0 and settings.model.lags == 5 and settings.backtest.test_days == 31
 
 
 def test_shipped_default_config_equals_built_in_defaults():

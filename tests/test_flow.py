@@ -9,12 +9,12 @@ from conftest import SAMPLE
 
 @pytest.fixture(scope="module")
 def trained(prefect_server, tmp_path_factory):
-    """One 2-epoch training run on the bundled sample, shared by the tests below."""
+    """One short training run (2 epochs, 7-day backtest) on the bundled sample, shared by the tests below."""
     from flows.train import train
     from tasks.config import load_settings
 
     root = tmp_path_factory.mktemp("flow")
-    settings = load_settings(None, ["model.epochs=2"], updates={"mlflow": {"store_dir": str(root / "mlruns")}, "output_dir": str(root / "out")})
+    settings = load_settings(None, ["model.epochs=2", "backtest.test_days=7"], updates={"mlflow": {"store_dir": str(root / "mlruns")}, "output_dir": str(root / "out")})
     return settings, train(settings)
 
 
@@ -28,17 +28,21 @@ def client(trained):
     return mlflow.MlflowClient()
 
 
-def test_run_registers_a_version_with_metrics_of_model_and_baselines(trained, client):
+def test_run_registers_a_version_with_backtest_metrics_of_model_and_baselines(trained, client):
     settings, summary = trained
     assert summary.model_version == "1" and summary.epochs_run == 2
     version = client.get_model_version(settings.mlflow.registered_model, summary.model_version)
-    assert version.run_id == summary.run_id and "RMSE" in version.description
+    assert version.run_id == summary.run_id and "Backtest 2024-11-08 .. 2024-11-14: MAE" in version.description
     run = client.get_run(summary.run_id)
     for prefix in ("", "naive_", "seasonal_naive_"):
-        for metric in ("rmse", "mae", "mape", "r2", "mase"):
-            assert np.isfinite(run.data.metrics[f"{prefix}test_{metric}"])
+        for metric in ("rmse", "mae", "mape", "smape", "r2", "mase"):
+            assert np.isfinite(run.data.metrics[f"{prefix}backtest_{metric}"])
     assert set(summary.metrics) == {"model", "naive", "seasonal_naive"}
-    assert run.data.metrics["naive_test_mae"] == pytest.approx(summary.metrics["naive"]["mae"])
+    assert run.data.metrics["naive_backtest_mae"] == pytest.approx(summary.metrics["naive"]["mae"])
+    assert 0 <= run.data.metrics["interval_coverage_95"] <= 1
+    # One fold (refit_every=0): the per-fold metrics are steps, fold 0.
+    assert [m.step for m in client.get_metric_history(summary.run_id, "fold_mae")] == [0]
+    assert client.get_metric_history(summary.run_id, "seasonal_naive_fold_mae")[0].value == pytest.approx(summary.metrics["seasonal_naive"]["mae"])
 
 
 def test_run_logs_config_fingerprint_losses_and_files(trained, client):
@@ -51,7 +55,7 @@ def test_run_logs_config_fingerprint_losses_and_files(trained, client):
     assert [m.step for m in client.get_metric_history(summary.run_id, "epoch_loss")] == [1, 2]
     assert len(client.get_metric_history(summary.run_id, "epoch_val_loss")) == 2
     files = {f.path for f in client.list_artifacts(summary.run_id)}
-    assert {"loss.png", "test_forecast.png", "metrics.csv", "validation_report.csv", "validation_report.json"} <= files
+    assert {"loss.png", "backtest.png", "backtest.csv", "fold_metrics.csv", "metrics.csv", "validation_report.csv", "validation_report.json"} <= files
     assert str(settings.mlflow.store_dir / "artifacts") in run.info.artifact_uri
 
 
@@ -60,13 +64,16 @@ def test_registered_version_loads_and_forecasts_travellers(trained):
 
     settings, summary = trained
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}/{summary.model_version}")
-    recent = pd.read_csv(SAMPLE).tail(20)[["date", "riders", "cumulative_cases", "day_type"]]
+    recent = pd.read_csv(SAMPLE).tail(30)[["date", "riders", "cumulative_cases", "day_type"]]
     forecast = model.predict(recent)
-    assert len(forecast) == 20 - 14 + 1
+    assert len(forecast) == 30 - (14 + 7) + 1  # 14 lags after a week that gives the first reference
     assert forecast["date"].iloc[-1] == "2024-11-15" and (forecast["step"] == 1).all()
     assert np.isfinite(forecast["forecast"]).all()
     # Real units: millions of riders a day, not the scaled 0..1 range.
     assert forecast["forecast"].between(1e5, 2e7).all()
+    # Intervals from the backtest residuals: nested, around the forecast.
+    assert (forecast["lower_95"] <= forecast["lower_80"]).all() and (forecast["lower_80"] < forecast["forecast"]).all()
+    assert (forecast["forecast"] < forecast["upper_80"]).all() and (forecast["upper_80"] <= forecast["upper_95"]).all()
 
 
 def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(trained, client, tmp_path):

@@ -1,12 +1,12 @@
-"""The network from config, reproducibility, and behaviour on a clean seasonal series."""
+"""The network from config, reproducibility, ensembles and early stopping."""
 
 import numpy as np
 import pytest
 
 from tasks.config import PRESETS, ModelConfig
-from tasks.evaluation import NaiveForecast, forecast_metrics
-from tasks.framing import frame_samples, select
-from tasks.model import build_model, fit_model, predict_scaled
+from tasks.features import Encoded
+from tasks.framing import frame_windows, select
+from tasks.model import build_model, fit_model, mean_losses, predict_outputs
 
 SEED = ModelConfig(**PRESETS["seed"]["model"])
 
@@ -15,16 +15,24 @@ def test_seed_preset_builds_the_notebook_network():
     import keras
 
     model = build_model(SEED, lags=5, n_features=3)
-    shape = [(type(layer).__name__, getattr(layer, "units", getattr(layer, "rate", None))) for layer in model.layers]
+    shape = [(type(layer).__name__, getattr(layer, "units", getattr(layer, "rate", None))) for layer in model.layers[1:]]
     assert shape == [
         ("LSTM", 256), ("Dropout", 0.2), ("LSTM", 256), ("Dropout", 0.2),
         ("Dense", 16), ("Dropout", 0.2), ("Dense", 1),
     ]
-    lstm_1, lstm_2 = model.layers[0], model.layers[2]
+    lstm_1, lstm_2 = model.layers[1], model.layers[3]
     assert lstm_1.return_sequences and not lstm_2.return_sequences
     assert lstm_1.activation is keras.activations.relu and lstm_2.activation is keras.activations.relu
+    assert model.layers[5].activation is keras.activations.linear  # the recipe's Dense(16) has no activation
     assert model.input_shape == (None, 5, 3) and model.output_shape == (None, 1)
     assert model.loss == "mae" and isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_default_network_joins_the_known_future_after_the_lstm():
+    model = build_model(ModelConfig(), lags=14, n_features=7, n_future=3)
+    names = [layer.name for layer in model.layers]
+    assert names == ["window", "m0_lstm0", "known_future", "m0_with_future", "m0_dense0", "m0_output"]
+    assert model.get_layer("m0_with_future").output.shape == (None, 32 + 3)
 
 
 def _seasonal_samples(days: int = 280, lags: int = 7):
@@ -32,39 +40,53 @@ def _seasonal_samples(days: int = 280, lags: int = 7):
     day = np.arange(days)
     travellers = 0.3 + 0.4 * (day % 7 < 5) + 0.2 * day / days
     weekend = (day % 7 >= 5).astype(float)
-    values = np.column_stack([travellers, weekend])
-    return values, frame_samples(values, lags, 1)
+    past = np.column_stack([travellers, weekend])
+    encoded = Encoded(past=past, future=weekend[:, None], target=travellers, reference=np.zeros(days))
+    return frame_windows(encoded, lags, 1)
 
 
 def test_same_seed_gives_the_same_training_run():
-    _, samples = _seasonal_samples(60)
-    config = ModelConfig(lstm_units=[8], dense_units=[4], epochs=3, batch_size=16, validation_days=0, early_stopping_patience=0)
-    empty = select(samples, np.zeros(len(samples.X), bool))
+    samples = _seasonal_samples(60)
+    config = ModelConfig(lstm_units=[8], dense_units=[4], epochs=3, batch_size=16, ensemble=2, early_stopping_patience=0)
+    empty = select(samples, np.zeros(len(samples), bool))
     first = fit_model(config, samples, empty)[1]["loss"]
     second = fit_model(config, samples, empty)[1]["loss"]
-    assert first == second
+    assert first == second and len(first) == 3
+
+
+def test_an_ensemble_forecasts_the_mean_of_its_members():
+    samples = _seasonal_samples(60)
+    config = ModelConfig(lstm_units=[4], dense_units=[], epochs=2, ensemble=3, early_stopping_patience=0)
+    model, _ = fit_model(config, samples, select(samples, np.zeros(len(samples), bool)))
+    members = model.predict(samples.inputs, verbose=0)
+    assert len(members) == 3 and not np.allclose(members[0], members[1])  # own seeds, own weights
+    np.testing.assert_allclose(predict_outputs(model, samples, 1), np.mean(members, axis=0), rtol=1e-6)
+
+
+def test_mean_losses_pads_members_that_stopped_early():
+    histories = [{"loss": [4.0, 2.0, 1.0]}, {"loss": [6.0, 4.0]}]
+    assert mean_losses(histories) == {"loss": [5.0, 3.0, 2.5]}
 
 
 def test_loss_falls_and_the_model_beats_naive_on_a_seasonal_series():
-    values, samples = _seasonal_samples()
+    samples = _seasonal_samples()
     train, test = select(samples, samples.target_rows < 245), select(samples, samples.target_rows >= 245)
-    config = ModelConfig(lags=7, lstm_units=[16], dense_units=[8], epochs=60, batch_size=32, early_stopping_patience=0, validation_days=0)
+    config = ModelConfig(lags=7, lstm_units=[16], dense_units=[8], epochs=60, batch_size=32, learning_rate=1e-3, ensemble=1, early_stopping_patience=0)
     epochs_seen = []
-    model, losses = fit_model(config, train, test, report=lambda epoch, logs: epochs_seen.append(epoch))
+    model, losses = fit_model(config, train, select(train, np.zeros(len(train), bool)), report=lambda epoch, logs: epochs_seen.append(epoch))
     assert epochs_seen == list(range(1, 61))
     assert losses["loss"][-1] < 0.5 * losses["loss"][0]
-    model_mae = forecast_metrics(test.y, predict_scaled(model, test), 1.0)["mae"]
-    naive_mae = forecast_metrics(test.y, NaiveForecast(1).fit(values[:, 0]).predict(test.target_rows, 1), 1.0)["mae"]
+    model_mae = np.mean(np.abs(predict_outputs(model, test, 1) - test.y))
+    naive_mae = np.mean(np.abs(test.X[:, -1, 0] - test.y[:, 0]))  # yesterday's value
     assert model_mae < naive_mae
 
 
-def test_early_stopping_needs_a_real_validation_window():
-    _, samples = _seasonal_samples(60)
-    monitored = select(samples, samples.target_rows >= 50)
-    config = ModelConfig(lstm_units=[4], dense_units=[], epochs=30, learning_rate=0.0, early_stopping_patience=1, validation_days=0)
-    assert len(fit_model(config, samples, monitored)[1]["loss"]) == 30  # test window: never stops on it
-    config = config.model_copy(update={"validation_days": 10})
-    assert len(fit_model(config, samples, monitored)[1]["loss"]) < 30  # lr 0: no improvement, stops early
+def test_early_stopping_needs_validation_samples():
+    samples = _seasonal_samples(60)
+    validation = select(samples, samples.target_rows >= 50)
+    config = ModelConfig(lstm_units=[4], dense_units=[], epochs=30, learning_rate=0.0, early_stopping_patience=1, ensemble=2)
+    assert len(fit_model(config, samples, select(samples, np.zeros(len(samples), bool)))[1]["loss"]) == 30
+    assert len(fit_model(config, samples, validation)[1]["loss"]) < 30  # lr 0: no improvement, stops early
 
 
 @pytest.mark.parametrize("horizon", [1, 3])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,7 +73,7 @@ def workspace(tmp_path_factory):
     config.write_text(
         f'output_dir = "{root / "out"}"\n'
         f'[data]\npath = "{root / "seed.csv"}"\n'
-        "[model]\nepochs = 2\n"
+        "[model]\nepochs = 2\n[backtest]\ntest_days = 7\n"
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
         'cron = "30 5 * * *"\ntimezone = "Europe/Berlin"\n'
@@ -158,7 +159,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     run = client.get_run(champion.run_id)
     assert run.data.tags["trigger"] == "manual" and run.data.tags["data_through"] == "2024-11-12"
     assert run.data.tags["champion"] == "true"
-    assert "Test window: RMSE" in client.get_model_version(MODEL, "1").description
+    assert "Backtest 2024-11-06 .. 2024-11-12: MAE" in client.get_model_version(MODEL, "1").description
 
     # 2. A new day's file arrives: `ingest` drops it and its event triggers a retrain.
     dropped = subprocess.run([*CLI, "ingest", str(root / "2024-11-13.csv"), "--config", str(config)], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300)
@@ -202,6 +203,13 @@ def test_predict_forecasts_tomorrow_with_the_champion(workspace, prefect_env, se
     champion = registry(root).get_model_version_by_alias(MODEL, "champion")
     assert (forecast["model_version"].astype(str) == str(champion.version)).all()
     assert forecast["forecast"].between(1e5, 2e7).all()
+    # Intervals widen with the days ahead (sqrt of the steps). Seven backtest days calibrate an
+    # 80% interval; a 95% one needs 19 or more (rank ceil(0.95 (n + 1)) <= n), so it is unbounded here.
+    assert ((forecast["lower_95"] <= forecast["lower_80"]) & (forecast["upper_80"] <= forecast["upper_95"])).all()
+    assert np.isinf(forecast["upper_95"]).all()
+    width = forecast["upper_80"] / forecast["forecast"]
+    assert width.iloc[2] > width.iloc[0]
+    assert "lower_80" in result.stdout and "upper_95" in result.stdout
 
 
 def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
@@ -223,7 +231,7 @@ def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
         # Same metric and parameter names in every run: the compare view lines them up.
         metric_names = [sorted(m["key"] for m in r["data"]["metrics"]) for r in runs]
         param_names = [sorted(p["key"] for p in r["data"]["params"]) for r in runs]
-        assert metric_names[0] == metric_names[1] and "test_mase" in metric_names[0]
+        assert metric_names[0] == metric_names[1] and "backtest_mase" in metric_names[0]
         assert param_names[0] == param_names[1]
     finally:
         stop(server)

@@ -1,0 +1,117 @@
+"""The rolling-origin backtest: folds, no look-ahead, metrics side by side, conformal intervals."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.backtest import lstm_fit, plan_folds, run_backtest
+from tasks.config import BacktestConfig, DataConfig, ModelConfig
+from tasks.intervals import conformal_quantiles, interval_bounds, log_residuals
+
+DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
+
+
+def weekly_series(days: int, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Weekdays busy, weekends quiet, a slow trend; cumulative cases growing."""
+    rng = np.random.default_rng(seed)
+    day = np.arange(days)
+    dates = pd.date_range("2022-01-03", periods=days)  # a Monday
+    weekend = dates.day_of_week >= 5
+    travellers = (1_000_000 + 500 * day) * np.where(weekend, 0.55, 1.0) * (1 + noise * rng.standard_normal(days))
+    return pd.DataFrame({
+        "date": dates,
+        "travellers": travellers.round().astype(np.int64),
+        "cases": (day * 40 + day**2).astype(np.int64),
+        "day_type": weekend.astype(np.int64),
+    })
+
+
+def test_folds_cover_the_last_days_and_refit_on_schedule():
+    folds = plan_folds(100, BacktestConfig(test_days=10, refit_every=4))
+    assert [(f.origin, f.rows.tolist()) for f in folds] == [(90, [90, 91, 92, 93]), (94, [94, 95, 96, 97]), (98, [98, 99])]
+    assert all(f.train_start == 0 for f in folds)
+    once = plan_folds(100, BacktestConfig(test_days=10, refit_every=0, window_days=30), horizon=2)
+    assert [(f.train_start, f.origin, f.rows[[0, -1]].tolist()) for f in once] == [(60, 90, [90, 98])]
+    with pytest.raises(ValueError, match="cannot hold a backtest of 100 test days"):
+        plan_folds(100, BacktestConfig(test_days=100))
+
+
+class YesterdaySpy:
+    """A predictor that forecasts yesterday's value, recording what it was given."""
+
+    def __init__(self, train: pd.DataFrame, log: list):
+        self.calibration = np.log([1.1, 1 / 1.2, 1.3, 1 / 1.4])  # |residual| 0.095, 0.182, 0.262, 0.336
+        log.append(("fit", train["date"].max()))
+        self.log = log
+
+    def predict(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
+        self.log.append(("predict", history["date"].iloc[first_targets].min()))
+        return history["travellers"].to_numpy(float)[first_targets - 1][:, None]
+
+
+def test_each_fit_sees_only_days_before_its_origin_and_baselines_share_the_days():
+    history = weekly_series(60, noise=0.05)
+    log: list = []
+    result = run_backtest(history, lambda train: YesterdaySpy(train, log), BacktestConfig(test_days=9, refit_every=3))
+    fits = [date for kind, date in log if kind == "fit"]
+    firsts = [date for kind, date in log if kind == "predict"]
+    assert [(f + pd.Timedelta(days=1)) for f in fits] == firsts == list(history["date"].iloc[[51, 54, 57]])
+    np.testing.assert_array_equal(result.forecasts["model"], result.forecasts["naive"])
+    assert result.metrics["model"] == result.metrics["naive"]
+    assert list(result.fold) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert set(result.fold_metrics["forecaster"]) == {"model", "naive", "seasonal_naive"} and len(result.fold_metrics) == 9
+    # 80%: rank ceil(5 * 0.8) = 4 of the 4 calibration residuals -> the widest, log 1.4.
+    lower, upper = result.intervals[0.8]
+    np.testing.assert_allclose(upper / result.forecasts["model"], 1.4)
+    assert math.isinf(conformal_quantiles(YesterdaySpy(history, []).calibration, [0.95])[0.95])
+    inside = (result.actual >= lower) & (result.actual <= upper)
+    assert result.coverage[0.8] == pytest.approx(inside.mean())
+
+
+def test_metrics_are_computed_on_the_same_days_with_the_in_sample_scale():
+    history = weekly_series(40)
+    result = run_backtest(history, lambda train: YesterdaySpy(train, []), BacktestConfig(test_days=5, history_days=30))
+    actual = history["travellers"].to_numpy(float)
+    np.testing.assert_array_equal(result.actual[:, 0], actual[25:30])  # history_days cuts the data at 30
+    np.testing.assert_array_equal(result.forecasts["seasonal_naive"][:, 0], actual[18:23])
+    scale = np.mean(np.abs(actual[7:25] - actual[:18]))
+    assert result.metrics["naive"]["mase"] == pytest.approx(np.mean(np.abs(actual[24:29] - actual[25:30])) / scale)
+
+
+TINY = ModelConfig(lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=3, early_stopping_patience=0)
+
+
+@pytest.mark.parametrize("features", ["seasonal", "notebook"])
+def test_later_days_never_change_earlier_forecasts(features):
+    """Rows after a forecast day are garbled: every forecast made before them stays identical."""
+    config = TINY.model_copy(update={"features": features})
+    history = weekly_series(90, noise=0.03)
+    garbled = history.copy()
+    garbled.loc[80:, "travellers"] *= 100  # from day 80 on: a different world
+    garbled.loc[80:, "cases"] *= 100
+    garbled.loc[80:, "day_type"] = 2
+    backtest = BacktestConfig(test_days=14, refit_every=7)  # folds: origin 76 (days 76..82), origin 83
+    clean = run_backtest(history, lstm_fit(DATA, config), backtest)
+    changed = run_backtest(garbled, lstm_fit(DATA, config), backtest)
+    np.testing.assert_array_equal(clean.forecasts["model"][:4], changed.forecasts["model"][:4])  # days 76..79
+    assert not np.array_equal(clean.forecasts["model"][4:], changed.forecasts["model"][4:])  # the test can fail
+
+
+def test_default_model_beats_naive_on_a_clean_weekly_series():
+    history = weekly_series(300, noise=0.02, seed=1)
+    result = run_backtest(history, lstm_fit(DATA, ModelConfig()), BacktestConfig(test_days=28))
+    assert result.metrics["model"]["mae"] < result.metrics["naive"]["mae"]
+    assert result.metrics["model"]["mase"] < 1.5
+
+
+def test_conformal_quantiles_and_bounds_by_hand():
+    residuals = np.array([0.1, -0.2, 0.3, -0.4])
+    # ranks ceil(5 * level): 0.5 -> 3rd smallest |r| = 0.3; 0.8 -> 4th = 0.4; 0.95 -> 5th: none, unbounded
+    assert conformal_quantiles(residuals, [0.5, 0.8, 0.95]) == {0.5: 0.3, 0.8: 0.4, 0.95: math.inf}
+    lower, upper = interval_bounds(np.array([100.0]), math.log(2))
+    np.testing.assert_allclose([lower[0], upper[0]], [50.0, 200.0])
+    lower, upper = interval_bounds(np.array([100.0]), math.log(2), steps_ahead=4)  # sqrt(4) = 2 -> x4
+    np.testing.assert_allclose([lower[0], upper[0]], [25.0, 400.0])
+    np.testing.assert_allclose(log_residuals(np.array([200.0, 50.0]), np.array([100.0, 100.0])), [math.log(2), -math.log(2)])

@@ -1,0 +1,91 @@
+"""The two encodings: exact values, fitted on training rows only, decoded back to travellers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.config import DataConfig, ModelConfig
+from tasks.dataset import fit_encoding, frame_training, minimum_rows
+from tasks.features import fit_encoder, one_hot, seasonal_reference, weekly_new
+
+DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
+
+
+def _history(days: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "date": pd.date_range("2021-01-01", periods=days),
+        "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
+        "cases": np.arange(days, dtype=np.int64) ** 2,
+        "day_type": np.arange(days, dtype=np.int64) % 3,
+    })
+
+
+def test_seasonal_reference_is_the_median_of_recent_same_weekdays_of_the_same_type():
+    values = np.arange(36, dtype=float)
+    day_types = np.zeros(36, dtype=int)
+    day_types[21] = 2  # a holiday four weeks before day 35 ...
+    day_types[35] = 2  # ... and day 35 is one too
+    reference = seasonal_reference(values, day_types)
+    assert np.isnan(reference[:7]).all()
+    assert reference[7] == 0  # only one week behind: day 0
+    assert reference[20] == 9.5  # median of days 13, 6
+    assert reference[30] == 16  # median of days 23, 16, 9 (day 2 is a fourth: unused)
+    assert reference[28] == 7  # day 21 (a holiday) skipped: median of 14, 7, 0
+    assert reference[35] == 21  # holiday: the only holiday among 28, 21, 14, 7
+    no_match = day_types.copy()
+    no_match[21] = 0
+    assert seasonal_reference(values, no_match)[35] == 21  # no holiday behind: median of 28, 21, 14
+
+
+def test_weekly_new_cases_from_cumulative_and_daily_counts():
+    cumulative = np.array([5, 5, 7, 10, 10, 10, 11, 20, 30], dtype=float)
+    np.testing.assert_array_equal(weekly_new(cumulative, cumulative=True), [0, 0, 2, 5, 5, 5, 6, 15, 25])  # daily 0 0 2 3 0 0 1 9 10
+    np.testing.assert_array_equal(weekly_new(np.array([1.0, 2, 3]), cumulative=False), [1, 3, 6])
+
+
+def test_one_hot_day_types():
+    np.testing.assert_array_equal(one_hot(np.array([0, 2, 1]), [0, 1, 2]), [[1, 0, 0], [0, 0, 1], [0, 1, 0]])
+
+
+def test_notebook_encoder_scales_on_training_rows_only_and_decodes_back():
+    train, everything = _history(23), _history(30)
+    everything.loc[25, "travellers"] = 1_000_000  # a later spike must not move the scale
+    encoder = fit_encoder("notebook", train, ["cases"], ["cases"], [0, 1, 2])
+    assert encoder.scaler.data_min_[0] == 100 and encoder.scaler.data_max_[0] == 100 + 22 * 10
+    encoded = encoder.encode(everything)
+    np.testing.assert_allclose(encoded.past[22], [1.0, 1.0, 0.5])  # day type 22 % 3 = 1 of 0..2
+    assert encoded.future.shape == (30, 0)
+    np.testing.assert_allclose(encoder.decode(encoded.target[:, None], encoded.reference[:, None])[:, 0], everything["travellers"])
+
+
+def test_seasonal_encoder_targets_the_log_residual_and_decodes_back():
+    history = _history(30)
+    encoder = fit_encoder("seasonal", history, ["cases"], ["cases"], [0, 1, 2])
+    encoded = encoder.encode(history)
+    log_t = np.log(history["travellers"].to_numpy(float))
+    # Day 14 has type 2; days 7 and 0 have types 1 and 0: no match, so the median of both.
+    assert encoded.reference[14] == pytest.approx(np.median(log_t[[7, 0]]))
+    assert encoded.target[14] == pytest.approx(log_t[14] - encoded.reference[14])
+    assert encoded.past[14, 1] == pytest.approx(log_t[14] - log_t[7])  # the change on the week
+    np.testing.assert_array_equal(encoded.future[14], [0, 0, 1])
+    assert encoded.past.shape == (30, 2 + 2 + 3)  # residual, weekly change, log travellers, log cases, 3 day types
+    np.testing.assert_allclose(encoder.decode(encoded.target[7:, None], encoded.reference[7:, None])[:, 0], history["travellers"][7:])
+
+
+def test_training_split_is_chronological_and_complete():
+    config = ModelConfig(lags=2, horizon=2, validation_days=3)
+    history = _history(30)
+    dataset = frame_training(history, fit_encoding(history, DATA, config), config)
+    # The first week has no reference: the first complete window starts at row 7 -> first target 9.
+    np.testing.assert_array_equal(dataset.validation.target_rows, [27, 28])  # first target in 27..29, both targets present
+    np.testing.assert_array_equal(dataset.train.target_rows, np.arange(9, 26))  # last target before row 27
+    notebook = config.model_copy(update={"features": "notebook"})
+    dataset = frame_training(history, fit_encoding(history, DATA, notebook), notebook)
+    assert dataset.train.target_rows[0] == 2
+
+
+def test_too_short_history_is_refused_with_the_numbers():
+    config = ModelConfig(lags=2, validation_days=14)
+    assert minimum_rows(config) == 7 + 4 + 1 + 14
+    with pytest.raises(ValueError, match="training history has 20 days.*need at least 26"):
+        fit_encoding(_history(20), DATA, config)
