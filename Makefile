@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install run test ui clean
+.PHONY: install run test ui bench-accuracy peers-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,17 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
+## Accuracy of the default LSTM, the notebook recipe, baselines and statsforecast peers (~30 min; ARGS="--seeds 1").
+bench-accuracy: $(STAMP) peers-env
+	$(BIN)/python benchmarks/accuracy.py $(ARGS)
+
+# statsforecast needs pandas < 3, the project pandas 3: the peers run in their own environment.
+PEERS := .venv-peers
+peers-env: $(PEERS)/.installed-stamp
+$(PEERS)/.installed-stamp: benchmarks/peers-requirements.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet -r benchmarks/peers-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) $(PEERS) outputs
