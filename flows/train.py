@@ -35,11 +35,16 @@ def train_on_history(
     """The steps every training shares.
 
     The backtest scores the configuration honestly (models fitted before each origin); then
-    the model that is registered is fitted on the whole history.
+    the model that is registered is fitted on the whole history (or, with
+    backtest.refit_final off, is the last fold's model, scored as reported).
     """
     run_id = start_tracking(settings, history, run_dir, tags, source)
-    evaluation = backtest_model(history, settings, run_id, run_dir)
-    encoder = scale(history, settings)
-    dataset = frame(history, encoder, settings.model)
-    fitted = train_model(dataset, settings.model, run_id, run_dir)
+    refit = settings.backtest.refit_final
+    evaluation = backtest_model(history, settings, run_id, run_dir, keep_last_fold=not refit)
+    if refit:
+        encoder = scale(history, settings)
+        dataset = frame(history, encoder, settings.model)
+        fitted = train_model(dataset, settings.model, run_id, run_dir)
+    else:  # the notebook's way: the model fitted before the test days is the one registered
+        encoder, fitted = evaluation.last_fold
     return register_model(settings, history, encoder, fitted, evaluation, run_id)

@@ -74,6 +74,7 @@ class Backtest:
     fold_metrics: pd.DataFrame  # one row per (fold, forecaster)
     coverage: dict[float, float]  # level -> share of test actuals inside the model's interval
     epochs: list[int] = field(default_factory=list)
+    last_fit: Predictor | None = None  # the last fold's fitted forecaster (the notebook registers it)
 
 
 def run_backtest(
@@ -124,6 +125,7 @@ def run_backtest(
         fold_metrics=fold_table(folds, fold_of, actual, forecasts, actual_series),
         coverage=coverage,
         epochs=epochs,
+        last_fit=predictor,
     )
 
 

@@ -94,6 +94,9 @@ class BacktestConfig(_Strict):
     window_days: int = Field(0, ge=0, description="Days of history each fit sees (the latest before its origin); 0 = all.")
     history_days: int = Field(0, ge=0, description="Use only the first N days of the data (the notebook's window); 0 = all.")
     interval_levels: list[float] = Field([0.8, 0.95], description="Coverage of the prediction intervals.")
+    refit_final: bool = Field(
+        True, description="Fit the registered model on the whole history after the backtest; false registers the last fold's model."
+    )
 
     @field_validator("interval_levels")
     @classmethod
@@ -194,7 +197,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "shuffle": False,
             "early_stopping_patience": 0,
         },
-        "backtest": {"test_days": 31, "refit_every": 0},
+        "backtest": {"test_days": 31, "refit_every": 0, "refit_final": False},  # one fit, before the test days
     },
 }
 

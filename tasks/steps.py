@@ -42,6 +42,7 @@ class Evaluation:
     first_day: str
     last_day: str
     plots: list[Path] = field(default_factory=list)
+    last_fold: tuple[FeatureEncoder, FittedModel] | None = None  # kept when the last fold's model is registered
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,11 @@ def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path, tag
 
 
 @task(cache_policy=NO_CACHE)
-def backtest_model(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path) -> Evaluation:
-    """Rolling-origin backtest of the configured model against the baselines; files, MLflow, a Prefect table."""
+def backtest_model(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, keep_last_fold: bool = False) -> Evaluation:
+    """Rolling-origin backtest of the configured model against the baselines; files, MLflow, a Prefect table.
+
+    With `keep_last_fold` the last fold's network is saved as the run's model (and its losses logged).
+    """
     from prefect.artifacts import create_table_artifact
 
     from tasks import plots, tracking
@@ -156,16 +160,28 @@ def backtest_model(history: pd.DataFrame, settings: Settings, run_id: str, run_d
         table=[{"forecaster": name, **{k: round(v, 4) for k, v in metrics.items()}} for name, metrics in result.metrics.items()],
         description=f"Rolling-origin backtest {first} .. {last}: model and baselines on the same days",
     )
+    last_fold = (result.last_fit.encoder, save_network(result.last_fit.network, result.last_fit.losses, run_id, run_dir)) if keep_last_fold else None
     return Evaluation(
         metrics=result.metrics, coverage=result.coverage, half_widths=conformal_quantiles(result.residuals, config.interval_levels),
-        first_day=first, last_day=last, plots=[figure],
+        first_day=first, last_day=last, plots=[figure], last_fold=last_fold,
     )
+
+
+def save_network(network, losses: dict[str, list[float]], run_id: str, run_dir: Path) -> FittedModel:
+    """Save the network as the run's model; log its losses per epoch and their plot."""
+    from tasks import plots, tracking
+
+    model_dir = run_dir / "model"
+    model_dir.mkdir()
+    network.save(model_dir / KERAS_FILE)
+    tracking.log_epoch_losses(run_id, losses)
+    tracking.log_files(run_id, [plots.plot_losses(losses, "validation (early stopping)", run_dir / "loss.png")])
+    return FittedModel(model_dir=model_dir, losses=losses, epochs_run=len(losses["loss"]))
 
 
 @task(cache_policy=NO_CACHE)
 def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: Path) -> FittedModel:
     """Fit the final LSTM on all history, logging each epoch to Prefect and the losses to MLflow."""
-    from tasks import plots, tracking
     from tasks.backtest import TrainingDiverged
     from tasks.model import fit_model
 
@@ -176,15 +192,10 @@ def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: 
         logger.info("epoch %d/%d %s", epoch, config.epochs, shown)
 
     model, losses = fit_model(config, dataset.train, dataset.validation, report)
-    model_dir = run_dir / "model"
-    model_dir.mkdir()
-    model.save(model_dir / KERAS_FILE)
-    tracking.log_epoch_losses(run_id, losses)
-    figure = plots.plot_losses(losses, "validation (early stopping)", run_dir / "loss.png")
-    tracking.log_files(run_id, [figure])
+    fitted = save_network(model, losses, run_id, run_dir)
     if not np.isfinite(losses["loss"][-1]):
         raise TrainingDiverged(losses["loss"][-1], len(losses["loss"]))
-    return FittedModel(model_dir=model_dir, losses=losses, epochs_run=len(losses["loss"]))
+    return fitted
 
 
 @task(cache_policy=NO_CACHE)

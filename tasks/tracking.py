@@ -175,7 +175,9 @@ def log_and_register(settings: Settings, history: pd.DataFrame, encoder, model, 
             input_example=input_example,
         )
     client = mlflow.MlflowClient()
-    version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model, tags={"run_id": run_id})
+    fitted_through = history[DATE].iloc[-1] if settings.backtest.refit_final else pd.Timestamp(evaluation.first_day) - pd.Timedelta(days=1)
+    tags = {"run_id": run_id, "fitted_through": fitted_through.strftime("%Y-%m-%d")}  # the last day the network trained on
+    version = mlflow.register_model(info.model_uri, settings.mlflow.registered_model, tags=tags)
     client.update_model_version(version.name, version.version, description=headline(evaluation))
     return version
 

@@ -59,6 +59,11 @@ def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
     assert "Prediction intervals: 80% covered" in table
     assert "Registered model 'travel-forecast-seed-format' version 1" in result.stdout
     assert registered_versions(tmp_path, "travel-forecast-seed-format") == ["1"]
+    # The recipe's way: one fit, before the 31 test days, and that model is registered.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert client.get_model_version("travel-forecast-seed-format", "1").tags["fitted_through"] == "2020-07-31"
 
 
 def test_backtest_command_scores_without_registering(cli_env, tmp_path):

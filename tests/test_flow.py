@@ -33,6 +33,7 @@ def test_run_registers_a_version_with_backtest_metrics_of_model_and_baselines(tr
     assert summary.model_version == "1" and summary.epochs_run == 2
     version = client.get_model_version(settings.mlflow.registered_model, summary.model_version)
     assert version.run_id == summary.run_id and "Backtest 2024-11-08 .. 2024-11-14: MAE" in version.description
+    assert version.tags["fitted_through"] == "2024-11-14"  # refit on every day after the backtest
     run = client.get_run(summary.run_id)
     for prefix in ("", "naive_", "seasonal_naive_"):
         for metric in ("rmse", "mae", "mape", "smape", "r2", "mase"):
