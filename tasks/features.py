@@ -19,13 +19,16 @@ each row's own past, never the future.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from schemas.daily import DAY_TYPE, TARGET
 from tasks.evaluation import SEASON
+
+if TYPE_CHECKING:  # scikit-learn takes a second to import; a run with no new data never needs it
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 REFERENCE_WEEKS = 4  # same weekdays looked at for the reference
 REFERENCE_DAYS = 3  # of which at most this many, with the target's day type, are used
@@ -129,6 +132,8 @@ def fit_encoder(
     kind: str, train_history: pd.DataFrame, case_columns: list[str], cumulative_columns: list[str], day_type_codes: list[int]
 ) -> FeatureEncoder:
     """Fit the scaler on the training rows alone: MinMax(0, 1) for notebook, standard for seasonal."""
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
     unfitted = FeatureEncoder(kind, list(case_columns), list(cumulative_columns), list(day_type_codes), scaler=None)
     raw = _raw_features(train_history, unfitted)
     if kind == "seasonal":

@@ -9,18 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import dataset as ds
 from tasks import evaluation as ev
 from tasks import ingest
 from tasks.config import DataConfig, ModelConfig, Settings
-from tasks.features import FeatureEncoder
-from tasks.forecaster import KERAS_FILE
+
+if TYPE_CHECKING:  # the model side (scikit-learn, MLflow's pyfunc) loads only when a model is trained
+    from tasks import dataset as ds
+    from tasks.features import FeatureEncoder
 
 
 @dataclass(frozen=True)
@@ -93,12 +95,16 @@ def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.D
 @task(cache_policy=NO_CACHE)
 def scale(history: pd.DataFrame, settings: Settings) -> FeatureEncoder:
     """Fit the encoder's scaler on the history the final model trains on."""
+    from tasks import dataset as ds
+
     return ds.fit_encoding(history, settings.data, settings.model)
 
 
 @task(cache_policy=NO_CACHE)
 def frame(history: pd.DataFrame, encoder: FeatureEncoder, config: ModelConfig) -> ds.Dataset:
     """Frame lagged samples and split them into train and a chronological validation slice."""
+    from tasks import dataset as ds
+
     dataset = ds.frame_training(history, encoder, config)
     get_run_logger().info(
         "samples: %d train, %d validation; window %s, known future %d",
@@ -170,6 +176,7 @@ def backtest_model(history: pd.DataFrame, settings: Settings, run_id: str, run_d
 def save_network(network, losses: dict[str, list[float]], run_id: str, run_dir: Path) -> FittedModel:
     """Save the network as the run's model; log its losses per epoch and their plot."""
     from tasks import plots, tracking
+    from tasks.forecaster import KERAS_FILE
 
     model_dir = run_dir / "model"
     model_dir.mkdir()
@@ -206,6 +213,7 @@ def register_model(
     import keras
 
     from tasks import tracking
+    from tasks.forecaster import KERAS_FILE
 
     model = keras.models.load_model(fitted.model_dir / KERAS_FILE, compile=False)
     registered = tracking.log_and_register(settings, history, encoder, model, fitted.model_dir, evaluation, run_id)
