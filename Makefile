@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install run test ui bench-accuracy peers-env clean
+.PHONY: install run test ui bench-accuracy bench-speed peers-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ ui: $(STAMP)
 ## Accuracy of the default LSTM, the notebook recipe, baselines and statsforecast peers (~30 min; ARGS="--seeds 1").
 bench-accuracy: $(STAMP) peers-env
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
+
+## Whole-process times as ratios to the notebook recipe run as a plain Keras script (~20 min).
+bench-speed: $(STAMP)
+	$(BIN)/python benchmarks/speed.py $(ARGS)
 
 # statsforecast needs pandas < 3, the project pandas 3: the peers run in their own environment.
 PEERS := .venv-peers
