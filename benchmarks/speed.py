@@ -1,0 +1,189 @@
+"""Speed side by side, as ratios to the notebook recipe trained by a plain Keras script.
+
+Measured in one run, alternating the order each repeat, medians reported (shared, noisy
+machines: only the ratios mean something):
+  1 bare      benchmarks/bare_seed.py: the seed preset's training as a plain script (the reference)
+  2 seed      `travel-forecast train --set preset=seed`, whole process
+  3 default   `travel-forecast train`, whole process (backtest + final fit + registration)
+  4 no-data   `travel-forecast retrain` when no new data arrived, whole process
+  5 predict   `travel-forecast predict --days 7`, whole process
+  6 FLOP/s    training throughput of the default network against this machine's matmul rate
+
+    .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+TARGETS = {"seed": 1.10, "default": 0.25, "no-data": 0.05}
+
+
+def workspace_config(root: Path, base: Path | None, data: Path | None) -> Path:
+    """A config whose outputs, MLflow store, landing folder and history live under `root`."""
+    import tomllib
+
+    values = tomllib.loads(base.read_text()) if base else {}
+    lines = [f'output_dir = "{root / "out"}"']
+    if "preset" in values:
+        lines.insert(0, f'preset = "{values["preset"]}"')
+    sections = {
+        "data": values.get("data", {}) | ({"path": str(data.resolve())} if data else {}),
+        "model": values.get("model", {}),
+        "backtest": values.get("backtest", {}),
+        "mlflow": values.get("mlflow", {}) | {"store_dir": str(root / "mlruns")},
+        "retrain": values.get("retrain", {}) | {"incoming_dir": str(root / "incoming"), "history_path": str(root / "history.db")},
+    }
+    for name, section in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in section.items()]
+    path = root / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def timed(command: list[str], env: dict) -> float:
+    """Wall time of a whole process; its output is kept only if it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def matmul_rate(size: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of a float32 matrix product on this machine (TensorFlow, all cores)."""
+    import tensorflow as tf
+
+    a, b = tf.random.normal((size, size)), tf.random.normal((size, size))
+    tf.linalg.matmul(a, b).numpy()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def lstm_training_flops(model, samples: int) -> float:
+    """FLOPs of one training epoch: 3x the forward pass (forward + backward), matmuls only."""
+    flops = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "LSTM":
+            steps, inputs = layer.input.shape[1], layer.input.shape[2]
+            flops += steps * 2 * 4 * (inputs + layer.units) * layer.units
+        elif kind == "Dense":
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return 3 * flops * samples
+
+
+def training_throughput(settings) -> tuple[float, float, int]:
+    """(achieved FLOP/s, seconds, epochs) of fitting one default network on the full history."""
+    from tasks.dataset import fit_encoding, frame_training
+    from tasks.ingest import ingest_file
+    from tasks.model import fit_model
+
+    history = ingest_file(settings.data.path, settings.data)
+    single = settings.model.model_copy(update={"ensemble": 1})
+    dataset = frame_training(history, fit_encoding(history, settings.data, single), single)
+    start = time.perf_counter()
+    network, losses = fit_model(single, dataset.train, dataset.validation)
+    seconds = time.perf_counter() - start
+    epochs = len(losses["loss"])
+    per_sample = lstm_training_flops(network, 1)  # forward + backward
+    flops = epochs * (per_sample * len(dataset.train) + per_sample / 3 * len(dataset.validation))  # validation: forward only
+    return flops / seconds, seconds, epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
+    args = parser.parse_args()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
+    env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    cli = str(BIN / "travel-forecast")
+    data = ["--data", str(args.data)] if args.data else []
+    seconds: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = workspace_config(root, args.config, args.data)
+        timed([cli, "retrain", "--config", str(config)], env)  # seeds the history and a champion (not timed)
+        commands = {
+            "bare": [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py"), *data, *(["--config", str(args.config)] if args.config else [])],
+            "seed": [cli, "train", "--config", str(config), "--set", "preset=seed"],
+            "default": [cli, "train", "--config", str(config)],
+            "no-data": [cli, "retrain", "--config", str(config)],
+            "predict": [cli, "predict", "--days", "7", "--config", str(config)],
+        }
+        for round_ in range(args.repeat):
+            order = list(commands) if round_ % 2 == 0 else list(commands)[::-1]
+            for name in order:
+                seconds.setdefault(name, []).append(timed(commands[name], env))
+                print(f"  round {round_ + 1} {name:8s} {seconds[name][-1]:7.1f} s", flush=True)
+
+    from tasks.config import load_settings
+
+    settings = load_settings(args.config, [], {"data": {"path": str(args.data)}} if args.data else None, root=Path.cwd())
+    peak = matmul_rate()
+    achieved, fit_seconds, epochs = training_throughput(settings)
+
+    reference = statistics.median(seconds["bare"])
+    labels = {
+        "bare": "1 notebook recipe, plain Keras script (reference)",
+        "seed": "2 travel-forecast train, seed preset",
+        "default": "3 travel-forecast train, default",
+        "no-data": "4 travel-forecast retrain, no new data",
+        "predict": "5 travel-forecast predict --days 7",
+    }
+    lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
+    rows = []
+    for name, label in labels.items():
+        median = statistics.median(seconds[name])
+        ratio = median / reference
+        target = f"≤ {TARGETS[name]:.2f}" if name in TARGETS else ""
+        lines.append(f"| {label} | {median:.1f} | {ratio:.3f} | {target} |")
+        rows.append({"measurement": name, "median_seconds": median, "ratio": ratio, "runs": " ".join(f"{s:.1f}" for s in seconds[name])})
+    share = achieved / peak
+    lines.append(f"| 6 default network training: {achieved / 1e9:.2f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s matmul | {fit_seconds:.1f} ({epochs} epochs) | {share:.1%} of matmul | ≥ 30% |")
+    rows.append({"measurement": "flops", "median_seconds": fit_seconds, "ratio": share, "runs": f"{achieved:.3e} of {peak:.3e}"})
+    table = "\n".join(lines)
+    print(f"\nmedians of {args.repeat} runs, ratios to the reference measured in the same run:\n\n{table}")
+
+    import pandas as pd
+
+    out = args.out / f"speed-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "speed.csv", index=False)
+    (out / "speed.md").write_text(f"# Speed\n\nMedians of {args.repeat} runs; ratios to measurement 1 in the same run.\n\n{table}\n")
+    print(f"written: {out}/speed.csv, speed.md")
+
+
+if __name__ == "__main__":
+    main()
