@@ -137,9 +137,9 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    default = settings_for(args.config, args.data, args.overrides)
-    recipe = settings_for(args.config, args.data, ["preset=seed"]) if default.preset != "seed" else default
-    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update=load_settings(None, ["preset=seed"]).model.model_dump())})
+    # The config supplies the data format (and any model settings); the rows are the default preset and the recipe.
+    default = settings_for(args.config, args.data, ["preset=default", *args.overrides])
+    recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
     history = ingest_file(default.data.path, default.data)
     print(f"{default.data.path}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
 
