@@ -9,7 +9,6 @@ known in advance. Baselines are scored on the very same days.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -141,6 +140,9 @@ def fold_table(folds: list[Fold], fold_of: np.ndarray, actual: np.ndarray, forec
     return pd.DataFrame(rows)
 
 
+IN_SAMPLE_CALIBRATION_DAYS = 28  # interval calibration of a fit without validation days (the recipe)
+
+
 @dataclass
 class LstmPredictor:
     """A fitted encoder and network; forecasts in travellers."""
@@ -153,11 +155,11 @@ class LstmPredictor:
     losses: dict[str, list[float]]
 
     def predict(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
-        from tasks.dataset import forecast_rows
+        from tasks.dataset import forecast_travellers
         from tasks.model import predict_outputs
 
         outputs = lambda samples: predict_outputs(self.network, samples, self.config.horizon)  # noqa: E731
-        return forecast_rows(self.encoder, outputs, history, first_targets, self.config)
+        return forecast_travellers(self.encoder, outputs, history, first_targets, self.config)
 
 
 def fit_lstm(history: pd.DataFrame, data: DataConfig, config: ModelConfig, report=None) -> LstmPredictor:
@@ -167,14 +169,13 @@ def fit_lstm(history: pd.DataFrame, data: DataConfig, config: ModelConfig, repor
     residuals are in-sample, so those intervals are optimistic.
     """
     from tasks.dataset import fit_encoding, frame_training
-    from tasks.model import fit_model, predict_outputs
+    from tasks.model import fit_model, predict_outputs, raise_if_diverged
 
     encoder = fit_encoding(history, data, config)
     dataset = frame_training(history, encoder, config)
     network, losses = fit_model(config, dataset.train, dataset.validation, report)
-    if not math.isfinite(losses["loss"][-1]):
-        raise TrainingDiverged(losses["loss"][-1], len(losses["loss"]))
-    held_out = dataset.validation if len(dataset.validation) else _last(dataset.train, 28)
+    raise_if_diverged(losses)
+    held_out = dataset.validation if len(dataset.validation) else _last(dataset.train, IN_SAMPLE_CALIBRATION_DAYS)
     forecast = encoder.decode(predict_outputs(network, held_out, config.horizon), held_out.reference)
     actual = encoder.decode(held_out.y, held_out.reference)
     return LstmPredictor(encoder, network, config, log_residuals(actual, forecast), len(losses["loss"]), losses)
@@ -184,13 +185,6 @@ def _last(samples, n: int):
     from tasks.framing import select
 
     return select(samples, np.arange(len(samples)) >= len(samples) - n)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-    def __init__(self, loss: float, epochs: int):
-        super().__init__(f"training diverged: loss is {loss} after {epochs} epochs")
 
 
 def lstm_fit(data: DataConfig, config: ModelConfig) -> Fit:

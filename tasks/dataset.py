@@ -55,7 +55,7 @@ def frame_training(history: pd.DataFrame, encoder: FeatureEncoder, config: Model
     )
 
 
-def forecast_rows(encoder: FeatureEncoder, outputs_for, history: pd.DataFrame, first_targets: np.ndarray, config: ModelConfig) -> np.ndarray:
+def forecast_travellers(encoder: FeatureEncoder, outputs_for, history: pd.DataFrame, first_targets: np.ndarray, config: ModelConfig) -> np.ndarray:
     """Travellers [len(first_targets), horizon] for the given first target rows of `history`.
 
     `outputs_for(samples)` runs the network. Each sample's window ends the day before its

@@ -128,6 +128,19 @@ def mean_losses(histories: list[dict[str, list[float]]]) -> dict[str, list[float
     return {key: [float(v) for v in np.mean([padded(list(h[key])) for h in histories], axis=0)] for key in histories[0]}
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, loss: float, epochs: int):
+        super().__init__(f"training diverged: loss is {loss} after {epochs} epochs")
+
+
+def raise_if_diverged(losses: dict[str, list[float]]) -> None:
+    """Stop a run whose training loss ended non-finite."""
+    if not np.isfinite(losses["loss"][-1]):
+        raise TrainingDiverged(losses["loss"][-1], len(losses["loss"]))
+
+
 def predict_outputs(model: keras.Model, samples: Samples, horizon: int) -> np.ndarray:
     """The members' mean output [samples, horizon], in the encoder's target units."""
     if not len(samples):

@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -189,8 +188,7 @@ def save_network(network, losses: dict[str, list[float]], run_id: str, run_dir: 
 @task(cache_policy=NO_CACHE)
 def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: Path) -> FittedModel:
     """Fit the final LSTM on all history, logging each epoch to Prefect and the losses to MLflow."""
-    from tasks.backtest import TrainingDiverged
-    from tasks.model import fit_model
+    from tasks.model import fit_model, raise_if_diverged
 
     logger = get_run_logger()
 
@@ -199,9 +197,8 @@ def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: 
         logger.info("epoch %d/%d %s", epoch, config.epochs, shown)
 
     model, losses = fit_model(config, dataset.train, dataset.validation, report)
-    fitted = save_network(model, losses, run_id, run_dir)
-    if not np.isfinite(losses["loss"][-1]):
-        raise TrainingDiverged(losses["loss"][-1], len(losses["loss"]))
+    fitted = save_network(model, losses, run_id, run_dir)  # kept for inspection even if it diverged
+    raise_if_diverged(losses)
     return fitted
 
 
