@@ -86,10 +86,6 @@ class FeatureEncoder:
     day_type_codes: list[int]
     scaler: MinMaxScaler | StandardScaler
 
-    @property
-    def n_future(self) -> int:
-        return len(self.day_type_codes) if self.kind == "seasonal" else 0
-
     def encode(self, history: pd.DataFrame) -> Encoded:
         """Model arrays for every day of `history` (validated, consecutive days)."""
         raw = _raw_features(history, self)
@@ -97,7 +93,8 @@ class FeatureEncoder:
             past = self.scaler.transform(raw)
             empty = np.zeros((len(history), 0))
             return Encoded(past=past, future=empty, target=past[:, 0], reference=np.zeros(len(history)))
-        log_travellers, reference, day_types = raw[:, 0], _reference(history), history[DAY_TYPE].to_numpy()
+        log_travellers, day_types = raw[:, 0], history[DAY_TYPE].to_numpy()
+        reference = seasonal_reference(log_travellers, day_types)
         weekly_change = np.full(len(history), np.nan)
         weekly_change[SEASON:] = log_travellers[SEASON:] - log_travellers[:-SEASON]
         residual = log_travellers - reference
@@ -121,11 +118,6 @@ def _raw_features(history: pd.DataFrame, encoder: FeatureEncoder) -> np.ndarray:
         np.log1p(weekly_new(history[c].to_numpy(dtype=float), c in encoder.cumulative_columns)) for c in encoder.case_columns
     ]
     return np.column_stack([np.log(np.maximum(history[TARGET].to_numpy(dtype=float), 1.0)), *cases])
-
-
-def _reference(history: pd.DataFrame) -> np.ndarray:
-    log_travellers = np.log(np.maximum(history[TARGET].to_numpy(dtype=float), 1.0))
-    return seasonal_reference(log_travellers, history[DAY_TYPE].to_numpy())
 
 
 def fit_encoder(

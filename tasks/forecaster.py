@@ -19,17 +19,13 @@ import pandas as pd
 
 from schemas.daily import DATE, DAY_TYPE, TARGET
 from tasks.config import DataConfig, ModelConfig
+from tasks.evaluation import SEASON
 from tasks.features import FeatureEncoder
 from tasks.framing import frame_windows, select
 from tasks.ingest import history_from_frame
 from tasks.intervals import interval_bounds
 
 SPEC_FILE, ENCODER_FILE, KERAS_FILE = "spec.json", "encoder.joblib", "model.keras"
-
-
-def interval_columns(levels) -> list[str]:
-    """lower_80, upper_80, lower_95, upper_95 for levels [0.8, 0.95]."""
-    return [f"{side}_{round(float(level) * 100)}" for level in levels for side in ("lower", "upper")]
 
 
 def write_model_files(
@@ -88,7 +84,7 @@ def forecast_history(
     samples = frame_windows(encoder.encode(extended), config.lags, config.horizon, first_targets)
     samples = select(samples, ~np.isnan(samples.X).any(axis=(1, 2)))  # targets may be unknown: the future
     if not len(samples):
-        warm_up = 7 if config.features == "seasonal" else 0
+        warm_up = SEASON if config.features == "seasonal" else 0
         raise ValueError(f"model input has {len(history)} days; the model needs at least {config.lags + warm_up}")
     forecasts = encoder.decode(predict_outputs(network, samples, config.horizon), samples.reference)
     return forecast_rows(extended[DATE].to_numpy()[samples.target_rows - 1], forecasts, half_widths)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from schemas.daily import DATE
 from tasks.config import MlflowConfig, Settings
+from tasks.evaluation import SEASON
 
 # What a logged model needs to load and predict; versions pinned to this environment.
 MODEL_REQUIREMENTS = ["mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas", "pandera", "holidays", "pydantic", "joblib"]
@@ -78,23 +79,24 @@ def code_paths() -> list[str]:
     return [str(Path(tasks.__file__).parent), str(Path(schemas.__file__).parent)]
 
 
-def log_epoch_losses(run_id: str, losses: dict[str, list[float]]) -> None:
-    """Per-epoch losses as metric steps (epoch_loss, epoch_val_loss), in few round trips."""
+def log_metric_steps(run_id: str, values: list[tuple[str, float, int]]) -> None:
+    """(name, value, step) triples as metrics, in few round trips."""
     import time
 
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"epoch_{key}", value, now, step)
-        for key, values in losses.items()
-        for step, value in enumerate(values, start=1)
-    ]
-    metrics.append(Metric("epochs_run", float(len(losses["loss"])), now, 0))
+    metrics = [Metric(name, float(value), now, step) for name, value, step in values]
     client = MlflowClient()
     for start in range(0, len(metrics), 1000):  # the batch limit of the tracking API
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_epoch_losses(run_id: str, losses: dict[str, list[float]]) -> None:
+    """Per-epoch losses as metric steps (epoch_loss, epoch_val_loss) and the epochs run."""
+    steps = [(f"epoch_{key}", value, step) for key, values in losses.items() for step, value in enumerate(values, start=1)]
+    log_metric_steps(run_id, [*steps, ("epochs_run", len(losses["loss"]), 0)])
 
 
 def metric_names(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -117,20 +119,12 @@ def log_files(run_id: str, files: list[Path]) -> None:
 
 def log_backtest(run_id: str, backtest, files: list[Path]) -> None:
     """Overall metrics under stable names, per-fold metrics as steps (step = fold), coverage, files."""
-    import time
-
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    metrics = [Metric(name, value, now, 0) for name, value in metric_names(backtest.metrics).items()]
-    metrics += [Metric(f"interval_coverage_{round(level * 100)}", value, now, 0) for level, value in backtest.coverage.items()]
+    values = [(name, value, 0) for name, value in metric_names(backtest.metrics).items()]
+    values += [(f"interval_coverage_{round(level * 100)}", value, 0) for level, value in backtest.coverage.items()]
     for row in backtest.fold_metrics.itertuples(index=False):
         prefix = "" if row.forecaster == "model" else f"{row.forecaster}_"
-        metrics += [Metric(f"{prefix}fold_{metric}", float(getattr(row, metric)), now, int(row.fold)) for metric in ("mae", "rmse", "mape", "smape", "mase")]
-    client = MlflowClient()
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        values += [(f"{prefix}fold_{metric}", getattr(row, metric), int(row.fold)) for metric in ("mae", "rmse", "mape", "smape", "mase")]
+    log_metric_steps(run_id, values)
     log_files(run_id, files)
 
 
@@ -156,7 +150,7 @@ def log_and_register(settings: Settings, history: pd.DataFrame, encoder, model, 
     from tasks.ingest import to_input_format
 
     artifacts = write_model_files(encoder, settings.data, settings.model, evaluation.half_widths, model_dir)
-    recent = history.tail(settings.model.lags + 13)
+    recent = history.tail(settings.model.lags + SEASON + 6)  # a week for the reference, then a few windows
     input_example = to_input_format(recent, settings.data)
     output_example = forecast_history(model, encoder, recent, settings.model, settings.data, evaluation.half_widths)
     with warnings.catch_warnings():
