@@ -10,6 +10,6 @@ from tasks.steps import Evaluation, backtest_model, create_run_dir, read_input, 
 def backtest(settings: Settings) -> Evaluation:
     """Score the configured model against the baselines, each test day forecast from models fitted before it."""
     run_dir = create_run_dir(settings.output_dir, "backtest")
-    history = validate_input(read_input(settings.data.path), settings.data, run_dir)
+    history = validate_input(read_input(settings.data), settings.data, run_dir)
     run_id = start_tracking(settings, history, run_dir, {"trigger": "backtest"}, settings.data.path)
     return backtest_model(history, settings, run_id, run_dir)

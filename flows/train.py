@@ -24,7 +24,7 @@ from tasks.steps import (
 def train(settings: Settings) -> TrainSummary:
     """Train, evaluate and register one model on the configured daily CSV."""
     run_dir = create_run_dir(settings.output_dir)
-    raw = read_input(settings.data.path)
+    raw = read_input(settings.data)
     history = validate_input(raw, settings.data, run_dir)
     return train_on_history(settings, history, run_dir, tags={"trigger": "manual"}, source=settings.data.path)
 

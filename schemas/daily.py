@@ -92,13 +92,19 @@ class DailyHistory(pa.DataFrameModel):
         strict = False
 
 
+def not_after(latest: pd.Timestamp) -> pa.Check:
+    """No day after `latest`: a day's count exists only once the day is over."""
+    return pa.Check(lambda dates: dates.isna() | (dates <= latest), name="not_in_future")
+
+
 def input_schema(
     cumulative: list[str],
     counts: list[str],
     day_type_codes: list[int] | None,
     reject_gaps: bool,
+    latest_day: pd.Timestamp,
 ) -> pa.DataFrameSchema:
-    """DailyInput plus the configured count columns, cumulative rule, day-type codes and gap rule."""
+    """DailyInput plus the configured count columns, cumulative rule, day-type codes, gap rule and no future days."""
     schema = DailyInput.to_schema()
     extra = {name: count_column() for name in dict.fromkeys(counts + cumulative)}
     if day_type_codes is not None:
@@ -110,6 +116,5 @@ def input_schema(
         schema = pa.DataFrameSchema(
             schema.columns, checks=[cumulative_check(cumulative)], coerce=True, strict=False, name="DailyInput"
         )
-    if reject_gaps:
-        schema = schema.update_column(DATE, checks=[*schema.columns[DATE].checks, NO_MISSING_DAYS])
-    return schema
+    date_checks = [*schema.columns[DATE].checks, not_after(latest_day), *([NO_MISSING_DAYS] if reject_gaps else [])]
+    return schema.update_column(DATE, checks=date_checks)

@@ -7,10 +7,11 @@ from typing import Literal
 
 import pandas as pd
 
-from schemas.daily import DATE
+from schemas.daily import DATE, TARGET
 
 Outcome = Literal["apply", "nothing_new", "wait", "reject"]
 REVISION_COLUMNS = [DATE, "column", "old_value", "new_value"]
+OUTLIER_WINDOW_DAYS = 28  # the median of the four weeks before a day is its yardstick
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,17 @@ def merged_history(stored: pd.DataFrame, plan: MergePlan) -> pd.DataFrame:
     for change in plan.revisions.itertuples(index=False):
         merged.loc[change.date, change.column] = change.new_value
     return pd.concat([merged.reset_index(), plan.new_days], ignore_index=True)
+
+
+def outlier_days(history: pd.DataFrame, dates: pd.Series, factor: float) -> pd.DataFrame:
+    """The days among `dates` whose travellers are over `factor` times above or below the median of the 28 days before.
+
+    Days with fewer than a week before them are not judged. Returns date, value, median, ratio.
+    """
+    series = history.set_index(DATE)[TARGET].astype(float)
+    median = series.rolling(OUTLIER_WINDOW_DAYS, min_periods=7).median().shift()
+    judged = pd.DataFrame({DATE: series.index, "value": series.to_numpy(), "median": median.to_numpy()})
+    judged = judged[judged[DATE].isin(dates) & judged["median"].notna()]
+    judged["ratio"] = judged["value"] / judged["median"]
+    outside = (judged["ratio"] > factor) | (judged["ratio"] < 1 / factor)
+    return judged[outside].reset_index(drop=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -32,12 +33,25 @@ class DataConfig(_Strict):
     holiday_country: str = "US"
     holiday_subdivision: str | None = None
     gap_policy: Literal["reject", "interpolate"] = "reject"
+    encoding: str = Field("utf-8", description="Text encoding of input files, e.g. gbk for files from Chinese health commissions.")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    max_file_bytes: int = Field(
+        10_000_000, ge=1, description="Larger input files are refused unread (a daily file is a few KB; 10 MB is ~250,000 days)."
+    )
 
     @field_validator("day_type_column", "holiday_subdivision", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         # TOML has no null: an empty string means "none" (derive day types from the calendar).
         return value or None
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            return codecs.lookup(value).name
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}") from None
 
     @property
     def required_columns(self) -> list[str]:
@@ -131,6 +145,10 @@ class RetrainConfig(_Strict):
     deployment: str = "daily"
     cron: str = "0 6 * * *"
     timezone: str = "America/New_York"
+    outlier_factor: float = Field(
+        10, ge=0, description="A new or revised day over this many times above or below the median of its 28 days before "
+        "rejects its file (the sample's extremes, the 2020 lockdown included, are 0.13x and 1.5x); 0 accepts any value.",
+    )
     max_baseline_ratio: float = Field(
         1.5, gt=0, description="A challenger whose MAE exceeds this multiple of the seasonal-naive MAE never becomes champion."
     )

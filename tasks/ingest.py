@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ RULE_TEXT = {
     "non_decreasing": "cumulative: never below the previous day",
     "no_missing_days": "the day before is present (no gap in the dates)",
     "day_type_code": "one of the day-type codes in data.day_type_codes",
+    "not_in_future": "not a future day (no later than today anywhere on Earth)",
 }
 
 
@@ -48,14 +50,46 @@ class ParsedInput:
     parsed: pd.DataFrame
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """Read every cell as written so the report can quote it."""
+def line_of(data: bytes, offset: int) -> int:
+    """1-based line number of a byte offset."""
+    return data.count(b"\n", 0, offset) + 1
+
+
+def read_text(path: Path, config: DataConfig) -> str:
+    """The file as text, refused with its name when it is missing, too big, binary or in another encoding."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
+    size = path.stat().st_size
+    if size > config.max_file_bytes:  # refused unread: memory stays bounded whatever lands
+        raise ValueError(f"{path}: {size:,} bytes, over the {config.max_file_bytes:,}-byte limit (data.max_file_bytes)")
+    data = path.read_bytes()
+    if (nul := data.find(b"\0")) >= 0:
+        raise ValueError(f"{path}: line {line_of(data, nul)}: binary content, not a CSV text file")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        return data.decode(config.encoding)
+    except UnicodeDecodeError as error:
+        line = line_of(data, error.start)
+        raise ValueError(
+            f"{path}: line {line}: byte {data[error.start]:#04x} is not {config.encoding} text; "
+            "if the file uses another encoding (e.g. gbk), set data.encoding"
+        ) from None
+
+
+def read_csv(path: Path, config: DataConfig) -> pd.DataFrame:
+    """Read every cell as written so the report can quote it."""
+    text = read_text(path, config)
+    try:
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, sep=config.delimiter)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path}: not a readable CSV file ({error})") from error
+    if len(raw.columns) == 1 and len(config.required_columns) > 1:
+        header = raw.columns[0]
+        found = [d for d in ",;\t|" if d != config.delimiter and d in header]
+        hint = f" the header seems separated by {found[0]!r}, not {config.delimiter!r} (data.delimiter)" if found else ""
+        raise ValueError(f"{path}: line 1: one column {header!r};{hint or ' expected ' + repr(config.required_columns)}")
+    if raw.empty:
+        raise ValueError(f"{path}: a header and no data rows")
+    return raw
 
 
 def canonical_names(config: DataConfig) -> dict[str, str]:
@@ -80,6 +114,11 @@ def parse_input(raw: pd.DataFrame, config: DataConfig) -> ParsedInput:
     return ParsedInput(raw=raw, parsed=parsed)
 
 
+def latest_possible_day() -> pd.Timestamp:
+    """Today where the calendar is furthest ahead (UTC+14): no file can hold a later finished day."""
+    return (pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=14)).tz_localize(None).normalize()
+
+
 def schema_for(config: DataConfig):
     """The input schema with this config's count columns, day-type codes and gap rule."""
     return input_schema(
@@ -87,6 +126,7 @@ def schema_for(config: DataConfig):
         counts=[*config.case_columns, *config.count_columns],
         day_type_codes=config.day_type_codes if config.day_type_column else None,
         reject_gaps=config.gap_policy == "reject",
+        latest_day=latest_possible_day(),
     )
 
 
@@ -175,7 +215,7 @@ def history_from_frame(raw: pd.DataFrame, config: DataConfig, source: str | Path
 
 def ingest_file(path: Path, config: DataConfig) -> pd.DataFrame:
     """Read and validate one input file into DailyHistory; raise InputValidationError listing every failure."""
-    history = history_from_frame(read_csv(path), config, path)
+    history = history_from_frame(read_csv(path, config), config, path)
     logger.info("%s: %d days passed validation", path, len(history))
     return history
 

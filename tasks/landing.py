@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from schemas.daily import DATE
+from schemas.daily import DATE, TARGET
 from tasks import arrivals, history
 from tasks.config import Settings
 from tasks.ingest import (
@@ -105,6 +105,22 @@ def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.D
     return report
 
 
+def outlier_report(merged: pd.DataFrame, plan: arrivals.MergePlan, settings: Settings, path: Path) -> pd.DataFrame:
+    """A report row per new or revised day whose travellers are absurd next to the weeks before it."""
+    factor = settings.retrain.outlier_factor
+    if not factor:
+        return pd.DataFrame(columns=REPORT_COLUMNS)
+    dates = pd.concat([plan.new_days[DATE], plan.revisions.loc[plan.revisions["column"] == TARGET, DATE]])
+    outliers = arrivals.outlier_days(merged, dates, factor)
+    rows = [
+        {"file": str(path), "line": None, "column": settings.data.target_column, "value": f"{day.value:.0f}",
+         "rule": f"on {day.date:%Y-%m-%d}: {day.ratio:.3g}x the median of the 28 days before ({day.median:,.0f}); "
+                 f"the limit is {factor:g}x either way (retrain.outlier_factor)", "check": "outlier"}
+        for day in outliers.itertuples(index=False)
+    ]
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS).astype({"line": "Int64"})
+
+
 def ingest_one(store: history.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings) -> tuple[FileOutcome, pd.DataFrame]:
     """Merge one validated file; return its outcome and the history after it."""
     columns = value_columns(settings.data)
@@ -118,6 +134,9 @@ def ingest_one(store: history.Store, stored: pd.DataFrame, path: Path, incoming:
     failures = merge_failures(merged, settings, path)
     if len(failures):
         return reject(path, failures, f"{len(failures)} rule(s) broken together with the stored history"), stored
+    outliers = outlier_report(merged, plan, settings, path)
+    if len(outliers):
+        return reject(path, outliers, f"{len(outliers)} outlier day(s) held back: check the values, or ingest with retrain.outlier_factor=0"), stored
     span = (incoming[DATE].min(), incoming[DATE].max())
     history.apply_file(store, sha, path.name, plan.new_days, plan.revisions, span)
     outcome = "added" if plan.outcome == "apply" else "nothing_new"

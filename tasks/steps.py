@@ -68,11 +68,24 @@ def create_run_dir(output_dir: Path, kind: str = "train") -> Path:
     return run_dir
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def read_input(path: Path) -> pd.DataFrame:
+def _io_error(task, task_run, state) -> bool:
+    # A file that is missing or unreadable as a CSV stays so: retry only other I/O errors (a network share).
+    try:
+        state.result()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
+def read_input(config: DataConfig) -> pd.DataFrame:
     """Read the daily CSV as written."""
-    raw = ingest.read_csv(path)
-    get_run_logger().info("read %d rows x %d columns from %s", len(raw), raw.shape[1], path)
+    raw = ingest.read_csv(config.path, config)
+    get_run_logger().info("read %d rows x %d columns from %s", len(raw), raw.shape[1], config.path)
     return raw
 
 

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from tasks.arrivals import merged_history, plan_merge
+from tasks.arrivals import merged_history, outlier_days, plan_merge
 from tasks.champion import decide
 
 COLUMNS = ["travellers", "cases", "day_type"]
@@ -94,3 +94,16 @@ def test_champion_rule(challenger, naive, champion, promote, reason):
 def test_an_unscorable_champion_is_said_so():
     decision = decide(90.0, 100.0, None, "3", max_baseline_ratio=1.5)
     assert decision.promote and decision.reason.startswith("champion v3 could not be scored")
+
+
+def test_outliers_are_judged_against_the_median_of_the_days_before():
+    values = [100, 110, 90, 100, 105, 95, 100, 1_000, 100, 9, 1_200]
+    frame = pd.DataFrame({"date": pd.date_range("2024-01-01", periods=11), "travellers": values})
+    found = outlier_days(frame, frame["date"].iloc[6:], factor=5)
+    # Day 7 has only 6 days before it: not judged. Medians of the days before: day 8 of
+    # 90..110 -> 100 (1,000 is 10x); day 10, the outlier 1,000 among them -> still 100 (9 is 0.09x);
+    # day 11 -> 100 (1,200 is 12x).
+    assert found["date"].dt.day.tolist() == [8, 10, 11]
+    assert found["median"].tolist() == [100.0, 100.0, 100.0]
+    assert found["ratio"].tolist() == [10.0, 0.09, 12.0]
+    assert outlier_days(frame, frame["date"], factor=20).empty

@@ -71,13 +71,13 @@ def test_revisions_inside_the_window_are_applied_and_recorded(setup):
     settings, _, drop = setup
     ingest_landing(settings)
     revised = ROWS.iloc[95:101].copy()
-    revised.loc[97, "riders"] = "12345"  # 2020-06-06, three days before the last stored day
+    revised.loc[97, "riders"] = "512345"  # 2020-06-06, three days before the last stored day
     drop("revised.csv", revised)
     result = ingest_landing(settings)
     assert (result.files[0].outcome, result.days_added, result.days_revised) == ("added", 1, 1)
-    assert stored(settings).set_index("date").loc["2020-06-06", "travellers"] == 12345
+    assert stored(settings).set_index("date").loc["2020-06-06", "travellers"] == 512345
     change = revisions(settings).iloc[0]
-    assert (change["column"], change["old_value"], change["new_value"]) == ("travellers", int(ROWS.loc[97, "riders"]), 12345)
+    assert (change["column"], change["old_value"], change["new_value"]) == ("travellers", int(ROWS.loc[97, "riders"]), 512345)
 
 
 def test_changes_outside_the_window_reject_the_file_and_store_nothing(setup):
@@ -148,7 +148,7 @@ def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
             "BEGIN SELECT RAISE(ABORT, 'simulated crash mid-ingest'); END"
         ))
     rows = ROWS.iloc[97:103].copy()
-    rows.loc[98, "riders"] = "777"  # a revision in the same file
+    rows.loc[98, "riders"] = "477777"  # a revision in the same file
     drop("three.csv", rows)
     with pytest.raises(sa.exc.DatabaseError, match="simulated crash mid-ingest"):
         ingest_landing(settings)
@@ -166,3 +166,21 @@ def test_history_store_refuses_a_config_with_other_columns(setup):
     ingest_landing(settings)
     with pytest.raises(ValueError, match="the config expects"):
         history.open_store(settings.retrain.store_url, ["travellers", "other", "day_type"])
+
+
+def test_an_absurd_jump_is_held_back_with_its_day_and_ratio_and_can_be_let_through(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    before = stored(settings)
+    typo = ROWS.iloc[100:102].copy()
+    typo.loc[101, "riders"] = str(int(typo.loc[101, "riders"]) * 100)
+    drop("typo.csv", typo)
+    result = ingest_landing(settings)
+    assert result.files[0].outcome == "rejected" and not result.changed
+    report = pd.read_csv(incoming / "rejected" / "typo.csv.report.csv")
+    assert report[["column", "check"]].values.tolist() == [["riders", "outlier"]]
+    assert report["rule"].iloc[0].startswith("on 2020-06-10: 1") and "(retrain.outlier_factor)" in report["rule"].iloc[0]
+    pd.testing.assert_frame_equal(stored(settings), before)
+    (incoming / "rejected" / "typo.csv").rename(incoming / "typo.csv")  # the value was real after all
+    result = ingest_landing(settings.model_copy(update={"retrain": settings.retrain.model_copy(update={"outlier_factor": 0})}))
+    assert result.days_added == 2

@@ -1,5 +1,6 @@
 """The input schema through the real reader: every rule's failure names file, line, column, value and rule."""
 
+import tracemalloc
 from pathlib import Path
 
 import pandas as pd
@@ -56,11 +57,14 @@ def test_rows_out_of_order_are_accepted_and_sorted(tmp_path):
         ("2024-07-03,120", "2024-07-03,inf", 4, "riders", "inf", "finite"),
         ("2024-07-03,120", "2024-07-03,lots", 4, "riders", "lots", "not_nullable"),
         ("2024-07-03,120", "2024-07-03,", 4, "riders", "", "not_nullable"),
+        ("2024-07-03,120", "2024-07-03,NaN", 4, "riders", "NaN", "not_nullable"),
+        ("2024-07-03,120,7", "2024-07-03,120,", 4, "cumulative_cases", "", "not_nullable"),
         ("2024-07-03,120,7", "2024-07-03,120,6", 4, "cumulative_cases", "6", "non_decreasing"),
         ("2024-07-04,90,9,2", "2024-07-04,90,9,5", 5, "day_type", "5", "day_type_code"),
         ("2024-07-03,120", "2024-13-03,120", 4, "date", "2024-13-03", "not_nullable"),
         ("2024-07-03,120", "2024-07-02,120", 4, "date", "2024-07-02", "field_uniqueness"),
         ("2024-07-03,120", "2024-07-06,120", 5, "date", "2024-07-04", "no_missing_days"),  # 07-03 missing
+        ("2024-07-05,130", "2999-07-05,130", 6, "date", "2999-07-05", "not_in_future"),
     ],
 )
 def test_each_rule_reports_line_column_value_and_rule(tmp_path, old, new, line, column, value, check):
@@ -122,6 +126,56 @@ def test_unreadable_or_missing_file_names_the_file(tmp_path):
         ingest_file(tmp_path / "nope.csv", CONFIG)
     with pytest.raises(ValueError, match="empty.csv: not a readable CSV"):
         ingest_file(write(tmp_path, "", "empty.csv"), CONFIG)
+
+
+def test_a_header_without_rows_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"header.csv: a header and no data rows"):
+        ingest_file(write(tmp_path, GOOD.splitlines()[0] + "\n", "header.csv"), CONFIG)
+
+
+def test_random_bytes_are_refused_as_binary_with_the_line(tmp_path):
+    path = tmp_path / "noise.csv"
+    path.write_bytes(b"date,riders\n" + bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"noise.csv: line 2: binary content, not a CSV text file"):
+        ingest_file(path, CONFIG)
+
+
+def test_a_gbk_file_is_read_when_configured_and_refused_clearly_when_not(tmp_path):
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(GOOD.replace("holiday", "节假日").encode("gbk"))
+    with pytest.raises(ValueError, match=r"gbk.csv: line 5: byte 0x\w\w is not utf-8 text; .*set data.encoding"):
+        ingest_file(path, CONFIG)
+    history = ingest_file(path, CONFIG.model_copy(update={"encoding": "gbk"}))
+    assert history["travellers"].tolist() == [100, 110, 120, 90, 130]
+
+
+def test_a_wrong_delimiter_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"semi.csv: line 1: one column .* separated by ';', not ','"):
+        ingest_file(write(tmp_path, GOOD.replace(",", ";"), "semi.csv"), CONFIG)
+    history = ingest_file(write(tmp_path, GOOD.replace(",", ";"), "semi.csv"), CONFIG.model_copy(update={"delimiter": ";"}))
+    assert len(history) == 5
+
+
+def test_wrong_columns_are_each_named_and_extra_columns_are_left_out(tmp_path):
+    report = failures(tmp_path, GOOD.replace("date,riders,cumulative_cases,day_type", "Day,Trips,Cases,Kind"))
+    assert sorted(report["column"]) == ["cumulative_cases", "date", "day_type", "riders"]
+    assert set(report["check"]) == {"column_in_dataframe"}
+    history = ingest_file(write(tmp_path, GOOD), CONFIG)  # GOOD has an extra `note` column
+    assert "note" not in history.columns
+
+
+def test_a_huge_file_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.csv"
+    day = pd.Timestamp("1000-01-01")
+    with path.open("w") as out:  # one million rows, ~30 MB
+        out.write("date,riders,cumulative_cases,day_type\n")
+        out.writelines(f"{(day + pd.Timedelta(days=i)).strftime('%Y-%m-%d') if i < 1000 else '2024-01-01'},1,1,0\n" for i in range(1_000_000))
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"huge.csv: [\d,]+ bytes, over the 10,000,000-byte limit \(data.max_file_bytes\)"):
+        ingest_file(path, CONFIG)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000  # the file was never read into memory
 
 
 def test_history_schema_refuses_a_gap():
