@@ -23,6 +23,14 @@ def _whole_number(series: pd.Series) -> pd.Series:
     return ~np.isfinite(series) | (series % 1 == 0)
 
 
+# Counts are parsed as floats and stored as int64: above 2**53 neither holds them exactly.
+MAX_COUNT = 2**53
+
+
+def _not_huge(series: pd.Series) -> pd.Series:
+    return ~np.isfinite(series) | (series <= MAX_COUNT)
+
+
 def cumulative_check(columns: list[str]) -> pa.Check:
     """Each cumulative column never falls from one dated row to the next.
 
@@ -49,12 +57,13 @@ def _no_missing_days(dates: pd.Series) -> pd.Series:
 
 FINITE = pa.Check(_finite, name="finite")
 WHOLE_NUMBER = pa.Check(_whole_number, name="whole_number")
+NOT_HUGE = pa.Check(_not_huge, name="not_huge")
 NO_MISSING_DAYS = pa.Check(_no_missing_days, name="no_missing_days")
 
 
 def count_column() -> pa.Column:
     """A required column of non-negative whole counts."""
-    return pa.Column(float, checks=[pa.Check.ge(0), FINITE, WHOLE_NUMBER], nullable=False)
+    return pa.Column(float, checks=[pa.Check.ge(0), FINITE, WHOLE_NUMBER, NOT_HUGE], nullable=False)
 
 
 class DailyInput(pa.DataFrameModel):
@@ -70,6 +79,10 @@ class DailyInput(pa.DataFrameModel):
     @pa.check(TARGET, name="whole_number")
     def travellers_whole(cls, series: Series[float]) -> Series[bool]:
         return _whole_number(series)
+
+    @pa.check(TARGET, name="not_huge")
+    def travellers_not_huge(cls, series: Series[float]) -> Series[bool]:
+        return _not_huge(series)
 
     class Config:
         coerce = True

@@ -27,6 +27,7 @@ RULE_TEXT = {
     "greater_than_or_equal_to(0)": "not negative",
     "finite": "a finite number (no inf)",
     "whole_number": "a whole number",
+    "not_huge": "at most 9,007,199,254,740,992 (2^53)",
     "non_decreasing": "cumulative: never below the previous day",
     "no_missing_days": "the day before is present (no gap in the dates)",
     "day_type_code": "one of the day-type codes in data.day_type_codes",

@@ -55,6 +55,8 @@ def test_rows_out_of_order_are_accepted_and_sorted(tmp_path):
         ("2024-07-03,120", "2024-07-03,-120", 4, "riders", "-120", "greater_than_or_equal_to(0)"),
         ("2024-07-03,120", "2024-07-03,12.5", 4, "riders", "12.5", "whole_number"),
         ("2024-07-03,120", "2024-07-03,inf", 4, "riders", "inf", "finite"),
+        ("2024-07-03,120", "2024-07-03,1e30", 4, "riders", "1e30", "not_huge"),
+        ("2024-07-05,130,12", "2024-07-05,130,1e20", 6, "cumulative_cases", "1e20", "not_huge"),
         ("2024-07-03,120", "2024-07-03,lots", 4, "riders", "lots", "not_nullable"),
         ("2024-07-03,120", "2024-07-03,", 4, "riders", "", "not_nullable"),
         ("2024-07-03,120", "2024-07-03,NaN", 4, "riders", "NaN", "not_nullable"),
