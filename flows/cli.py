@@ -123,12 +123,23 @@ def _ingest(args: argparse.Namespace) -> int:
     from flows.retrain import EVENT_DATA_ARRIVED
     from flows.serve import announce_arrival
 
+    from tasks.landing import landing_name
+
     settings = _settings(args, None)
     landing = settings.retrain.incoming_dir
     landing.mkdir(parents=True, exist_ok=True)
-    partial = landing / f".{args.file.name}.partial"
+    try:
+        name = landing_name(args.file.name)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 1
+    target = landing / name
+    if target.exists():  # a file still waiting there is never overwritten
+        print(f"{target} is already in the landing folder and not yet ingested: rename the new file", file=sys.stderr)
+        return 1
+    partial = landing / f".{name}.partial"
     shutil.copyfile(args.file, partial)
-    target = partial.rename(landing / args.file.name)  # appears whole: a running ingest never sees half a file
+    partial.rename(target)  # appears whole: a running ingest never sees half a file
     print(f"{target}: in the landing folder")
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: no server to announce it to; the next scheduled or manual retrain picks it up")
@@ -160,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the log
     handlers = {"train": _train, "backtest": _backtest, "validate": _validate, "retrain": _retrain, "serve": _serve, "ingest": _ingest, "predict": _predict}
-    return handlers[args.command](args)
+    from tasks.errors import RunStopped
+
+    try:
+        return handlers[args.command](args)
+    except RunStopped as error:
+        print(f"\n{args.command} stopped: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ from flows.train import train_on_history
 from tasks.config import Settings
 from tasks.retrain_steps import (
     decide_champion,
+    exclusive_retrain,
     ingest_new_data,
     load_history,
+    mark_trained,
     publish_summary,
     run_date,
     score_champion,
@@ -35,19 +37,24 @@ class RetrainSummary:
 
 @flow(name="retrain", flow_run_name="retrain-{trigger}")
 def retrain(settings: Settings | None = None, force: bool = False, epochs: int | None = None, trigger: str = "manual") -> RetrainSummary:
-    """Retrain on the full history when new or revised days arrived (or when forced); no settings = the defaults."""
+    """Retrain on the full history when days arrived or were revised since the last completed retrain (or when forced).
+
+    No settings = the defaults. One retrain runs at a time; a second waits for the first.
+    """
     settings = with_run_parameters(settings, epochs)
     today = run_date(settings.retrain.timezone)
-    arrived = ingest_new_data(settings)
-    if not (arrived.changed or force):
-        publish_summary(settings, today, trigger, arrived)
-        return RetrainSummary("no new data", today, 0, 0)
-    run_dir = create_run_dir(settings.output_dir, "retrain")
-    write_ingest_report(arrived, run_dir)
-    history = load_history(settings)
-    challenger = train_on_history(settings, history, run_dir, tags={"trigger": trigger, "run_date": today})
-    champion = score_champion(settings, history, challenger)
-    decision = decide_champion(settings, challenger, champion)
-    publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
+    with exclusive_retrain(settings):
+        arrived = ingest_new_data(settings)
+        if not (arrived.untrained_changes or force):
+            publish_summary(settings, today, trigger, arrived)
+            return RetrainSummary("no new data", today, 0, 0)
+        run_dir = create_run_dir(settings.output_dir, "retrain")
+        write_ingest_report(arrived, run_dir)
+        history = load_history(settings)
+        challenger = train_on_history(settings, history, run_dir, tags={"trigger": trigger, "run_date": today})
+        champion = score_champion(settings, history, challenger)
+        decision = decide_champion(settings, challenger, champion)
+        mark_trained(settings, arrived, challenger)
+        publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
     status = "promoted" if decision.promote else "not promoted"
     return RetrainSummary(status, today, arrived.days_added, arrived.days_revised, challenger.model_version, decision.reason)

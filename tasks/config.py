@@ -128,6 +128,8 @@ class MlflowConfig(_Strict):
     experiment: str = "travel-forecast"
     registered_model: str = "travel-forecast"
     ui_url: str = Field("http://127.0.0.1:5000", description="Where the MLflow UI is served, for links in run summaries.")
+    request_retries: int = Field(5, ge=0, description="Retries of a tracking-server request that failed to connect or got a 5xx.")
+    request_backoff_seconds: int = Field(2, ge=0, description="First wait between retries; each next wait doubles (2, 4, 8, 16, 32 s).")
 
     @field_validator("tracking_uri", mode="before")
     @classmethod
@@ -149,6 +151,7 @@ class RetrainConfig(_Strict):
         10, ge=0, description="A new or revised day over this many times above or below the median of its 28 days before "
         "rejects its file (the sample's extremes, the 2020 lockdown included, are 0.13x and 1.5x); 0 accepts any value.",
     )
+    lock_wait_seconds: float = Field(3600, ge=0, description="How long a retrain waits for one already running before it gives up.")
     max_baseline_ratio: float = Field(
         1.5, gt=0, description="A challenger whose MAE exceeds this multiple of the seasonal-naive MAE never becomes champion."
     )

@@ -6,6 +6,8 @@ changes are written in one transaction, so a crash mid-ingest leaves the history
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -13,6 +15,26 @@ import pandas as pd
 import sqlalchemy as sa
 
 from schemas.daily import DATE, DailyHistory
+from tasks.errors import RunStopped
+
+# What SQLite and PostgreSQL say when the storage refuses a write.
+UNWRITABLE = ("readonly", "read-only", "disk is full", "disk i/o error", "no space left", "could not extend file")
+
+
+class StoreUnwritable(RunStopped):
+    """The history store refused a write (read-only, disk full); the transaction was rolled back."""
+
+
+@contextmanager
+def writing(store_url: str) -> Iterator[None]:
+    """Turn a storage refusal inside a write into StoreUnwritable, naming the store."""
+    try:
+        yield
+    except sa.exc.OperationalError as error:
+        if not any(text in str(error).lower() for text in UNWRITABLE):
+            raise
+        reason = str(error.orig).strip()
+        raise StoreUnwritable(f"history store {store_url} cannot be written ({reason}): nothing was changed") from error
 
 
 @dataclass(frozen=True)
@@ -23,10 +45,11 @@ class Store:
     days: sa.Table
     files: sa.Table
     revisions: sa.Table
+    trainings: sa.Table
     value_columns: list[str]
 
 
-def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, sa.Table, sa.Table]:
+def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
     days = sa.Table(
         "daily_history",
         metadata,
@@ -55,7 +78,17 @@ def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, 
         sa.Column("file_sha256", sa.String(64), nullable=False),
         sa.Column("revised_at", sa.DateTime(timezone=True), nullable=False),
     )
-    return days, files, revisions
+    # One row per retrain that registered and decided: how many stored changes it trained on.
+    trainings = sa.Table(
+        "trainings",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("changes_through", sa.Integer, nullable=False),
+        sa.Column("model_version", sa.String(50), nullable=False),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return days, files, revisions, trainings
 
 
 def open_store(url: str, value_columns: list[str]) -> Store:
@@ -65,12 +98,13 @@ def open_store(url: str, value_columns: list[str]) -> Store:
         # Wait for a concurrent writer instead of failing at once.
         sa.event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 30000"))
     metadata = sa.MetaData()
-    days, files, revisions = _tables(metadata, value_columns)
-    metadata.create_all(engine)
+    days, files, revisions, trainings = _tables(metadata, value_columns)
+    with writing(url):
+        metadata.create_all(engine)
     stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history")]
     if stored != [DATE, *value_columns]:
         raise ValueError(f"history store {engine.url!r} has columns {stored}; the config expects {[DATE, *value_columns]}")
-    return Store(engine, days, files, revisions, value_columns)
+    return Store(engine, days, files, revisions, trainings, value_columns)
 
 
 def read_history(store: Store) -> pd.DataFrame:
@@ -96,7 +130,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def apply_file(store: Store, sha256: str, name: str, new_days: pd.DataFrame, revisions: pd.DataFrame, span: tuple) -> None:
     """Add new days, apply and record revisions, record the file: all or nothing."""
     now = datetime.now(timezone.utc)
-    with store.engine.begin() as connection:
+    with writing(str(store.engine.url)), store.engine.begin() as connection:
         if len(new_days):
             connection.execute(sa.insert(store.days), _records(new_days[[DATE, *store.value_columns]]))
         for change in revisions.itertuples(index=False):
@@ -122,3 +156,27 @@ def read_revisions(store: Store) -> pd.DataFrame:
     """Every recorded revision, oldest first."""
     with store.engine.connect() as connection:
         return pd.read_sql(sa.select(store.revisions).order_by(store.revisions.c.id), connection)
+
+
+def changes_count(store: Store) -> int:
+    """Days added plus days revised, over every file ever ingested: grows with each change."""
+    total = sa.func.coalesce(sa.func.sum(store.files.c.days_added + store.files.c.days_revised), 0)
+    with store.engine.connect() as connection:
+        return int(connection.execute(sa.select(total)).scalar_one())
+
+
+def untrained_changes(store: Store) -> int:
+    """Changes stored since the last completed retrain (all of them if none completed)."""
+    trained = sa.func.coalesce(sa.func.max(store.trainings.c.changes_through), 0)
+    with store.engine.connect() as connection:
+        return changes_count(store) - int(connection.execute(sa.select(trained)).scalar_one())
+
+
+def record_training(store: Store, changes_through: int, model_version: str, run_id: str) -> None:
+    """Mark the history up to `changes_through` as trained on (by a run that registered and decided)."""
+    with writing(str(store.engine.url)), store.engine.begin() as connection:
+        connection.execute(
+            sa.insert(store.trainings).values(
+                changes_through=changes_through, model_version=model_version, run_id=run_id, trained_at=datetime.now(timezone.utc)
+            )
+        )

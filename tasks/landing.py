@@ -52,6 +52,8 @@ class IngestResult:
 
     files: list[FileOutcome] = field(default_factory=list)
     last_date: str | None = None
+    changes_through: int = 0  # the store's change count after this ingest
+    untrained_changes: int = 0  # changes no completed retrain has trained on (this run's and any failed run's)
 
     @property
     def days_added(self) -> int:
@@ -65,6 +67,13 @@ class IngestResult:
     def changed(self) -> bool:
         """Whether the stored history gained or changed any day."""
         return self.days_added + self.days_revised > 0
+
+
+def landing_name(name: str) -> str:
+    """A file name safe to create in the landing folder: a plain `*.csv` name, no folders, not hidden."""
+    if Path(name).name != name or "\\" in name or name.startswith(".") or not name.endswith(".csv"):
+        raise ValueError(f"{name!r}: a landing file name must be a plain name ending in .csv, with no folder or '..' in it")
+    return name
 
 
 def file_sha256(path: Path) -> str:
@@ -164,6 +173,9 @@ def ingest_landing(settings: Settings) -> IngestResult:
     outcomes: list[FileOutcome] = [seeded] if seeded else []
     pending: list[tuple[Path, pd.DataFrame, str]] = []
     for path in sorted(folder.glob("*.csv")):
+        if path.is_symlink() or not path.is_file():  # never follow a link out of the store's folders
+            outcomes.append(reject(path, reason_report(path, "not a regular file (a link or a folder): not read"), "not a regular file"))
+            continue
         sha = file_sha256(path)
         if history.is_ingested(store, sha):
             move_into(path, folder / "processed")
@@ -194,4 +206,4 @@ def ingest_landing(settings: Settings) -> IngestResult:
         logger.info("%s waits: %s", path.name, waits[path].reason)
     outcomes += [waits[path] for path, _, _ in pending]
     last = stored[DATE].max().strftime("%Y-%m-%d") if len(stored) else None
-    return IngestResult(outcomes, last)
+    return IngestResult(outcomes, last, history.changes_count(store), history.untrained_changes(store))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tasks.config import ModelConfig
+from tasks.errors import RunStopped
 from tasks.framing import Samples
 
 if TYPE_CHECKING:  # TensorFlow takes seconds to import: only the functions that train load it.
@@ -128,7 +129,7 @@ def mean_losses(histories: list[dict[str, list[float]]]) -> dict[str, list[float
     return {key: [float(v) for v in np.mean([padded(list(h[key])) for h in histories], axis=0)] for key in histories[0]}
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunStopped):
     """The loss became NaN or infinite."""
 
     def __init__(self, loss: float, epochs: int):

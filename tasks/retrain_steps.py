@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from schemas.daily import DATE, TARGET
 from tasks import evaluation as ev
 from tasks.champion import Decision, decide
 from tasks.config import Settings
+from tasks.errors import RunStopped
 from tasks.landing import IngestResult, ingest_landing, open_history
 from tasks.steps import TrainSummary
 
@@ -45,6 +48,36 @@ def with_run_parameters(settings: Settings | None, epochs: int | None) -> Settin
     return settings.model_copy(update={"model": settings.model.model_copy(update={"epochs": epochs})})
 
 
+class RetrainBusy(RunStopped):
+    """Another retrain held the lock for longer than this run would wait."""
+
+
+@contextmanager
+def exclusive_retrain(settings: Settings) -> Iterator[None]:
+    """Hold the retrain lock: runs started together (schedule, event, by hand) go one after another.
+
+    An OS file lock, so a killed run releases it. It guards one landing folder; retrains on
+    several machines sharing a store also need the deployment's concurrency limit.
+    """
+    from filelock import FileLock, Timeout
+
+    path = settings.retrain.incoming_dir / ".retrain.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock, wait = FileLock(path), settings.retrain.lock_wait_seconds
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        get_run_logger().info("another retrain is running (%s): waiting up to %.0f s", path, wait)
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise RetrainBusy(f"another retrain held {path} for over {wait:.0f} s (retrain.lock_wait_seconds); this run changed nothing") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def ingest_new_data(settings: Settings) -> IngestResult:
     """Move the landing folder's files into the history store (seeded from the sample on first use)."""
@@ -54,6 +87,14 @@ def ingest_new_data(settings: Settings) -> IngestResult:
         logger.info("%s: %s (%s)", outcome.name, outcome.outcome, outcome.reason)
     logger.info("%d new day(s), %d revised day(s); history through %s", result.days_added, result.days_revised, result.last_date)
     return result
+
+
+@task(cache_policy=NO_CACHE)
+def mark_trained(settings: Settings, arrived: IngestResult, challenger: TrainSummary) -> None:
+    """Record that the history as ingested is trained on, so a failed run's data is not left untrained."""
+    from tasks.history import record_training
+
+    record_training(open_history(settings)[0], arrived.changes_through, challenger.model_version, challenger.run_id)
 
 
 @task(cache_policy=NO_CACHE)
@@ -73,14 +114,12 @@ def write_ingest_report(result: IngestResult, run_dir: Path) -> Path:
     return path
 
 
-def champion_forecast(settings: Settings, history: pd.DataFrame, test_dates: pd.Series) -> np.ndarray:
+def champion_forecast(settings: Settings, champion, history: pd.DataFrame, test_dates: pd.Series) -> np.ndarray:
     """The registered champion's next-day forecasts for `test_dates` (the last days of `history`)."""
-    import mlflow
-
     from tasks.ingest import to_input_format
-    from tasks.tracking import champion_uri
+    from tasks.tracking import load_version
 
-    model = mlflow.pyfunc.load_model(champion_uri(settings))
+    model = load_version(settings, champion)
     first = max(0, len(history) - len(test_dates) - 60)  # enough days before the window for any lag
     output = model.predict(to_input_format(history.iloc[first:-1], settings.data))
     by_date = output[output["step"] == 1].set_index("date")["forecast"]
@@ -100,7 +139,9 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
     evaluation = challenger.evaluation
     days = history[DATE].between(pd.Timestamp(evaluation.first_day), pd.Timestamp(evaluation.last_day))
     try:
-        forecast = champion_forecast(settings, history.loc[: days[days].index.max()], history.loc[days, DATE])
+        forecast = champion_forecast(settings, current, history.loc[: days[days].index.max()], history.loc[days, DATE])
+    except tracking.UntrustedModel:
+        raise
     except Exception as error:  # a champion from another input format cannot be scored: say so, decide without it
         get_run_logger().warning("champion v%s could not be scored: %s", current.version, error)
         return ChampionScore(str(current.version), None, str(error))
@@ -137,6 +178,9 @@ def summary_markdown(
     """The run at a glance: new data, metrics side by side, the decision, links into MLflow."""
     lines = [f"# Retrain {run_day} ({trigger})", "", f"History through **{result.last_date}**: "
              f"{result.days_added} new day(s), {result.days_revised} revised day(s).", ""]
+    if result.untrained_changes > result.days_added + result.days_revised:
+        lines += [f"Also trained on: {result.untrained_changes - result.days_added - result.days_revised} "
+                  "change(s) stored by an earlier run that did not finish.", ""]
     if result.files:
         lines += ["| file | outcome | reason |", "|---|---|---|"]
         lines += [f"| {f.name} | {f.outcome} | {f.reason} |" for f in result.files] + [""]
@@ -172,8 +216,6 @@ def publish_summary(
 @task(cache_policy=NO_CACHE)
 def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int) -> pd.DataFrame:
     """The next `days` days from the champion: date, forecast, model version."""
-    import mlflow
-
     from tasks import tracking
     from tasks.forecaster import forecast_ahead
 
@@ -181,7 +223,7 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int)
     champion = tracking.champion_version(settings)
     if champion is None:
         raise LookupError(f"no '{tracking.CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
-    model = mlflow.pyfunc.load_model(tracking.champion_uri(settings))
+    model = tracking.load_version(settings, champion)
     forecast = forecast_ahead(model.predict, history, days, settings.data).assign(model_version=str(champion.version))
     logger = get_run_logger()
     for row in forecast.to_dict("records"):

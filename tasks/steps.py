@@ -158,7 +158,8 @@ def backtest_model(history: pd.DataFrame, settings: Settings, run_id: str, run_d
     from tasks.intervals import conformal_quantiles
 
     config = settings.backtest
-    result = run_backtest(history, lstm_fit(settings.data, settings.model), config, settings.model.horizon)
+    with tracking.failing_run(run_id):  # a diverged fit ends the MLflow run as FAILED, saying why
+        result = run_backtest(history, lstm_fit(settings.data, settings.model), config, settings.model.horizon)
     table = ev.metrics_table(result.metrics)
     table.to_csv(run_dir / "metrics.csv")
     result.fold_metrics.to_csv(run_dir / "fold_metrics.csv", index=False)
@@ -201,6 +202,7 @@ def save_network(network, losses: dict[str, list[float]], run_id: str, run_dir: 
 @task(cache_policy=NO_CACHE)
 def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: Path) -> FittedModel:
     """Fit the final LSTM on all history, logging each epoch to Prefect and the losses to MLflow."""
+    from tasks import tracking
     from tasks.model import fit_model, raise_if_diverged
 
     logger = get_run_logger()
@@ -211,7 +213,8 @@ def train_model(dataset: ds.Dataset, config: ModelConfig, run_id: str, run_dir: 
 
     model, losses = fit_model(config, dataset.train, dataset.validation, report)
     fitted = save_network(model, losses, run_id, run_dir)  # kept for inspection even if it diverged
-    raise_if_diverged(losses)
+    with tracking.failing_run(run_id):
+        raise_if_diverged(losses)
     return fitted
 
 
@@ -226,6 +229,7 @@ def register_model(
     from tasks.forecaster import KERAS_FILE
 
     model = keras.models.load_model(fitted.model_dir / KERAS_FILE, compile=False)
+    get_run_logger().info("logging the model to MLflow run %s and registering it", run_id)
     registered = tracking.log_and_register(settings, history, encoder, model, fitted.model_dir, evaluation, run_id)
     get_run_logger().info("registered %s version %s", registered.name, registered.version)
     return TrainSummary(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pandas as pd
 
 from schemas.daily import DATE
 from tasks.config import MlflowConfig, Settings
+from tasks.errors import RunStopped
 from tasks.evaluation import SEASON
 
 # What a logged model needs to load and predict; versions pinned to this environment.
@@ -23,15 +27,35 @@ def tracking_uri(config: MlflowConfig) -> str:
     return config.tracking_uri or f"sqlite:///{config.store_dir.resolve() / 'mlflow.db'}"
 
 
-def use_store(settings: Settings) -> str:
-    """Point MLflow at the configured store and experiment; return the experiment id."""
-    import mlflow
+class TrackingUnavailable(RunStopped):
+    """The tracking server did not answer, retries included."""
 
-    store = settings.mlflow.store_dir.resolve()
-    if not settings.mlflow.tracking_uri:
+
+def use_store(settings: Settings) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id.
+
+    Requests to a tracking server are retried with exponential backoff (mlflow.request_*).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    config = settings.mlflow
+    # MLflow's HTTP client reads these on every request.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.request_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(config.request_backoff_seconds)
+    store = config.store_dir.resolve()
+    if not config.tracking_uri:
         store.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(settings.mlflow))
-    experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
+    mlflow.set_tracking_uri(tracking_uri(config))
+    try:
+        experiment = mlflow.get_experiment_by_name(config.experiment)
+    except MlflowException as error:
+        if "Max retries exceeded" not in str(error):
+            raise
+        raise TrackingUnavailable(
+            f"MLflow tracking server {config.tracking_uri} did not answer after {config.request_retries} retries "
+            f"with backoff (mlflow.request_retries): {str(error).splitlines()[0]}"
+        ) from None
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
         return experiment.experiment_id
@@ -77,6 +101,20 @@ def code_paths() -> list[str]:
     import tasks
 
     return [str(Path(tasks.__file__).parent), str(Path(schemas.__file__).parent)]
+
+
+@contextmanager
+def failing_run(run_id: str) -> Iterator[None]:
+    """On an error, end the MLflow run as FAILED with the reason as its `failure` tag, then re-raise."""
+    try:
+        yield
+    except Exception as error:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        client.set_tag(run_id, "failure", f"{type(error).__name__}: {error}"[:5000])
+        client.set_terminated(run_id, status="FAILED")
+        raise
 
 
 def log_metric_steps(run_id: str, values: list[tuple[str, float, int]]) -> None:
@@ -179,11 +217,6 @@ def log_and_register(settings: Settings, history: pd.DataFrame, encoder, model, 
 CHAMPION = "champion"
 
 
-def champion_uri(settings: Settings) -> str:
-    """The model URI that always resolves to the current champion."""
-    return f"models:/{settings.mlflow.registered_model}@{CHAMPION}"
-
-
 def champion_version(settings: Settings):
     """The registered version holding the champion alias, or None."""
     import mlflow
@@ -193,6 +226,30 @@ def champion_version(settings: Settings):
         return mlflow.MlflowClient().get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
     except MlflowException:
         return None
+
+
+class UntrustedModel(RunStopped):
+    """A registered version whose files live outside this store: loading it could run foreign code."""
+
+
+def load_version(settings: Settings, version):
+    """Load a registered version as a pyfunc, only if its files are in this store's experiment.
+
+    A pyfunc is unpickled on load, which runs code: a version registered from a path or
+    bucket outside the experiment's artifact root is refused, not loaded.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    location = client.get_model_version_download_uri(version.name, version.version)
+    root = experiment.artifact_location.rstrip("/") + "/" if experiment else None
+    if root is None or not location.startswith(root) or "/../" in location:
+        raise UntrustedModel(
+            f"model '{version.name}' v{version.version} is stored at {location}, outside experiment "
+            f"'{settings.mlflow.experiment}' ({root}): refusing to load it"
+        )
+    return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
 
 
 def record_decision(settings: Settings, challenger: str, champion: str | None, run_id: str, decision) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
 import pytest
+
+from servers import BIN, free_port, start, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "nyc_subway_covid.csv"
@@ -35,3 +38,24 @@ def tmp_store_settings(tmp_path):
         return load_settings(config, [*base, *overrides], root=ROOT)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory):
+    """`prefect server start` on a free port with its own PREFECT_HOME; the env that points at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home / "server.log")
+    try:
+        wait_until(lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=5).status_code == 200, 180, "the Prefect server", server)
+        yield env
+    finally:
+        stop(server)

@@ -4,11 +4,7 @@ deployment, `prefect deployment run`, a data-arrival event, `predict`, and `mlfl
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,46 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SAMPLE
+from servers import BIN, CLI, free_port, start, stop, wait_until
 
-BIN = Path(sys.executable).parent
-CLI = [sys.executable, "-m", "flows.cli"]
 MODEL = "travel-forecast-e2e"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str, process: subprocess.Popen | None = None):
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: process exited with {process.returncode}")
-        try:
-            result = check()
-            if result:
-                return result
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """A server in its own process group, its output in `log`."""
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -80,27 +39,6 @@ def workspace(tmp_path_factory):
         "max_baseline_ratio = 100.0\n"  # two epochs are far from good: let the first model through
     )
     return root, config
-
-
-@pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory):
-    """`prefect server start` on a free port with its own PREFECT_HOME; the env that points at it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env |= {
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-    }
-    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home / "server.log")
-    try:
-        wait_until(lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=5).status_code == 200, 180, "the Prefect server", server)
-        yield env
-    finally:
-        stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +66,10 @@ def flow_runs(api: str, deployment_id: str) -> list[dict]:
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 
 
-def summaries(api: str) -> list[str]:
-    """Every version of the run summary artifact, oldest first."""
-    body = {"artifacts": {"key": {"any_": ["retrain-summary"]}}, "sort": "CREATED_DESC"}
+def summaries(api: str, deployment_id: str) -> list[str]:
+    """Every version of the deployment's run summary artifact, oldest first (other tests share the server)."""
+    runs = [r["id"] for r in flow_runs(api, deployment_id)]
+    body = {"artifacts": {"key": {"any_": ["retrain-summary"]}, "flow_run_id": {"any_": runs}}, "sort": "CREATED_DESC"}
     return [a["data"] for a in httpx.post(f"{api}/artifacts/filter", json=body, timeout=10).json()][::-1]
 
 
@@ -186,7 +125,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     third = prefect(["deployment", "run", "retrain/daily", "--watch"], prefect_env)
     assert third.returncode == 0, third.stdout[-2000:]
     assert sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")) == ["1", "2"]
-    texts = summaries(api)
+    texts = summaries(api, served["id"])
     assert len(texts) == 3
     assert "No new data" in texts[-1]
     assert "Decision: promoted" in texts[0] and "| challenger v1 |" in texts[0]

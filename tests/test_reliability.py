@@ -1,0 +1,394 @@
+"""Faults with real processes, servers and storage: killed runs, MLflow down, overlapping
+retrains, divergence, a full or read-only disk, and the security rules. Each test checks
+that nothing stored was lost or changed and that the next run completes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, SAMPLE
+from servers import BIN, CLI, free_port, start, stop, wait_until
+
+MODEL = "travel-forecast-faults"
+
+
+def make_workspace(root: Path, extra: str = "") -> Path:
+    """A config with everything under `root`: the sample minus its last three days as seed, those days as files."""
+    rows = pd.read_csv(SAMPLE, dtype=str)
+    rows.iloc[:-3].to_csv(root / "seed.csv", index=False)
+    (root / "days").mkdir()
+    for i in (-3, -2, -1):
+        rows.iloc[[i]].to_csv(root / "days" / f"{rows['date'].iloc[i]}.csv", index=False)
+    config = root / "config.toml"
+    config.write_text(
+        f'output_dir = "{root / "out"}"\n'
+        f'[data]\npath = "{root / "seed.csv"}"\n'
+        "[model]\nepochs = 2\nensemble = 1\n[backtest]\ntest_days = 7\n"
+        f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n{extra}'
+        f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
+        "max_baseline_ratio = 100.0\n"  # two epochs are far from good: let the first model through
+    )
+    return config
+
+
+def arrive(root: Path, day: str) -> None:
+    """One day's file lands (written whole, as `ingest` does)."""
+    (root / "incoming").mkdir(exist_ok=True)
+    (root / "days" / f"{day}.csv").rename(root / "incoming" / f"{day}.csv")
+
+
+def cli(args: list[str], env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def retrain(config: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    return cli(["retrain", "--config", str(config), *extra], env)
+
+
+def outcome(result: subprocess.CompletedProcess) -> str:
+    """The command's own last line (MLflow prints its run links before it)."""
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+def stored_days(root: Path) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{root / 'history.db'}")
+    with engine.connect() as connection:
+        return pd.read_sql("SELECT * FROM daily_history ORDER BY date", connection)
+
+
+def registry(root: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def versions(root: Path) -> dict[str, dict[str, str]]:
+    """Every registered version's tags."""
+    return {str(v.version): v.tags for v in registry(root).search_model_versions(f"name='{MODEL}'")}
+
+
+def champion(root: Path) -> str:
+    return str(registry(root).get_model_version_by_alias(MODEL, "champion").version)
+
+
+def kill_when(args: list[str], env: dict, marker: str, delay: float, log: Path, timeout: float = 600) -> str:
+    """Start a CLI command, SIGKILL its whole process group `delay` s after `marker` shows in its output."""
+    process = start([*CLI, *args], env, log)
+    deadline = time.monotonic() + timeout
+    try:
+        while marker not in log.read_text():  # polled finely: registration takes half a second
+            assert process.poll() is None and time.monotonic() < deadline, f"no '{marker}' in:\n{log.read_text()[-3000:]}"
+            time.sleep(0.02)
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        stop(process)
+    return log.read_text()
+
+
+@pytest.fixture
+def seeded(tmp_path, prefect_env):
+    """A workspace whose first retrain ran: history seeded, v1 registered and champion."""
+    config = make_workspace(tmp_path)
+    first = retrain(config, prefect_env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert champion(tmp_path) == "1"
+    return tmp_path, config
+
+
+def assert_next_run_completes(root: Path, config: Path, env: dict, day: str) -> None:
+    """The next run, without --force, trains on the day an interrupted run stored and decides on it."""
+    result = retrain(config, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert outcome(result).startswith(("promoted", "not promoted")), result.stdout
+    newest = max(versions(root), key=int)
+    assert "decision" in versions(root)[newest]
+    assert registry(root).get_run(registry(root).get_model_version(MODEL, newest).run_id).data.tags["data_through"] == day
+
+
+@pytest.mark.parametrize(
+    ("marker", "delay", "stage"),
+    [
+        ("MLflow run ", 1.0, "training"),  # start_tracking logged; the backtest fit is under way
+        ("logging the model to MLflow run", 0.1, "registration"),  # inside log_model / register_model (~0.5 s)
+        (f"registered {MODEL} version", 0.0, "decision"),  # a new version exists, the alias has not moved yet
+    ],
+)
+def test_a_run_killed_mid_way_leaves_the_champion_and_history_and_the_next_run_completes(seeded, prefect_env, marker, delay, stage):
+    root, config = seeded
+    arrive(root, "2024-11-12")
+    before = stored_days(root)
+    output = kill_when(["retrain", "--config", str(config)], prefect_env, marker, delay, root / f"killed-{stage}.log")
+    assert not re.search(r"Flow run '[^']+' - Finished in state", output)  # killed, not finished
+    # The day was committed before training began.
+    assert stored_days(root)["date"].iloc[-1] == "2024-11-12" and len(stored_days(root)) == len(before) + 1
+    # The alias is on v1 or on a version whose decision was recorded in full; never on a half-registered one.
+    holder = champion(root)
+    assert holder == "1" or versions(root)[holder].get("decision") == "promoted"
+    if "Task run 'decide_champion" not in output:
+        assert holder == "1" and all("decision" not in tags for v, tags in versions(root).items() if v != "1")
+    if re.search(r"Task run 'mark_trained-\w+' - Finished", output):  # killed in the last milliseconds: nothing left to do
+        assert outcome(retrain(config, prefect_env)).startswith("no new data")
+    else:
+        assert_next_run_completes(root, config, prefect_env, "2024-11-12")
+
+
+def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landing_folder(tmp_path):
+    import sqlalchemy as sa
+
+    config = make_workspace(tmp_path)
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    ingest = [sys.executable, "-c", f"from tasks.config import load_settings; from tasks.landing import ingest_landing; from pathlib import Path; ingest_landing(load_settings(Path({str(config)!r}), []))"]
+    assert subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0  # seeds the store
+    before = stored_days(tmp_path)
+    rows = pd.read_csv(SAMPLE, dtype=str).iloc[-3:]  # 2024-11-12 .. 2024-11-14 in one file
+    rows.to_csv(tmp_path / "incoming" / "three.csv", index=False)
+    # Make the write of the second day slow, so the kill lands inside the open transaction.
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE TRIGGER slow BEFORE INSERT ON daily_history WHEN NEW.date = '2024-11-13' BEGIN "
+            "SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500000000) SELECT i FROM n); END"
+        ))
+    process = start(ingest, env, tmp_path / "ingest.log")
+    try:
+        journal = tmp_path / "history.db-journal"  # exists while a write transaction is open
+        wait_until(lambda: journal.exists() and journal.stat().st_size > 0, 120, "the ingest transaction", process)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        stop(process)
+    pd.testing.assert_frame_equal(stored_days(tmp_path), before)
+    assert (tmp_path / "incoming" / "three.csv").exists()
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TRIGGER slow"))
+    assert subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0
+    assert stored_days(tmp_path)["date"].iloc[-4:].tolist() == ["2024-11-11", "2024-11-12", "2024-11-13", "2024-11-14"]
+    assert [p.name for p in (tmp_path / "incoming" / "processed").iterdir()] == ["three.csv"]
+
+
+def test_two_retrains_started_together_run_one_after_the_other_and_train_once(seeded, prefect_env):
+    root, config = seeded
+    arrive(root, "2024-11-12")
+    runs = [start([*CLI, "retrain", "--config", str(config)], prefect_env, root / f"together-{i}.log") for i in (1, 2)]
+    for process in runs:
+        assert process.wait(timeout=600) == 0
+    outputs = sorted((root / f"together-{i}.log").read_text() for i in (1, 2))
+    finals = sorted(next(line for line in text.splitlines() if line.startswith(("promoted", "not promoted", "no new data"))) for text in outputs)
+    assert finals[0].startswith("no new data") and finals[1].startswith(("not promoted", "promoted")), finals
+    assert any("another retrain is running" in text for text in outputs)
+    assert sorted(versions(root), key=int) == ["1", "2"]  # one registration
+    days = stored_days(root)
+    assert days["date"].is_unique and days["date"].iloc[-1] == "2024-11-12"
+
+
+def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_trains_on_it(tmp_path, prefect_env):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    config = make_workspace(tmp_path, extra=f'tracking_uri = "{uri}"\nrequest_retries = 2\nrequest_backoff_seconds = 1\n')
+    down = retrain(config, prefect_env)
+    assert down.returncode == 1
+    assert f"retrain stopped: MLflow tracking server {uri} did not answer after 2 retries" in down.stderr
+    assert stored_days(tmp_path)["date"].iloc[-1] == "2024-11-11"  # the seed is stored
+    server = start(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, tmp_path / "mlflow.log",
+    )
+    try:
+        import httpx
+
+        wait_until(lambda: httpx.get(f"{uri}/health", timeout=5).status_code == 200, 240, "mlflow server", server)
+        back = retrain(config, prefect_env)  # no --force: the stored days were never trained on
+        assert back.returncode == 0, back.stderr[-3000:]
+        assert outcome(back).startswith("promoted"), back.stdout
+        import mlflow
+
+        version = mlflow.MlflowClient(tracking_uri=uri).get_model_version_by_alias(MODEL, "champion")
+        assert str(version.version) == "1" and version.tags["decision"] == "promoted"
+    finally:
+        stop(server)
+
+
+def test_a_diverging_or_far_worse_challenger_is_never_promoted_and_the_run_says_why(seeded, prefect_env):
+    root, config = seeded
+    runs_before = len(registry(root).search_runs([registry(root).get_experiment_by_name("travel-forecast").experiment_id]))
+    diverged = retrain(config, prefect_env, "--force", "--set", "model.learning_rate=1e30")
+    assert diverged.returncode == 1
+    assert "retrain stopped: training diverged: loss is" in diverged.stderr
+    assert sorted(versions(root)) == ["1"] and champion(root) == "1"
+    failed = registry(root).search_runs([registry(root).get_experiment_by_name("travel-forecast").experiment_id], "attributes.status = 'FAILED'")
+    assert len(failed) == 1 and failed[0].data.tags["failure"].startswith("TrainingDiverged: training diverged")
+    assert runs_before + 1 == len(registry(root).search_runs([failed[0].info.experiment_id]))
+
+    worse = retrain(config, prefect_env, "--force", "--set", "retrain.max_baseline_ratio=0.01")
+    assert worse.returncode == 0 and outcome(worse).startswith("not promoted"), worse.stdout
+    tags = versions(root)["2"]
+    assert tags["decision"] == "not promoted" and "seasonal naive" in tags["decision_reason"]
+    assert champion(root) == "1"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MB filesystem (tmpfs) for the store and the landing folder."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def landing_settings(root: Path):
+    from tasks.config import load_settings
+
+    return load_settings(make_workspace(root), [])
+
+
+def test_a_full_disk_stops_the_ingest_clearly_and_corrupts_nothing(small_disk):
+    from tasks.history import StoreUnwritable
+    from tasks.landing import ingest_landing
+
+    settings = landing_settings(small_disk)
+    ingest_landing(settings)
+    before = stored_days(small_disk)
+    arrive(small_disk, "2024-11-12")
+    filler = small_disk / "filler"
+    with filler.open("wb") as out:  # fill the disk to the last block
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    with pytest.raises(StoreUnwritable, match=rf"history store sqlite:///{small_disk}/history.db cannot be written \(.*full.*\): nothing was changed"):
+        ingest_landing(settings)
+    filler.unlink()
+    pd.testing.assert_frame_equal(stored_days(small_disk), before)
+    assert (small_disk / "incoming" / "2024-11-12.csv").exists()
+    assert ingest_landing(settings).days_added == 1
+
+
+def test_a_read_only_store_stops_the_ingest_clearly_and_corrupts_nothing(small_disk, tmp_path):
+    from tasks.history import StoreUnwritable
+    from tasks.landing import ingest_landing
+
+    settings = landing_settings(small_disk)
+    ingest_landing(settings)
+    before = stored_days(small_disk)
+    arrive(small_disk, "2024-11-12")
+    # The same store seen through a read-only mount, as on a read-only volume.
+    view = tmp_path / "read-only"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(small_disk), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        paths = {"history_path": view / "history.db", "incoming_dir": view / "incoming"}
+        read_only = settings.model_copy(update={"retrain": settings.retrain.model_copy(update=paths)})
+        with pytest.raises(StoreUnwritable, match=rf"history store sqlite:///{view}/history.db cannot be written \(.*read.*only.*\): nothing was changed"):
+            ingest_landing(read_only)
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=True)
+    pd.testing.assert_frame_equal(stored_days(small_disk), before)
+    assert (small_disk / "incoming" / "2024-11-12.csv").exists()
+    assert ingest_landing(settings).days_added == 1
+
+
+def test_landing_names_cannot_leave_the_folder_and_links_are_not_followed(tmp_path):
+    from tasks.landing import ingest_landing, landing_name
+
+    for name in ("../escape.csv", "/etc/cron.d/x.csv", "a/b.csv", "..\\escape.csv", ".hidden.csv", "data.txt"):
+        with pytest.raises(ValueError, match="a landing file name must be a plain name ending in .csv"):
+            landing_name(name)
+    assert landing_name("2024-11-12.csv") == "2024-11-12.csv"
+
+    settings = landing_settings(tmp_path)
+    ingest_landing(settings)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    (tmp_path / "incoming" / "link.csv").symlink_to(secret)
+    result = ingest_landing(settings)
+    assert [(f.name, f.outcome, f.reason) for f in result.files] == [("link.csv", "rejected", "not a regular file")]
+    report = (tmp_path / "incoming" / "rejected" / "link.csv.report.csv").read_text()
+    assert "hunter2" not in report and "not a regular file" in report
+    assert secret.read_text() == "password=hunter2\n"
+
+
+def test_ingest_command_never_overwrites_a_waiting_file(tmp_path):
+    config = make_workspace(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    day = tmp_path / "days" / "2024-11-12.csv"
+    assert cli(["ingest", str(day), "--config", str(config)], env).returncode == 0
+    waiting = (tmp_path / "incoming" / "2024-11-12.csv").read_text()
+    day.write_text(day.read_text().replace(",0,", ",1,"))
+    again = cli(["ingest", str(day), "--config", str(config)], env)
+    assert again.returncode == 1 and "already in the landing folder and not yet ingested" in again.stderr
+    assert (tmp_path / "incoming" / "2024-11-12.csv").read_text() == waiting
+
+
+def test_only_models_stored_in_the_configured_experiment_are_loaded(seeded, prefect_env):
+    root, config = seeded
+    # A pyfunc outside the store whose loader would leave a mark if it ever ran.
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: mark_on_load\n    code: code\n")
+    (foreign / "code").mkdir()
+    (foreign / "code" / "mark_on_load.py").write_text(f"open({str(root / 'MARK')!r}, 'w').write('ran')\n")
+    client = registry(root)
+    planted = client.create_model_version(MODEL, str(foreign))
+    client.set_registered_model_alias(MODEL, "champion", planted.version)
+    result = cli(["predict", "--config", str(config)], prefect_env)
+    assert result.returncode == 1
+    assert f"predict stopped: model '{MODEL}' v{planted.version} is stored at" in result.stderr
+    assert "refusing to load it" in result.stderr
+    assert not (root / "MARK").exists()
+
+
+def listening_address(port: int) -> str:
+    """The local address a TCP port listens on, from /proc/net/tcp (e.g. 127.0.0.1)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, local_port = local.split(":")
+        if int(local_port, 16) == port and state == "0A":  # LISTEN
+            return ".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
+    # `prefect server start` exactly as the README runs it (its port moved out of the way).
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    readme = (ROOT / "README.md").read_text()
+    assert ".venv/bin/prefect server start " in readme
+    prefect = start([str(BIN / "prefect"), "server", "start"], env, tmp_path / "prefect.log")
+    # `make ui`, as the Makefile runs it (the port moved the same way).
+    ui = subprocess.run(["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    assert "--host 127.0.0.1" in ui
+    ui_port = free_port()
+    ui = ui.replace("--port 5000", f"--port {ui_port}").replace(f"sqlite:///{ROOT}/mlruns/", f"sqlite:///{tmp_path}/")
+    mlflow_ui = start(ui.split(), os.environ.copy(), tmp_path / "ui.log")
+    try:
+        import httpx
+
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200, 180, "prefect server", prefect)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{ui_port}/health", timeout=5).status_code == 200, 240, "mlflow ui", mlflow_ui)
+        assert listening_address(port) == "127.0.0.1"
+        assert listening_address(ui_port) == "127.0.0.1"
+    finally:
+        stop(prefect)
+        stop(mlflow_ui)
