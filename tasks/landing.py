@@ -26,6 +26,7 @@ from tasks.ingest import (
     canonical_names,
     ingest_file,
     parse_input,
+    read_csv,
     to_input_format,
     validation_report,
     value_columns,
@@ -103,14 +104,21 @@ def reason_report(path: Path, reason: str) -> pd.DataFrame:
     return pd.DataFrame([{"file": str(path), "line": None, "column": "", "value": "", "rule": reason, "check": "merge"}], columns=REPORT_COLUMNS)
 
 
+def file_lines(path: Path, settings: Settings) -> dict[pd.Timestamp, int]:
+    """The line of each day in a file that passed validation (for reports about how it fits the history)."""
+    parsed = parse_input(read_csv(path, settings.data), settings.data).parsed
+    return {day: int(index) + 2 for index, day in parsed[DATE].items()}
+
+
 def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.DataFrame:
     """Rules the history would break with this file in it (a cumulative count falling, say)."""
     as_input = to_input_format(merged, settings.data)
     report = validation_report(parse_input(as_input, settings.data), settings.data, path)
-    # Lines here are positions in the merged history, not in the file: name the day instead.
+    # The report's lines are positions in the merged history: name the day, and its line in the file.
     days = merged[DATE].dt.strftime("%Y-%m-%d").to_numpy()
     report["rule"] = [f"{rule} (on {days[line - 2]}, with the stored history)" for rule, line in zip(report["rule"], report["line"])]
-    report["line"] = pd.array([None] * len(report), dtype="Int64")
+    lines = file_lines(path, settings)
+    report["line"] = pd.array([lines.get(pd.Timestamp(days[line - 2])) for line in report["line"]], dtype="Int64")
     return report
 
 
@@ -121,8 +129,9 @@ def outlier_report(merged: pd.DataFrame, plan: arrivals.MergePlan, settings: Set
         return pd.DataFrame(columns=REPORT_COLUMNS)
     dates = pd.concat([plan.new_days[DATE], plan.revisions.loc[plan.revisions["column"] == TARGET, DATE]])
     outliers = arrivals.outlier_days(merged, dates, factor)
+    lines = file_lines(path, settings)
     rows = [
-        {"file": str(path), "line": None, "column": settings.data.target_column, "value": f"{day.value:.0f}",
+        {"file": str(path), "line": lines.get(day.date), "column": settings.data.target_column, "value": f"{day.value:.0f}",
          "rule": f"on {day.date:%Y-%m-%d}: {day.ratio:.3g}x the median of the 28 days before ({day.median:,.0f}); "
                  f"the limit is {factor:g}x either way (retrain.outlier_factor)", "check": "outlier"}
         for day in outliers.itertuples(index=False)

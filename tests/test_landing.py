@@ -133,7 +133,7 @@ def test_a_cumulative_count_falling_across_files_is_rejected(setup):
     result = ingest_landing(settings)
     assert result.files[0].outcome == "rejected"
     report = pd.read_csv(incoming / "rejected" / "falling.csv.report.csv")
-    assert report["check"].tolist() == ["non_decreasing"]
+    assert report[["line", "column", "check"]].values.tolist() == [[2, "cumulative_cases", "non_decreasing"]]
     assert "on 2020-06-09, with the stored history" in report["rule"].iloc[0]
 
 
@@ -178,7 +178,7 @@ def test_an_absurd_jump_is_held_back_with_its_day_and_ratio_and_can_be_let_throu
     result = ingest_landing(settings)
     assert result.files[0].outcome == "rejected" and not result.changed
     report = pd.read_csv(incoming / "rejected" / "typo.csv.report.csv")
-    assert report[["column", "check"]].values.tolist() == [["riders", "outlier"]]
+    assert report[["line", "column", "check"]].values.tolist() == [[3, "riders", "outlier"]]
     assert report["rule"].iloc[0].startswith("on 2020-06-10: 1") and "(retrain.outlier_factor)" in report["rule"].iloc[0]
     pd.testing.assert_frame_equal(stored(settings), before)
     (incoming / "rejected" / "typo.csv").rename(incoming / "typo.csv")  # the value was real after all
