@@ -377,7 +377,8 @@ def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
     assert ".venv/bin/prefect server start " in readme
     prefect = start([str(BIN / "prefect"), "server", "start"], env, tmp_path / "prefect.log")
     # `make ui`, as the Makefile runs it (the port moved the same way).
-    ui = subprocess.run(["make", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    printed = subprocess.run(["make", "--no-print-directory", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    ui = next(line for line in printed.splitlines() if " ui --backend-store-uri " in line)
     assert "--host 127.0.0.1" in ui
     ui_port = free_port()
     ui = ui.replace("--port 5000", f"--port {ui_port}").replace(f"sqlite:///{ROOT}/mlruns/", f"sqlite:///{tmp_path}/")
