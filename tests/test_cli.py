@@ -48,6 +48,18 @@ def test_help_loads_no_heavy_library():
     assert "HEAVY []" in result.stdout
 
 
+def test_one_off_flows_preload_what_they_need_and_run_without_heartbeats(cli_env):
+    code = (
+        "import sys\nfrom flows.cli import _one_off_flow_runtime\nfrom prefect.settings import get_current_settings\n"
+        "for command in ('retrain', 'train'):\n"
+        "    with _one_off_flow_runtime(command):\n"
+        "        print(command, get_current_settings().flows.heartbeat_frequency, 'flows.' + command in sys.modules, 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
+    # retrain with nothing new must not pay for TensorFlow; train always fits a network.
+    assert result.stdout.splitlines() == ["retrain None True False", "train None True True"], result.stderr[-2000:]
+
+
 def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
     result = run(["train", "--config", str(SEED_FORMAT_CONFIG), "--set", "model.epochs=2"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
