@@ -126,7 +126,6 @@ def _ingest(args: argparse.Namespace) -> int:
 
     from flows.retrain import EVENT_DATA_ARRIVED
     from flows.serve import announce_arrival
-
     from tasks.landing import landing_name
 
     settings = _settings(args, None)

@@ -99,7 +99,7 @@ def open_store(url: str, value_columns: list[str]) -> Store:
         sa.event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 30000"))
     metadata = sa.MetaData()
     days, files, revisions, trainings = _tables(metadata, value_columns)
-    with writing(url):
+    with writing(str(engine.url)):  # the URL as SQLAlchemy prints it: no password
         metadata.create_all(engine)
     stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history")]
     if stored != [DATE, *value_columns]:
