@@ -114,6 +114,8 @@ def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.D
     """Rules the history would break with this file in it (a cumulative count falling, say)."""
     as_input = to_input_format(merged, settings.data)
     report = validation_report(parse_input(as_input, settings.data), settings.data, path)
+    if report.empty:
+        return report
     # The report's lines are positions in the merged history: name the day, and its line in the file.
     days = merged[DATE].dt.strftime("%Y-%m-%d").to_numpy()
     report["rule"] = [f"{rule} (on {days[line - 2]}, with the stored history)" for rule, line in zip(report["rule"], report["line"])]
@@ -129,6 +131,8 @@ def outlier_report(merged: pd.DataFrame, plan: arrivals.MergePlan, settings: Set
         return pd.DataFrame(columns=REPORT_COLUMNS)
     dates = pd.concat([plan.new_days[DATE], plan.revisions.loc[plan.revisions["column"] == TARGET, DATE]])
     outliers = arrivals.outlier_days(merged, dates, factor)
+    if outliers.empty:
+        return pd.DataFrame(columns=REPORT_COLUMNS)
     lines = file_lines(path, settings)
     rows = [
         {"file": str(path), "line": lines.get(day.date), "column": settings.data.target_column, "value": f"{day.value:.0f}",
