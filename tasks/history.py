@@ -165,11 +165,11 @@ def changes_count(store: Store) -> int:
         return int(connection.execute(sa.select(total)).scalar_one())
 
 
-def untrained_changes(store: Store) -> int:
-    """Changes stored since the last completed retrain (all of them if none completed)."""
+def trained_through(store: Store) -> int:
+    """The change count the last completed retrain trained on (0 if none completed)."""
     trained = sa.func.coalesce(sa.func.max(store.trainings.c.changes_through), 0)
     with store.engine.connect() as connection:
-        return changes_count(store) - int(connection.execute(sa.select(trained)).scalar_one())
+        return int(connection.execute(sa.select(trained)).scalar_one())
 
 
 def record_training(store: Store, changes_through: int, model_version: str, run_id: str) -> None:

@@ -219,4 +219,5 @@ def ingest_landing(settings: Settings) -> IngestResult:
         logger.info("%s waits: %s", path.name, waits[path].reason)
     outcomes += [waits[path] for path, _, _ in pending]
     last = stored[DATE].max().strftime("%Y-%m-%d") if len(stored) else None
-    return IngestResult(outcomes, last, history.changes_count(store), history.untrained_changes(store))
+    changes = history.changes_count(store)
+    return IngestResult(outcomes, last, changes, changes - history.trained_through(store))
