@@ -110,7 +110,8 @@ def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
 
     summary = retrain(_settings(args, None), force=args.force, epochs=args.epochs, trigger="manual")
-    print(f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised" + (f"; model version {summary.model_version}: {summary.reason}" if summary.model_version else ""))
+    earlier = f", {summary.earlier_changes} stored by an earlier unfinished run" if summary.earlier_changes > 0 else ""
+    print(f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised{earlier}" + (f"; model version {summary.model_version}: {summary.reason}" if summary.model_version else ""))
     return 0
 
 

@@ -33,6 +33,7 @@ class RetrainSummary:
     days_revised: int
     model_version: str | None = None
     reason: str | None = None
+    earlier_changes: int = 0  # stored by runs that did not finish, trained on now
 
 
 @flow(name="retrain", flow_run_name="retrain-{trigger}")
@@ -57,4 +58,6 @@ def retrain(settings: Settings | None = None, force: bool = False, epochs: int |
         mark_trained(settings, arrived, challenger)
         publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
     status = "promoted" if decision.promote else "not promoted"
-    return RetrainSummary(status, today, arrived.days_added, arrived.days_revised, challenger.model_version, decision.reason)
+    return RetrainSummary(
+        status, today, arrived.days_added, arrived.days_revised, challenger.model_version, decision.reason, arrived.earlier_changes
+    )

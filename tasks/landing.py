@@ -65,6 +65,11 @@ class IngestResult:
         return sum(f.days_revised for f in self.files)
 
     @property
+    def earlier_changes(self) -> int:
+        """Changes stored by earlier runs that did not finish, trained on with this run's."""
+        return self.untrained_changes - self.days_added - self.days_revised
+
+    @property
     def changed(self) -> bool:
         """Whether the stored history gained or changed any day."""
         return self.days_added + self.days_revised > 0

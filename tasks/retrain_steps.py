@@ -178,9 +178,8 @@ def summary_markdown(
     """The run at a glance: new data, metrics side by side, the decision, links into MLflow."""
     lines = [f"# Retrain {run_day} ({trigger})", "", f"History through **{result.last_date}**: "
              f"{result.days_added} new day(s), {result.days_revised} revised day(s).", ""]
-    if result.untrained_changes > result.days_added + result.days_revised:
-        lines += [f"Also trained on: {result.untrained_changes - result.days_added - result.days_revised} "
-                  "change(s) stored by an earlier run that did not finish.", ""]
+    if result.earlier_changes > 0:
+        lines += [f"Also trained on: {result.earlier_changes} change(s) stored by an earlier run that did not finish.", ""]
     if result.files:
         lines += ["| file | outcome | reason |", "|---|---|---|"]
         lines += [f"| {f.name} | {f.outcome} | {f.reason} |" for f in result.files] + [""]
