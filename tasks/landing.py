@@ -141,7 +141,7 @@ def outlier_report(merged: pd.DataFrame, plan: arrivals.MergePlan, settings: Set
     lines = file_lines(path, settings)
     rows = [
         {"file": str(path), "line": lines.get(day.date), "column": settings.data.target_column, "value": f"{day.value:.0f}",
-         "rule": f"on {day.date:%Y-%m-%d}: {day.ratio:.3g}x the median of the 28 days before ({day.median:,.0f}); "
+         "rule": f"on {day.date:%Y-%m-%d}: {day.ratio:.3g}x the median of the {arrivals.OUTLIER_WINDOW_DAYS} days before ({day.median:,.0f}); "
                  f"the limit is {factor:g}x either way (retrain.outlier_factor)", "check": "outlier"}
         for day in outliers.itertuples(index=False)
     ]
