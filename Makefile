@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: install run test ui bench-accuracy bench-speed peers-env clean
+.PHONY: install run test lint ui bench-accuracy bench-speed clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,25 +27,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Format check and lint (ruff, configured in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
 ## The MLflow UI on the local store: http://127.0.0.1:5000
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 ## Accuracy of the default LSTM, the notebook recipe, baselines and statsforecast peers (~30 min; ARGS="--seeds 1").
-bench-accuracy: $(STAMP) peers-env
+bench-accuracy: $(STAMP)
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
 
 ## Whole-process times as ratios to the notebook recipe run as a plain Keras script (~20 min).
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py $(ARGS)
 
-# statsforecast needs pandas < 3, the project pandas 3: the peers run in their own environment.
-PEERS := .venv-peers
-peers-env: $(PEERS)/.installed-stamp
-$(PEERS)/.installed-stamp: benchmarks/peers-requirements.txt
-	$(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/python -m pip install --quiet -r benchmarks/peers-requirements.txt
-	touch $@
-
 clean:
-	rm -rf $(VENV) $(PEERS) outputs
+	rm -rf $(VENV) outputs

@@ -3,10 +3,12 @@
 Two rolling-origin protocols, one step ahead (as the notebook):
   notebook  the first 185 days, the last 31 of them as test, models fitted once before them;
   recent    all days, the last 60 as test, models refitted every 7 days.
-Every model sees only days before each origin. Prints MAE (MAPE) per protocol and the
-prediction-interval coverage, and writes every metric to CSV and markdown.
+Every model sees only days before each origin, and every one goes through the product's own
+forecaster contract (tasks/forecasters.py) and backtest, the statsforecast peers included.
+Prints MAE (MAPE) per protocol and the prediction-interval coverage, and writes every
+metric to CSV and markdown.
 
-    make bench-accuracy                      # builds .venv-peers for statsforecast, then runs this
+    make bench-accuracy
     .venv/bin/python benchmarks/accuracy.py --data my_city.csv --config my_city.toml --seeds 3
 """
 
@@ -15,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,19 +27,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from schemas.daily import DATE, TARGET  # noqa: E402
-from tasks.backtest import Backtest, lstm_fit, run_backtest  # noqa: E402
+from schemas.daily import DATE  # noqa: E402
+from tasks.backtest import Backtest, run_backtest  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
+from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.ingest import ingest_file  # noqa: E402
 
 PROTOCOLS = {
-    "notebook": BacktestConfig(history_days=185, test_days=31, refit_every=0),
+    "notebook": BacktestConfig(first_days_only=185, test_days=31, refit_every=0),
     "recent": BacktestConfig(test_days=60, refit_every=7),
 }
-PEERS = ["AutoETS", "AutoTheta", "AutoARIMA"]
+PEERS_AND_BASELINES = ["naive", "seasonal_naive", "auto_ets", "auto_theta", "auto_arima"]
 
 
 @dataclass
@@ -56,44 +56,33 @@ def settings_for(config: Path | None, data: Path | None, overrides: list[str]) -
     return load_settings(config, overrides, updates, root=Path.cwd())
 
 
-def backtest_seeds(settings: Settings, history: pd.DataFrame, protocol: BacktestConfig, seeds: int, extra) -> ModelRuns:
+def fit_of(settings: Settings, kind: str):
+    """The backtest's fit function of one forecaster kind with these settings."""
+    model = settings.model.model_copy(update={"kind": kind})
+    return lambda train: make_forecaster(kind, settings.data, model).fit(train)
+
+
+def backtest_seeds(settings: Settings, history: pd.DataFrame, protocol: BacktestConfig, seeds: int) -> ModelRuns:
     runs, seconds = [], []
     for i in range(seeds):
-        model = settings.model.model_copy(update={"seed": settings.model.seed + i})
+        seeded = settings.model_copy(update={"model": settings.model.model_copy(update={"random_seed": settings.model.random_seed + i})})
         start = time.perf_counter()
-        runs.append(run_backtest(history, lstm_fit(settings.data, model), protocol, model.horizon, extra))
+        runs.append(run_backtest(history, {"lstm": fit_of(seeded, "lstm")}, protocol, seeded.model.horizon))
         seconds.append(time.perf_counter() - start)
-        print(f"    seed {model.seed}: MAE {runs[-1].metrics['model']['mae']:,.0f} ({seconds[-1]:.0f} s)", flush=True)
+        print(f"    random seed {seeded.model.random_seed}: MAE {runs[-1].metrics['lstm']['mae']:,.0f} ({seconds[-1]:.0f} s)", flush=True)
     return ModelRuns(settings.preset, runs, seconds)
 
 
-def peer_forecasts(history: pd.DataFrame, protocol: BacktestConfig, python: Path) -> dict[str, np.ndarray]:
-    """statsforecast's peers on the same days, run in their own environment (pandas < 3)."""
-    if not python.exists():
-        print(f"  peers skipped: {python} not found (make peers-env builds it)", flush=True)
-        return {}
-    window = history.iloc[: protocol.history_days] if protocol.history_days else history
-    with tempfile.TemporaryDirectory() as tmp:
-        series, out = Path(tmp) / "series.csv", Path(tmp) / "peers.csv"
-        window[[DATE, TARGET]].assign(date=window[DATE].dt.strftime("%Y-%m-%d")).to_csv(series, index=False)
-        command = [str(python), str(ROOT / "benchmarks" / "peers.py"), "--series", str(series),
-                   "--test-days", str(protocol.test_days), "--refit-every", str(protocol.refit_every), "--out", str(out)]
-        subprocess.run(command, check=True)
-        long = pd.read_csv(out)
-    days = window[DATE].dt.strftime("%Y-%m-%d").iloc[-protocol.test_days :]
-    wide = long.pivot(index="date", columns="model", values="forecast").reindex(days)
-    return {name: wide[name].to_numpy(dtype=float)[:, None] for name in PEERS if name in wide}
-
-
-def summary_rows(protocol: str, model_runs: list[ModelRuns]) -> list[dict]:
-    """Long rows: one per (protocol, forecaster) with the mean over seeds, and one per seed."""
-    first = model_runs[0].runs[0]
-    rows = [{"protocol": protocol, "forecaster": name, "seed": "", **metrics} for name, metrics in first.metrics.items() if name != "model"]
+def summary_rows(protocol: str, peers: Backtest, peer_seconds: float, model_runs: list[ModelRuns]) -> list[dict]:
+    """Long rows: one per (protocol, peer or baseline), one per (LSTM, seed)."""
+    rows = [{"protocol": protocol, "forecaster": name, "seed": "", **s.metrics, **{f"coverage_{lv}": v for lv, v in s.coverage.items()},
+             "seconds": peer_seconds} for name, s in peers.scores.items()]
     for runs in model_runs:
         for i, run in enumerate(runs.runs):
-            coverage = {f"coverage_{int(level * 100)}": value for level, value in run.coverage.items()}
-            rows.append({"protocol": protocol, "forecaster": f"lstm {runs.label}", "seed": str(i), **run.metrics["model"], **coverage,
-                         "seconds": runs.seconds[i], "epochs": statistics.mean(run.epochs)})
+            scores = run.scores["lstm"]
+            coverage = {f"coverage_{level}": value for level, value in scores.coverage.items()}
+            rows.append({"protocol": protocol, "forecaster": f"lstm {runs.label}", "seed": str(i), **scores.metrics, **coverage,
+                         "seconds": runs.seconds[i], "epochs": statistics.mean(scores.epochs)})
     return rows
 
 
@@ -132,7 +121,6 @@ def main() -> None:
     parser.add_argument("--recipe-recent-seeds", type=int, default=1, help="seeds of the notebook recipe on 'recent' (slow: 9 fits of 200 full-batch epochs)")
     parser.add_argument("--skip-recipe", action="store_true", help="leave the notebook recipe out (when tuning)")
     parser.add_argument("--protocols", default="notebook,recent")
-    parser.add_argument("--peers-python", type=Path, default=ROOT / ".venv-peers" / "bin" / "python")
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
     args = parser.parse_args()
 
@@ -147,18 +135,18 @@ def main() -> None:
     for name in args.protocols.split(","):
         protocol = PROTOCOLS[name]
         print(f"\nprotocol {name}: {protocol.model_dump()}", flush=True)
-        extra = peer_forecasts(history, protocol, args.peers_python)
+        start = time.perf_counter()
+        peers = run_backtest(history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon)
+        peer_seconds = time.perf_counter() - start
+        print("  " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()) + f" ({peer_seconds:.0f} s)", flush=True)
         print("  default LSTM", flush=True)
-        runs = [backtest_seeds(default, history, protocol, args.seeds, extra)]
-        recipe_seeds = args.recipe_recent_seeds if name == "recent" else args.seeds
-        if args.skip_recipe:
-            rows += summary_rows(name, runs)
-            continue
-        print("  notebook recipe (seed preset)", flush=True)
-        runs.append(backtest_seeds(recipe, history, protocol, recipe_seeds, extra))
-        runs[1].label = "seed (notebook recipe)"
+        runs = [backtest_seeds(default, history, protocol, args.seeds)]
+        if not args.skip_recipe:
+            print("  notebook recipe (seed preset)", flush=True)
+            runs.append(backtest_seeds(recipe, history, protocol, args.recipe_recent_seeds if name == "recent" else args.seeds))
+            runs[1].label = "seed (notebook recipe)"
         seeds |= {(f"lstm {r.label}", name): len(r.runs) for r in runs}
-        rows += summary_rows(name, runs)
+        rows += summary_rows(name, peers, peer_seconds, runs)
 
     table = pd.DataFrame(rows)
     markdown = table_markdown(table, seeds)

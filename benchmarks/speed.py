@@ -105,20 +105,18 @@ def lstm_training_flops(model, samples: int) -> float:
 
 def training_throughput(settings) -> tuple[float, float, int]:
     """(achieved FLOP/s, seconds, epochs) of fitting one default network on the full history."""
-    from tasks.dataset import fit_encoding, frame_training
     from tasks.ingest import ingest_file
-    from tasks.model import fit_model
+    from tasks.lstm import LstmForecaster
 
     history = ingest_file(settings.data.path, settings.data)
-    single = settings.model.model_copy(update={"ensemble": 1})
-    dataset = frame_training(history, fit_encoding(history, settings.data, single), single)
+    single = LstmForecaster(settings.data, settings.model.model_copy(update={"ensemble": 1}))
     start = time.perf_counter()
-    network, losses = fit_model(single, dataset.train, dataset.validation)
+    single.fit(history)
     seconds = time.perf_counter() - start
-    epochs = len(losses["loss"])
-    per_sample = lstm_training_flops(network, 1)  # forward + backward
-    flops = epochs * (per_sample * len(dataset.train) + per_sample / 3 * len(dataset.validation))  # validation: forward only
-    return flops / seconds, seconds, epochs
+    train, validation = single.training_samples(history)
+    per_sample = lstm_training_flops(single.network, 1)  # forward + backward
+    flops = single.epochs_run * (per_sample * len(train) + per_sample / 3 * len(validation))  # validation: forward only
+    return flops / seconds, seconds, single.epochs_run
 
 
 def start_prefect_server(home: Path, env: dict) -> tuple[subprocess.Popen, str]:

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -72,7 +68,7 @@ def _print_backtest(evaluation) -> None:
 
     print(f"\nBacktest {evaluation.first_day} .. {evaluation.last_day}, one step ahead, real units:")
     print(format_metrics(metrics_table(evaluation.metrics)))
-    print("Prediction intervals: " + ", ".join(f"{round(lv * 100)}% covered {v:.0%} of the days" for lv, v in evaluation.coverage.items()))
+    print(f"Prediction intervals of {evaluation.kind}: " + ", ".join(f"{lv}% covered {v:.0%} of the days" for lv, v in evaluation.coverage.items()))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -87,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         print(format_report(error.report), file=sys.stderr)
         return 1
     _print_backtest(summary.evaluation)
-    print(f"\nRegistered model '{summary.model_name}' version {summary.model_version} (MLflow run {summary.run_id})")
+    print(f"\nRegistered model '{summary.model_name}' version {summary.model_version}, {summary.kind} (MLflow run {summary.run_id})")
     print(f"Plots and reports: {summary.run_dir}")
     return 0
 
@@ -123,27 +119,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    import shutil
-
     from flows.retrain import EVENT_DATA_ARRIVED
     from flows.serve import announce_arrival
-    from tasks.landing import landing_name
+    from tasks.landing import WaitingFileExists, drop_into_landing
 
     settings = _settings(args, None)
-    landing = settings.retrain.incoming_dir
-    landing.mkdir(parents=True, exist_ok=True)
     try:
-        name = landing_name(args.file.name)
-    except ValueError as error:
+        target = drop_into_landing(args.file, settings.retrain.incoming_dir)
+    except (ValueError, WaitingFileExists) as error:
         print(error, file=sys.stderr)
         return 1
-    target = landing / name
-    if target.exists():  # a file still waiting there is never overwritten
-        print(f"{target} is already in the landing folder and not yet ingested: rename the new file", file=sys.stderr)
-        return 1
-    partial = landing / f".{name}.partial"
-    shutil.copyfile(args.file, partial)
-    partial.rename(target)  # appears whole: a running ingest never sees half a file
     print(f"{target}: in the landing folder")
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: no server to announce it to; the next scheduled or manual retrain picks it up")
@@ -170,62 +155,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-# What each one-off flow command imports; TensorFlow only where a network is always fitted or loaded.
-FLOW_IMPORTS = {
-    "train": ["flows.train", "keras"],
-    "backtest": ["flows.backtest", "keras"],
-    "retrain": ["flows.retrain"],  # a run with no new data never loads TensorFlow
-    "predict": ["flows.predict", "keras"],
-}
-
-
-def _start_temporary_server() -> threading.Thread | None:
-    """Without PREFECT_API_URL, start Prefect's temporary server now, in the background (~3 s)."""
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
-        return None
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        SubprocessASGIServer().start()  # the instance the first flow run then finds running
-
-    thread = threading.Thread(target=start, daemon=True)
-    thread.start()
-    return thread
-
-
-@contextmanager
-def _one_off_flow_runtime(command: str) -> Iterator[None]:
-    """Run a flow from the command line with less fixed cost.
-
-    Prefect's temporary server starts while the flow's modules import. Flow-run heartbeats are
-    off: they serve crash detection of deployment runs, and stopping their thread holds the end
-    of every run for up to a second.
-    """
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    server = _start_temporary_server()
-    for module in FLOW_IMPORTS[command]:
-        importlib.import_module(module)
-    if server is not None:
-        server.join()
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the log
     handlers = {"train": _train, "backtest": _backtest, "validate": _validate, "retrain": _retrain, "serve": _serve, "ingest": _ingest, "predict": _predict}
+    from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime
     from tasks.errors import RunStopped
 
     try:
         if args.command not in FLOW_IMPORTS:
             return handlers[args.command](args)
-        with _one_off_flow_runtime(args.command):
+        with one_off_flow_runtime(args.command):
             return handlers[args.command](args)
     except RunStopped as error:
         print(f"\n{args.command} stopped: {error}", file=sys.stderr)

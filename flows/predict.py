@@ -5,7 +5,8 @@ from pathlib import Path
 from prefect import flow
 
 from tasks.config import Settings
-from tasks.retrain_steps import forecast_with_champion, load_history, run_date, with_run_parameters, write_forecast
+from tasks.predict_tasks import forecast_with_champion, write_forecast
+from tasks.retrain_tasks import load_history, run_date, with_run_parameters
 
 
 @flow(name="predict", flow_run_name="predict-{days}d")

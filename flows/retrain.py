@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.train import train_on_history
 from tasks.config import Settings
-from tasks.retrain_steps import (
+from tasks.retrain_tasks import (
     decide_champion,
     exclusive_retrain,
     ingest_new_data,
@@ -18,7 +18,7 @@ from tasks.retrain_steps import (
     with_run_parameters,
     write_ingest_report,
 )
-from tasks.steps import create_run_dir
+from tasks.train_tasks import create_run_dir
 
 EVENT_DATA_ARRIVED = "travel-forecast.data.arrived"
 
@@ -52,7 +52,7 @@ def retrain(settings: Settings | None = None, force: bool = False, epochs: int |
         run_dir = create_run_dir(settings.output_dir, "retrain")
         write_ingest_report(arrived, run_dir)
         history = load_history(settings)
-        challenger = train_on_history(settings, history, run_dir, tags={"trigger": trigger, "run_date": today})
+        challenger = train_on_history(settings, history, run_dir, "retrain", tags={"trigger": trigger, "run_date": today})
         champion = score_champion(settings, history, challenger)
         decision = decide_champion(settings, challenger, champion)
         mark_trained(settings, arrived, challenger)

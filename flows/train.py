@@ -1,4 +1,4 @@
-"""The training flow: validated ingest -> backtest -> scale -> frame -> train -> register."""
+"""The training flow: validated ingest -> backtest of every forecaster -> fit the configured one -> register."""
 
 from pathlib import Path
 
@@ -6,16 +6,14 @@ import pandas as pd
 from prefect import flow
 
 from tasks.config import Settings
-from tasks.steps import (
+from tasks.train_tasks import (
     TrainSummary,
-    backtest_model,
+    backtest_forecasters,
     create_run_dir,
-    frame,
+    fit_forecaster,
     read_input,
-    register_model,
-    scale,
+    register_forecaster,
     start_tracking,
-    train_model,
     validate_input,
 )
 
@@ -23,28 +21,26 @@ from tasks.steps import (
 @flow(name="train", flow_run_name="train-{settings.preset}", validate_parameters=False)
 def train(settings: Settings) -> TrainSummary:
     """Train, evaluate and register one model on the configured daily CSV."""
-    run_dir = create_run_dir(settings.output_dir)
+    run_dir = create_run_dir(settings.output_dir, "train")
     raw = read_input(settings.data)
     history = validate_input(raw, settings.data, run_dir)
-    return train_on_history(settings, history, run_dir, tags={"trigger": "manual"}, source=settings.data.path)
+    return train_on_history(settings, history, run_dir, "train", tags={"trigger": "manual"}, source=settings.data.path)
 
 
 def train_on_history(
-    settings: Settings, history: pd.DataFrame, run_dir: Path, tags: dict[str, str], source: Path | None = None
+    settings: Settings, history: pd.DataFrame, run_dir: Path, kind: str, tags: dict[str, str], source: Path | None = None
 ) -> TrainSummary:
     """The steps every training shares.
 
-    The backtest scores the configuration honestly (models fitted before each origin); then
-    the model that is registered is fitted on the whole history (or, with
-    backtest.refit_final off, is the last fold's model, scored as reported).
+    The backtest scores the configured forecaster honestly (fitted before each origin) beside
+    the ones it is compared with; then the registered model is fitted on the whole history
+    (or, with backtest.refit_final off, is the one fit before the test days, scored as reported).
     """
-    run_id = start_tracking(settings, history, run_dir, tags, source)
-    refit = settings.backtest.refit_final
-    evaluation = backtest_model(history, settings, run_id, run_dir, keep_last_fold=not refit)
-    if refit:
-        encoder = scale(history, settings)
-        dataset = frame(history, encoder, settings.model)
-        fitted = train_model(dataset, settings.model, run_id, run_dir)
-    else:  # the notebook's way: the model fitted before the test days is the one registered
-        encoder, fitted = evaluation.last_fold
-    return register_model(settings, history, encoder, fitted, evaluation, run_id)
+    run_id = start_tracking(settings, history, run_dir, kind, tags, source)
+    if settings.backtest.refit_final:
+        evaluation = backtest_forecasters(history, settings, run_id, run_dir)
+        forecaster = fit_forecaster(history, settings, run_id, run_dir)
+    else:  # the notebook's way: the model fitted before the test days is the one scored and registered
+        forecaster = fit_forecaster(history, settings, run_id, run_dir, before_test=True)
+        evaluation = backtest_forecasters(history, settings, run_id, run_dir, fitted=forecaster)
+    return register_forecaster(settings, history, forecaster, evaluation, run_id, run_dir)

@@ -1,37 +1,31 @@
 """Rolling-origin backtest: every test day is forecast by a model fitted on earlier days only.
 
 The last `test_days` days are split into folds of `refit_every` days (one fold when 0).
-For each fold the forecaster is fitted on the rows before the fold's first day (its
+For each fold every forecaster is fitted on the rows before the fold's first day (its
 origin; the latest `window_days` of them if set) and then forecasts each day of the fold
 from the days before that day: one step ahead, with the day types of the days forecast
-known in advance. Baselines are scored on the very same days.
+known in advance. All forecasters are scored on the very same days; the backtest returns
+their scores, never the fitted models.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from schemas.daily import DATE, TARGET
-from tasks.config import BacktestConfig, DataConfig, ModelConfig
-from tasks.evaluation import BASELINES, forecast_metrics, seasonal_naive_mae
-from tasks.intervals import conformal_quantiles, interval_bounds, log_residuals
+from tasks.config import BacktestConfig
+from tasks.evaluation import forecast_metrics, seasonal_naive_mae
+from tasks.forecasters import Forecaster
+from tasks.intervals import log_residuals
 
+logger = logging.getLogger(__name__)
 
-class Predictor(Protocol):
-    """A fitted forecaster, as the backtest uses it."""
-
-    calibration: np.ndarray  # held-out log residuals, for its prediction intervals
-
-    def predict(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
-        """Travellers [len(first_targets), horizon]; may read only rows before each first target."""
-
-
-Fit = Callable[[pd.DataFrame], Predictor]
+Fit = Callable[[pd.DataFrame], Forecaster]  # training rows -> a fitted forecaster
 
 
 @dataclass(frozen=True)
@@ -59,72 +53,93 @@ def plan_folds(n_rows: int, config: BacktestConfig, horizon: int = 1) -> list[Fo
     return folds
 
 
+def backtest_window(history: pd.DataFrame, config: BacktestConfig) -> pd.DataFrame:
+    """The rows the backtest uses: the first `first_days_only` days if set, else all."""
+    return (history.iloc[: config.first_days_only] if config.first_days_only else history).reset_index(drop=True)
+
+
+def history_before_test(history: pd.DataFrame, config: BacktestConfig, horizon: int = 1) -> pd.DataFrame:
+    """The rows the first fold is fitted on."""
+    window = backtest_window(history, config)
+    first = plan_folds(len(window), config, horizon)[0]
+    return window.iloc[first.train_start : first.origin].reset_index(drop=True)
+
+
+def already_fitted(forecaster: Forecaster) -> Fit:
+    """The fit of a forecaster fitted on the rows before the only origin (the notebook scores the model it registers)."""
+
+    def fit(train: pd.DataFrame) -> Forecaster:
+        if train[DATE].iloc[-1] != forecaster.fitted_through:
+            raise ValueError(f"the forecaster was fitted through {forecaster.fitted_through.date()}, the fold needs {train[DATE].iloc[-1].date()}")
+        return forecaster
+
+    return fit
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One forecaster's backtest: forecasts [days, horizon], intervals, residuals, metrics."""
+
+    forecast: np.ndarray
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (lower, upper)
+    residuals: np.ndarray  # log residuals (calibrate a final model on these)
+    metrics: dict[str, float]
+    coverage: dict[int, float]  # level -> share of test actuals inside the interval
+    epochs: list[int]  # training epochs per fold (0 for forecasters without epochs)
+
+
 @dataclass(frozen=True)
 class Backtest:
-    """Forecasts of every forecaster on the same test days, their intervals and metrics."""
+    """Every forecaster scored on the same test days."""
 
     dates: np.ndarray  # first target day of each forecast
     fold: np.ndarray  # fold index of each forecast
     actual: np.ndarray  # [days, horizon]
-    forecasts: dict[str, np.ndarray]  # name -> [days, horizon]; "model" first
-    intervals: dict[float, tuple[np.ndarray, np.ndarray]]  # level -> (lower, upper) of the model
-    residuals: np.ndarray  # the model's log residuals on the test days (calibrate the final model on these)
-    metrics: dict[str, dict[str, float]]  # name -> overall metrics
+    scores: dict[str, Scores]  # forecaster kind -> its scores, in the order given
     fold_metrics: pd.DataFrame  # one row per (fold, forecaster)
-    coverage: dict[float, float]  # level -> share of test actuals inside the model's interval
-    epochs: list[int] = field(default_factory=list)
-    last_fit: Predictor | None = None  # the last fold's fitted forecaster (the notebook registers it)
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {name: s.metrics for name, s in self.scores.items()}
 
 
-def run_backtest(
-    history: pd.DataFrame, fit: Fit, config: BacktestConfig, horizon: int = 1,
-    extra: dict[str, np.ndarray] | None = None,
-) -> Backtest:
-    """Fit per fold, forecast the fold's days, score the model and the baselines side by side.
-
-    `extra` adds forecasts made elsewhere (e.g. statistical peers) for the same days.
-    """
-    history = history.iloc[: config.history_days] if config.history_days else history
-    history = history.reset_index(drop=True)
-    actual_series = history[TARGET].to_numpy(dtype=float)
+def run_backtest(history: pd.DataFrame, fits: dict[str, Fit], config: BacktestConfig, horizon: int = 1) -> Backtest:
+    """Fit every forecaster per fold, forecast the fold's days, score them side by side."""
+    history = backtest_window(history, config)
+    series = history[TARGET].to_numpy(dtype=float)
     folds = plan_folds(len(history), config, horizon)
     rows = np.concatenate([f.rows for f in folds])
     fold_of = np.concatenate([np.full(len(f.rows), f.index) for f in folds])
-    steps = np.arange(horizon)
-    actual = actual_series[rows[:, None] + steps]
-
-    model_forecast, lower, upper, epochs = [], {lv: [] for lv in config.interval_levels}, {lv: [] for lv in config.interval_levels}, []
+    actual = series[rows[:, None] + np.arange(horizon)]
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in fits}
+    epochs: dict[str, list[int]] = {name: [] for name in fits}
     for f in folds:
-        predictor = fit(history.iloc[f.train_start : f.origin].reset_index(drop=True))
-        epochs.append(getattr(predictor, "epochs_run", 0))
+        train = history.iloc[f.train_start : f.origin].reset_index(drop=True)
         visible = history.iloc[f.train_start : int(f.rows.max()) + horizon].reset_index(drop=True)
-        forecast = predictor.predict(visible, f.rows - f.train_start)
-        model_forecast.append(forecast)
-        quantiles = conformal_quantiles(predictor.calibration, config.interval_levels)
-        for level, q in quantiles.items():
-            low, high = interval_bounds(forecast, q)
-            lower[level].append(low)
-            upper[level].append(high)
+        for name, fit in fits.items():
+            logger.info("fold %d/%d: fitting %s on %d days", f.index + 1, len(folds), name, len(train))
+            forecaster = fit(train)
+            epochs[name].append(forecaster.epochs_run)
+            frames[name].append(forecaster.predict(visible, history[DATE].iloc[f.rows]))
+    scale = seasonal_naive_mae(series[: folds[0].origin])
+    scores = {name: score(pd.concat(parts, ignore_index=True), actual, scale, epochs[name]) for name, parts in frames.items()}
+    forecasts = {name: s.forecast for name, s in scores.items()}
+    return Backtest(history[DATE].to_numpy()[rows], fold_of, actual, scores, fold_table(folds, fold_of, actual, forecasts, series))
 
-    forecasts = {"model": np.concatenate(model_forecast)}
-    forecasts |= {name: b.fit(actual_series).predict(rows, horizon) for name, b in BASELINES.items()}
-    forecasts |= extra or {}
-    intervals = {lv: (np.concatenate(lower[lv]), np.concatenate(upper[lv])) for lv in config.interval_levels}
-    scale = seasonal_naive_mae(actual_series[: folds[0].origin])
-    metrics = {name: forecast_metrics(actual, values, scale) for name, values in forecasts.items()}
-    coverage = {lv: float(np.mean((actual >= lo) & (actual <= hi))) for lv, (lo, hi) in intervals.items()}
-    return Backtest(
-        dates=history[DATE].to_numpy()[rows],
-        fold=fold_of,
-        actual=actual,
-        forecasts=forecasts,
+
+def score(frame: pd.DataFrame, actual: np.ndarray, scale: float, epochs: list[int]) -> Scores:
+    """Scores of one forecaster from its forecast rows (ordered by first target day, then step)."""
+    shape = actual.shape
+    forecast = frame["forecast"].to_numpy(dtype=float).reshape(shape)
+    levels = sorted(int(c.removeprefix("lower_")) for c in frame.columns if c.startswith("lower_"))
+    intervals = {lv: (frame[f"lower_{lv}"].to_numpy().reshape(shape), frame[f"upper_{lv}"].to_numpy().reshape(shape)) for lv in levels}
+    return Scores(
+        forecast=forecast,
         intervals=intervals,
-        residuals=log_residuals(actual, forecasts["model"]),
-        metrics=metrics,
-        fold_metrics=fold_table(folds, fold_of, actual, forecasts, actual_series),
-        coverage=coverage,
+        residuals=log_residuals(actual, forecast),
+        metrics=forecast_metrics(actual, forecast, scale),
+        coverage={lv: float(np.mean((actual >= lo) & (actual <= hi))) for lv, (lo, hi) in intervals.items()},
         epochs=epochs,
-        last_fit=predictor,
     )
 
 
@@ -138,55 +153,3 @@ def fold_table(folds: list[Fold], fold_of: np.ndarray, actual: np.ndarray, forec
             rows.append({"fold": f.index, "origin_row": f.origin, "days": int(mask.sum()), "forecaster": name}
                         | forecast_metrics(actual[mask], values[mask], scale))
     return pd.DataFrame(rows)
-
-
-IN_SAMPLE_CALIBRATION_DAYS = 28  # interval calibration of a fit without validation days (the recipe)
-
-
-@dataclass
-class LstmPredictor:
-    """A fitted encoder and network; forecasts in travellers."""
-
-    encoder: object
-    network: object
-    config: ModelConfig
-    calibration: np.ndarray
-    epochs_run: int
-    losses: dict[str, list[float]]
-
-    def predict(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
-        from tasks.dataset import forecast_travellers
-        from tasks.model import predict_outputs
-
-        outputs = lambda samples: predict_outputs(self.network, samples, self.config.horizon)  # noqa: E731
-        return forecast_travellers(self.encoder, outputs, history, first_targets, self.config)
-
-
-def fit_lstm(history: pd.DataFrame, data: DataConfig, config: ModelConfig, report=None) -> LstmPredictor:
-    """Fit encoder and network on `history`; calibrate intervals on the held-out validation days.
-
-    Without validation days (the notebook recipe) the last training days stand in: their
-    residuals are in-sample, so those intervals are optimistic.
-    """
-    from tasks.dataset import fit_encoding, frame_training
-    from tasks.model import fit_model, predict_outputs, raise_if_diverged
-
-    encoder = fit_encoding(history, data, config)
-    dataset = frame_training(history, encoder, config)
-    network, losses = fit_model(config, dataset.train, dataset.validation, report)
-    raise_if_diverged(losses)
-    held_out = dataset.validation if len(dataset.validation) else _last(dataset.train, IN_SAMPLE_CALIBRATION_DAYS)
-    forecast = encoder.decode(predict_outputs(network, held_out, config.horizon), held_out.reference)
-    actual = encoder.decode(held_out.y, held_out.reference)
-    return LstmPredictor(encoder, network, config, log_residuals(actual, forecast), len(losses["loss"]), losses)
-
-
-def _last(samples, n: int):
-    from tasks.framing import select
-
-    return select(samples, np.arange(len(samples)) >= len(samples) - n)
-
-
-def lstm_fit(data: DataConfig, config: ModelConfig) -> Fit:
-    """The backtest's fit function for the configured LSTM."""
-    return lambda train: fit_lstm(train, data, config)

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DAY_TYPE_CODES = (0, 1, 2)  # workday, weekend, public holiday
 
+# Every forecaster the workflow can fit, register and compare (tasks/forecasters.py).
+ForecasterKind = Literal["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
+GATE_REFERENCE: ForecasterKind = "seasonal_naive"  # always backtested: the champion gate's floor
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,9 +66,11 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Encoding, network and training settings (see tasks/features.py for the two encodings)."""
+    """Which forecaster, its intervals, and the LSTM's encoding, network and training (tasks/encoding.py)."""
 
-    features: Literal["seasonal", "notebook"] = Field(
+    kind: ForecasterKind = Field("lstm", description="The forecaster trained, backtested and registered.")
+    interval_levels: list[int] = Field([80, 95], description="Coverage of the prediction intervals, in percent.")
+    encoding: Literal["seasonal", "notebook"] = Field(
         "seasonal", description="seasonal: residual to a same-weekday reference, known-future day type; notebook: the recipe's scaled levels."
     )
     lags: int = Field(14, ge=1, description="Input days per sample.")
@@ -85,7 +91,7 @@ class ModelConfig(_Strict):
     batch_size: int = Field(64, ge=0, description="0 trains on the full batch.")
     shuffle: bool = True
     early_stopping_patience: int = Field(20, ge=0, description="0 trains every epoch.")
-    seed: int = 42
+    random_seed: int = Field(42, description="Seeds the initial weights and batch order; member i uses random_seed * 1000 + i.")
 
     @field_validator("dense_activation", mode="before")
     @classmethod
@@ -95,9 +101,16 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _reference_is_known(self) -> ModelConfig:
         # The seasonal reference of a day uses days at least a week back: all known at the origin.
-        if self.features == "seasonal" and self.horizon > 7:
-            raise ValueError("features='seasonal' forecasts at most 7 days per sample (horizon <= 7)")
+        if self.encoding == "seasonal" and self.horizon > 7:
+            raise ValueError("encoding='seasonal' forecasts at most 7 days per sample (horizon <= 7)")
         return self
+
+    @field_validator("interval_levels")
+    @classmethod
+    def _levels_are_percentages(cls, levels: list[int]) -> list[int]:
+        if not all(0 < level < 100 for level in levels):
+            raise ValueError(f"interval levels are percentages strictly between 0 and 100, got {levels}")
+        return sorted(set(levels))
 
 
 class BacktestConfig(_Strict):
@@ -106,18 +119,21 @@ class BacktestConfig(_Strict):
     test_days: int = Field(28, ge=1, description="The last days of the history, each forecast as a first target day.")
     refit_every: int = Field(0, ge=0, description="Refit the model every N test days; 0 fits once, before the first test day.")
     window_days: int = Field(0, ge=0, description="Days of history each fit sees (the latest before its origin); 0 = all.")
-    history_days: int = Field(0, ge=0, description="Use only the first N days of the data (the notebook's window); 0 = all.")
-    interval_levels: list[float] = Field([0.8, 0.95], description="Coverage of the prediction intervals.")
+    first_days_only: int = Field(0, ge=0, description="Use only the first N days of the data (the notebook's window); 0 = all.")
     refit_final: bool = Field(
-        True, description="Fit the registered model on the whole history after the backtest; false registers the last fold's model."
+        True, description="Fit the registered model on the whole history after the backtest; false registers the model "
+        "fitted before the test days (one fold only), scored as reported.",
+    )
+    compare: list[ForecasterKind] = Field(
+        ["seasonal_naive", "naive", "auto_ets", "auto_theta", "auto_arima"],
+        description="Forecasters scored on the same days as model.kind, each logged as a child MLflow run.",
     )
 
-    @field_validator("interval_levels")
-    @classmethod
-    def _levels_are_probabilities(cls, levels: list[float]) -> list[float]:
-        if not all(0 < level < 1 for level in levels):
-            raise ValueError(f"interval levels must lie strictly between 0 and 1, got {levels}")
-        return sorted(levels)
+    @model_validator(mode="after")
+    def _one_fit_to_register(self) -> BacktestConfig:
+        if not self.refit_final and self.refit_every:
+            raise ValueError("refit_final=false registers the one fit before the test days: it needs refit_every=0")
+        return self
 
 
 class MlflowConfig(_Strict):
@@ -200,7 +216,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "seed": {
         "model": {
-            "features": "notebook",
+            "encoding": "notebook",
             "lags": 5,
             "horizon": 1,
             "validation_days": 0,

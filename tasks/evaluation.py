@@ -1,41 +1,13 @@
-"""Forecast accuracy in real units, and the naive baselines every model must beat."""
+"""Forecast accuracy in real units."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 SEASON = 7  # days in the weekly cycle of travel
 METRICS = ["mae", "rmse", "mape", "smape", "mase", "r2"]
-
-
-@dataclass(frozen=True)
-class NaiveForecast:
-    """Forecast day t as the actual value `lag` days earlier, seen from the forecast origin.
-
-    lag=1 is the naive forecast (yesterday), lag=7 the seasonal-naive one (same weekday last
-    week). For a day h steps past the origin the value used is the latest one that is at a
-    multiple of `lag` days back and not after the origin.
-    """
-
-    lag: int
-    actual: np.ndarray | None = None
-
-    def fit(self, actual: np.ndarray) -> NaiveForecast:
-        return NaiveForecast(self.lag, np.asarray(actual, dtype=float))
-
-    def predict(self, first_target_rows: np.ndarray, horizon: int) -> np.ndarray:
-        """Forecasts [samples, horizon] for samples whose first target is at `first_target_rows`."""
-        steps = np.arange(1, horizon + 1)
-        back = self.lag * np.ceil(steps / self.lag).astype(int)
-        rows = np.asarray(first_target_rows)[:, None] - 1 + steps[None, :] - back[None, :]
-        return self.actual[rows]
-
-
-BASELINES = {"naive": NaiveForecast(lag=1), "seasonal_naive": NaiveForecast(lag=SEASON)}
 
 
 def seasonal_naive_mae(train_actual: np.ndarray, season: int = SEASON) -> float:
@@ -62,7 +34,7 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, mase_scale: floa
 
 
 def metrics_table(scores: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """One row per forecaster (model first), one column per metric."""
+    """One row per forecaster, one column per metric."""
     return pd.DataFrame(scores).T.rename_axis("forecaster")[METRICS]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.features import Encoded
+from tasks.encoding import Encoded
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +102,30 @@ def canonical_names(config: DataConfig) -> dict[str, str]:
     return names
 
 
+def parse_dates(texts: pd.Series, date_format: str) -> pd.Series:
+    """Dates in `date_format`; unparseable ones become NaT.
+
+    A valid date past what a nanosecond timestamp holds (after 2262-04-11, e.g. a mistyped
+    2999) becomes the latest one that fits: still reported as a day in the future, not as garbage.
+    """
+    texts = texts.astype(str).str.strip()
+    dates = pd.to_datetime(texts, format=date_format, errors="coerce")
+    for row in dates.index[dates.isna()]:
+        try:
+            day = datetime.strptime(texts[row], date_format)
+        except ValueError:
+            continue
+        if day > pd.Timestamp.max:
+            dates[row] = pd.Timestamp.max.normalize()
+    return dates
+
+
 def parse_input(raw: pd.DataFrame, config: DataConfig) -> ParsedInput:
     """Parse dates and numbers (failures become NaT/NaN for the schema to report), sort by date."""
     raw = raw.reset_index(drop=True)
     parsed = raw.rename(columns=canonical_names(config))
     if DATE in parsed:
-        parsed[DATE] = pd.to_datetime(parsed[DATE].astype(str).str.strip(), format=config.date_format, errors="coerce")
+        parsed[DATE] = parse_dates(parsed[DATE], config.date_format)
     numeric = [TARGET, DAY_TYPE, *config.case_columns, *config.cumulative_columns, *config.count_columns]
     for column in dict.fromkeys(c for c in numeric if c in parsed):
         parsed[column] = pd.to_numeric(parsed[column].astype(str).str.strip(), errors="coerce").astype(float)

@@ -1,8 +1,8 @@
 """Split-conformal prediction intervals on the log scale: forecast x exp(+-q).
 
 Residuals are log(actual / forecast) on days the model was not fitted on (a held-out
-validation slice, or backtest days). For coverage `level` with n residuals, q is the
-ceil((n + 1) * level)-th smallest |residual|, the finite-sample conformal quantile; with
+validation slice, or backtest days). For coverage `level` % with n residuals, q is the
+ceil((n + 1) * level / 100)-th smallest |residual|, the finite-sample conformal quantile; with
 too few residuals for that rank the interval is unbounded.
 """
 
@@ -19,12 +19,12 @@ def log_residuals(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(actual, 1.0)) - np.log(np.maximum(forecast, 1.0))
 
 
-def conformal_quantiles(residuals: np.ndarray, levels: list[float]) -> dict[float, float]:
-    """Half-width on the log scale for each coverage level."""
+def conformal_quantiles(residuals: np.ndarray, levels: list[int]) -> dict[int, float]:
+    """Half-width on the log scale for each coverage level (in percent)."""
     spread = np.sort(np.abs(np.asarray(residuals, dtype=float)[np.isfinite(residuals)]))
     quantiles = {}
     for level in levels:
-        rank = math.ceil((len(spread) + 1) * level)
+        rank = -(-(len(spread) + 1) * level // 100)  # ceil in integers: no float rounding at exact ranks
         quantiles[level] = float(spread[rank - 1]) if 0 < rank <= len(spread) else math.inf
     return quantiles
 

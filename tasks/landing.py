@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from schemas.daily import DATE, TARGET
-from tasks import arrivals, history
+from tasks import arrivals, history_store
 from tasks.config import Settings
 from tasks.ingest import (
     REPORT_COLUMNS,
@@ -41,7 +41,7 @@ class FileOutcome:
     """What happened to one file."""
 
     name: str
-    outcome: str  # added | nothing_new | duplicate | waiting | rejected | seeded
+    outcome: str  # added | nothing_new | duplicate | waiting | rejected | started
     reason: str
     days_added: int = 0
     days_revised: int = 0
@@ -80,6 +80,26 @@ def landing_name(name: str) -> str:
     if Path(name).name != name or "\\" in name or name.startswith(".") or not name.endswith(".csv"):
         raise ValueError(f"{name!r}: a landing file name must be a plain name ending in .csv, with no folder or '..' in it")
     return name
+
+
+class WaitingFileExists(FileExistsError):
+    """A file of the same name is still waiting in the landing folder."""
+
+
+def drop_into_landing(source: Path, landing: Path) -> Path:
+    """Copy a file into the landing folder under its checked name; it appears whole or not at all.
+
+    A file still waiting there under the same name is never overwritten.
+    """
+    name = landing_name(source.name)
+    landing.mkdir(parents=True, exist_ok=True)
+    target = landing / name
+    if target.exists():
+        raise WaitingFileExists(f"{target} is already in the landing folder and not yet ingested: rename the new file")
+    partial = landing / f".{name}.partial"
+    shutil.copyfile(source, partial)
+    partial.rename(target)  # a running ingest never sees half a file
+    return target
 
 
 def file_sha256(path: Path) -> str:
@@ -148,7 +168,7 @@ def outlier_report(merged: pd.DataFrame, plan: arrivals.MergePlan, settings: Set
     return pd.DataFrame(rows, columns=REPORT_COLUMNS).astype({"line": "Int64"})
 
 
-def ingest_one(store: history.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings) -> tuple[FileOutcome, pd.DataFrame]:
+def ingest_one(store: history_store.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings) -> tuple[FileOutcome, pd.DataFrame]:
     """Merge one validated file; return its outcome and the history after it."""
     columns = value_columns(settings.data)
     display = {canonical: name for name, canonical in canonical_names(settings.data).items()}
@@ -165,37 +185,37 @@ def ingest_one(store: history.Store, stored: pd.DataFrame, path: Path, incoming:
     if len(outliers):
         return reject(path, outliers, f"{len(outliers)} outlier day(s) held back: check the values, or ingest with retrain.outlier_factor=0"), stored
     span = (incoming[DATE].min(), incoming[DATE].max())
-    history.apply_file(store, sha, path.name, plan.new_days, plan.revisions, span)
+    history_store.apply_file(store, sha, path.name, plan.new_days, plan.revisions, span)
     outcome = "added" if plan.outcome == "apply" else "nothing_new"
     return FileOutcome(path.name, outcome, plan.reason, len(plan.new_days), plan.revisions[DATE].nunique() if len(plan.revisions) else 0), merged
 
 
-def open_history(settings: Settings) -> tuple[history.Store, FileOutcome | None]:
-    """The history store, seeded from the configured data file (the bundled sample) the first time."""
-    store = history.open_store(settings.retrain.store_url, value_columns(settings.data))
-    if not history.read_history(store).empty:
+def open_history(settings: Settings) -> tuple[history_store.Store, FileOutcome | None]:
+    """The history store, started from the configured data file (the bundled sample) the first time."""
+    store = history_store.open_store(settings.retrain.store_url, value_columns(settings.data))
+    if not history_store.read_history(store).empty:
         return store, None
     path = settings.data.path
-    seed = ingest_file(path, settings.data)
-    span = (seed[DATE].min(), seed[DATE].max())
-    history.apply_file(store, file_sha256(path), path.name, seed, pd.DataFrame(columns=arrivals.REVISION_COLUMNS), span)
-    logger.info("history store seeded with %d days from %s", len(seed), path)
-    return store, FileOutcome(path.name, "seeded", f"history store started from {path}", days_added=len(seed))
+    initial = ingest_file(path, settings.data)
+    span = (initial[DATE].min(), initial[DATE].max())
+    history_store.apply_file(store, file_sha256(path), path.name, initial, pd.DataFrame(columns=arrivals.REVISION_COLUMNS), span)
+    logger.info("history store started with %d days from %s", len(initial), path)
+    return store, FileOutcome(path.name, "started", f"history store started from {path}", days_added=len(initial))
 
 
 def ingest_landing(settings: Settings) -> IngestResult:
     """Process every CSV in the landing folder; return what happened to each."""
-    store, seeded = open_history(settings)
+    store, started = open_history(settings)
     folder = settings.retrain.incoming_dir
     folder.mkdir(parents=True, exist_ok=True)
-    outcomes: list[FileOutcome] = [seeded] if seeded else []
+    outcomes: list[FileOutcome] = [started] if started else []
     pending: list[tuple[Path, pd.DataFrame, str]] = []
     for path in sorted(folder.glob("*.csv")):
         if path.is_symlink() or not path.is_file():  # never follow a link out of the store's folders
             outcomes.append(reject(path, reason_report(path, "not a regular file (a link or a folder): not read"), "not a regular file"))
             continue
         sha = file_sha256(path)
-        if history.is_ingested(store, sha):
+        if history_store.is_ingested(store, sha):
             move_into(path, folder / "processed")
             outcomes.append(FileOutcome(path.name, "duplicate", "the same file was ingested before"))
             continue
@@ -204,7 +224,7 @@ def ingest_landing(settings: Settings) -> IngestResult:
         except (InputValidationError, ValueError) as error:
             report = error.report if isinstance(error, InputValidationError) else reason_report(path, str(error))
             outcomes.append(reject(path, report, f"{len(report)} validation failure(s)"))
-    stored = history.read_history(store)
+    stored = history_store.read_history(store)
     pending.sort(key=lambda item: (item[1][DATE].min(), item[0].name))
     progress, waits = True, {}
     while pending and progress:  # a file that filled a gap may let a waiting one through
@@ -224,5 +244,5 @@ def ingest_landing(settings: Settings) -> IngestResult:
         logger.info("%s waits: %s", path.name, waits[path].reason)
     outcomes += [waits[path] for path, _, _ in pending]
     last = stored[DATE].max().strftime("%Y-%m-%d") if len(stored) else None
-    changes = history.changes_count(store)
-    return IngestResult(outcomes, last, changes, changes - history.trained_through(store))
+    changes = history_store.changes_count(store)
+    return IngestResult(outcomes, last, changes, changes - history_store.trained_through(store))

@@ -31,22 +31,23 @@ def plot_losses(losses: dict[str, list[float]], validation_label: str, path: Pat
     return path
 
 
-def plot_backtest(backtest, path: Path) -> Path:
+def plot_backtest(backtest, kind: str, path: Path) -> Path:
     """Actual travellers on the backtest days beside each forecaster's first-step forecast,
-    the model's widest interval shaded and fold starts marked."""
+    the configured forecaster's widest interval shaded and fold starts marked."""
     plt, (figure, axes) = _figure()
     dates = backtest.dates
-    if backtest.intervals:
-        level = max(backtest.intervals)
-        lower, upper = backtest.intervals[level]
-        axes.fill_between(dates, lower[:, 0], upper[:, 0], alpha=0.2, label=f"model {round(level * 100)}% interval")
+    intervals = backtest.scores[kind].intervals
+    if intervals:
+        level = max(intervals)
+        lower, upper = intervals[level]
+        axes.fill_between(dates, lower[:, 0], upper[:, 0], alpha=0.2, label=f"{kind} {level}% interval")
     axes.plot(dates, backtest.actual[:, 0], color="black", linewidth=2, label="actual")
-    for name, values in backtest.forecasts.items():
-        axes.plot(dates, values[:, 0], linestyle="-" if name == "model" else "--", label=name)
+    for name, scores in backtest.scores.items():
+        axes.plot(dates, scores.forecast[:, 0], linestyle="-" if name == kind else "--", linewidth=2 if name == kind else 1, label=name)
     for start in dates[np.flatnonzero(np.diff(backtest.fold, prepend=-1))][1:]:
         axes.axvline(start, color="grey", linewidth=0.8, linestyle=":")
     axes.set(xlabel="date", ylabel="travellers", title="Backtest: actual vs one-step forecasts (dotted: refits)")
-    axes.legend()
+    axes.legend(fontsize="small")
     figure.autofmt_xdate()
     figure.tight_layout()
     figure.savefig(path, dpi=100)

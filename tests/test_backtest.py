@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.backtest import lstm_fit, plan_folds, run_backtest
+from tasks.backtest import already_fitted, history_before_test, plan_folds, run_backtest
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
+from tasks.forecasters import Forecaster, make_forecaster
+from tasks.lstm import LstmForecaster
 from tasks.intervals import conformal_quantiles, interval_bounds, log_residuals
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
@@ -38,78 +40,112 @@ def test_folds_cover_the_last_days_and_refit_on_schedule():
         plan_folds(100, BacktestConfig(test_days=100))
 
 
-class YesterdaySpy:
-    """A predictor that forecasts yesterday's value, recording what it was given."""
+class YesterdaySpy(Forecaster):
+    """Forecasts yesterday's value with fixed calibration residuals, recording what it was given."""
 
-    def __init__(self, train: pd.DataFrame, log: list):
-        self.calibration = np.log([1.1, 1 / 1.2, 1.3, 1 / 1.4])  # |residual| 0.095, 0.182, 0.262, 0.336
-        log.append(("fit", train["date"].max()))
+    kind = "naive"
+
+    def __init__(self, log: list):
+        super().__init__(DATA, ModelConfig())
         self.log = log
 
-    def predict(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
+    @property
+    def min_history_days(self) -> int:
+        return 1
+
+    def _fit(self, history: pd.DataFrame) -> np.ndarray:
+        self.log.append(("fit", history["date"].max()))
+        return np.log([1.1, 1 / 1.2, 1.3, 1 / 1.4])  # |residual| 0.095, 0.182, 0.262, 0.336
+
+    def forecast_rows(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
         self.log.append(("predict", history["date"].iloc[first_targets].min()))
         return history["travellers"].to_numpy(float)[first_targets - 1][:, None]
 
 
-def test_each_fit_sees_only_days_before_its_origin_and_baselines_share_the_days():
+def spy_fits(log: list) -> dict:
+    return {"spy": lambda train: YesterdaySpy(log).fit(train), **baseline_fits()}
+
+
+def baseline_fits() -> dict:
+    return {kind: (lambda train, kind=kind: make_forecaster(kind, DATA, ModelConfig()).fit(train)) for kind in ("naive", "seasonal_naive")}
+
+
+def test_each_fit_sees_only_days_before_its_origin_and_every_forecaster_shares_the_days():
     history = weekly_series(60, noise=0.05)
     log: list = []
-    result = run_backtest(history, lambda train: YesterdaySpy(train, log), BacktestConfig(test_days=9, refit_every=3))
+    result = run_backtest(history, spy_fits(log), BacktestConfig(test_days=9, refit_every=3))
     fits = [date for kind, date in log if kind == "fit"]
     firsts = [date for kind, date in log if kind == "predict"]
     assert [(f + pd.Timedelta(days=1)) for f in fits] == firsts == list(history["date"].iloc[[51, 54, 57]])
-    np.testing.assert_array_equal(result.forecasts["model"], result.forecasts["naive"])
-    assert result.metrics["model"] == result.metrics["naive"]
+    np.testing.assert_array_equal(result.scores["spy"].forecast, result.scores["naive"].forecast)
+    assert result.metrics["spy"] == result.metrics["naive"]
     assert list(result.fold) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert set(result.fold_metrics["forecaster"]) == {"model", "naive", "seasonal_naive"} and len(result.fold_metrics) == 9
-    # 80%: rank ceil(5 * 0.8) = 4 of the 4 calibration residuals -> the widest, log 1.4.
-    lower, upper = result.intervals[0.8]
-    np.testing.assert_allclose(upper / result.forecasts["model"], 1.4)
-    assert math.isinf(conformal_quantiles(YesterdaySpy(history, []).calibration, [0.95])[0.95])
+    assert set(result.fold_metrics["forecaster"]) == {"spy", "naive", "seasonal_naive"} and len(result.fold_metrics) == 9
+    # 80%: rank ceil(5 * 80 / 100) = 4 of the 4 calibration residuals -> the widest, log 1.4.
+    lower, upper = result.scores["spy"].intervals[80]
+    np.testing.assert_allclose(upper / result.scores["spy"].forecast, 1.4)
+    assert np.isinf(result.scores["spy"].intervals[95][1]).all()  # rank 5 of 4: unbounded
     inside = (result.actual >= lower) & (result.actual <= upper)
-    assert result.coverage[0.8] == pytest.approx(inside.mean())
+    assert result.scores["spy"].coverage[80] == pytest.approx(inside.mean())
 
 
 def test_metrics_are_computed_on_the_same_days_with_the_in_sample_scale():
     history = weekly_series(40)
-    result = run_backtest(history, lambda train: YesterdaySpy(train, []), BacktestConfig(test_days=5, history_days=30))
+    result = run_backtest(history, spy_fits([]), BacktestConfig(test_days=5, first_days_only=30))
     actual = history["travellers"].to_numpy(float)
-    np.testing.assert_array_equal(result.actual[:, 0], actual[25:30])  # history_days cuts the data at 30
-    np.testing.assert_array_equal(result.forecasts["seasonal_naive"][:, 0], actual[18:23])
+    np.testing.assert_array_equal(result.actual[:, 0], actual[25:30])  # first_days_only cuts the data at 30
+    np.testing.assert_array_equal(result.scores["seasonal_naive"].forecast[:, 0], actual[18:23])
     scale = np.mean(np.abs(actual[7:25] - actual[:18]))
     assert result.metrics["naive"]["mase"] == pytest.approx(np.mean(np.abs(actual[24:29] - actual[25:30])) / scale)
+
+
+def test_an_already_fitted_forecaster_is_scored_only_on_the_rows_it_was_fitted_before():
+    history = weekly_series(40)
+    config = BacktestConfig(test_days=5, refit_final=False)
+    fitted = YesterdaySpy([]).fit(history_before_test(history, config))
+    assert fitted.fitted_through == history["date"].iloc[34]
+    result = run_backtest(history, {"spy": already_fitted(fitted)}, config)
+    np.testing.assert_array_equal(result.scores["spy"].forecast[:, 0], history["travellers"].to_numpy(float)[34:39])
+    with pytest.raises(ValueError, match="fitted through 2022-02-06, the fold needs 2022-02-05"):
+        run_backtest(history.iloc[:39], {"spy": already_fitted(fitted)}, config)
 
 
 TINY = ModelConfig(lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=3, early_stopping_patience=0)
 
 
-@pytest.mark.parametrize("features", ["seasonal", "notebook"])
-def test_later_days_never_change_earlier_forecasts(features):
+def lstm_fits(model: ModelConfig) -> dict:
+    return {"lstm": lambda train: LstmForecaster(DATA, model).fit(train)}
+
+
+@pytest.mark.parametrize("encoding", ["seasonal", "notebook"])
+def test_later_days_never_change_earlier_forecasts(encoding):
     """Rows after a forecast day are garbled: every forecast made before them stays identical."""
-    config = TINY.model_copy(update={"features": features})
+    config = TINY.model_copy(update={"encoding": encoding})
     history = weekly_series(90, noise=0.03)
     garbled = history.copy()
     garbled.loc[80:, "travellers"] *= 100  # from day 80 on: a different world
     garbled.loc[80:, "cases"] *= 100
     garbled.loc[80:, "day_type"] = 2
     backtest = BacktestConfig(test_days=14, refit_every=7)  # folds: origin 76 (days 76..82), origin 83
-    clean = run_backtest(history, lstm_fit(DATA, config), backtest)
-    changed = run_backtest(garbled, lstm_fit(DATA, config), backtest)
-    np.testing.assert_array_equal(clean.forecasts["model"][:4], changed.forecasts["model"][:4])  # days 76..79
-    assert not np.array_equal(clean.forecasts["model"][4:], changed.forecasts["model"][4:])  # the test can fail
+    clean = run_backtest(history, lstm_fits(config), backtest).scores["lstm"].forecast
+    changed = run_backtest(garbled, lstm_fits(config), backtest).scores["lstm"].forecast
+    np.testing.assert_array_equal(clean[:4], changed[:4])  # days 76..79
+    assert not np.array_equal(clean[4:], changed[4:])  # the test can fail
 
 
 def test_default_model_beats_naive_on_a_clean_weekly_series():
     history = weekly_series(300, noise=0.02, seed=1)
-    result = run_backtest(history, lstm_fit(DATA, ModelConfig()), BacktestConfig(test_days=28))
-    assert result.metrics["model"]["mae"] < result.metrics["naive"]["mae"]
-    assert result.metrics["model"]["mase"] < 1.5
+    result = run_backtest(history, lstm_fits(ModelConfig()) | baseline_fits(), BacktestConfig(test_days=28))
+    assert result.metrics["lstm"]["mae"] < result.metrics["naive"]["mae"]
+    assert result.metrics["lstm"]["mase"] < 1.5
 
 
 def test_conformal_quantiles_and_bounds_by_hand():
     residuals = np.array([0.1, -0.2, 0.3, -0.4])
-    # ranks ceil(5 * level): 0.5 -> 3rd smallest |r| = 0.3; 0.8 -> 4th = 0.4; 0.95 -> 5th: none, unbounded
-    assert conformal_quantiles(residuals, [0.5, 0.8, 0.95]) == {0.5: 0.3, 0.8: 0.4, 0.95: math.inf}
+    # ranks ceil(5 * level / 100): 50 -> 3rd smallest |r| = 0.3; 80 -> 4th = 0.4; 95 -> 5th: none, unbounded
+    assert conformal_quantiles(residuals, [50, 80, 95]) == {50: 0.3, 80: 0.4, 95: math.inf}
+    # an exact rank stays exact: 19 residuals, 95% -> rank 20 * 95 / 100 = 19, the widest
+    assert conformal_quantiles(np.arange(1, 20) / 100, [95]) == {95: 0.19}
     lower, upper = interval_bounds(np.array([100.0]), math.log(2))
     np.testing.assert_allclose([lower[0], upper[0]], [50.0, 200.0])
     lower, upper = interval_bounds(np.array([100.0]), math.log(2), steps_ahead=4)  # sqrt(4) = 2 -> x4

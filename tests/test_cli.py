@@ -50,9 +50,9 @@ def test_help_loads_no_heavy_library():
 
 def test_one_off_flows_preload_what_they_need_and_run_without_heartbeats(cli_env):
     code = (
-        "import sys\nfrom flows.cli import _one_off_flow_runtime\nfrom prefect.settings import get_current_settings\n"
+        "import sys\nfrom flows.runtime import one_off_flow_runtime\nfrom prefect.settings import get_current_settings\n"
         "for command in ('retrain', 'train'):\n"
-        "    with _one_off_flow_runtime(command):\n"
+        "    with one_off_flow_runtime(command):\n"
         "        print(command, get_current_settings().flows.heartbeat_frequency, 'flows.' + command in sys.modules, 'tensorflow' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
@@ -64,11 +64,11 @@ def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
     result = run(["train", "--config", str(SEED_FORMAT_CONFIG), "--set", "model.epochs=2"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("Backtest 2020-08-01 .. 2020-08-31") :]  # the recipe's last 31 days
-    for forecaster in ("model", "naive", "seasonal_naive"):
+    for forecaster in ("lstm", "naive", "seasonal_naive"):
         assert forecaster in table
     for metric in ("mae", "rmse", "mape", "smape", "mase", "r2"):
         assert metric in table
-    assert "Prediction intervals: 80% covered" in table
+    assert "Prediction intervals of lstm: 80% covered" in table
     assert "Registered model 'travel-forecast-seed-format' version 1" in result.stdout
     assert registered_versions(tmp_path, "travel-forecast-seed-format") == ["1"]
     # The recipe's way: one fit, before the 31 test days, and that model is registered.

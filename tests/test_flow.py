@@ -20,30 +20,32 @@ def trained(prefect_server, tmp_path_factory):
 
 @pytest.fixture
 def client(trained):
-    import mlflow
+    from tasks.registry import Registry
 
-    from tasks.tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri(trained[0].mlflow))
-    return mlflow.MlflowClient()
+    return Registry(trained[0].mlflow).client
 
 
-def test_run_registers_a_version_with_backtest_metrics_of_model_and_baselines(trained, client):
+def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_forecaster(trained, client):
     settings, summary = trained
-    assert summary.model_version == "1" and summary.epochs_run == 2
+    assert summary.model_version == "1" and summary.epochs_run == 2 and summary.kind == "lstm"
     version = client.get_model_version(settings.mlflow.registered_model, summary.model_version)
-    assert version.run_id == summary.run_id and "Backtest 2024-11-08 .. 2024-11-14: MAE" in version.description
-    assert version.tags["fitted_through"] == "2024-11-14"  # refit on every day after the backtest
+    assert version.run_id == summary.run_id and "Backtest 2024-11-08 .. 2024-11-14: MAE" in version.description and "(lstm; " in version.description
+    assert version.tags["fitted_through"] == "2024-11-14" and version.tags["kind"] == "lstm"  # refit on every day after the backtest
     run = client.get_run(summary.run_id)
-    for prefix in ("", "naive_", "seasonal_naive_"):
+    assert run.info.status == "FINISHED" and run.data.tags["forecaster"] == "lstm"
+    assert list(summary.evaluation.metrics) == ["lstm", "seasonal_naive", "naive", "auto_ets", "auto_theta", "auto_arima"]
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{summary.run_id}'")
+    assert sorted(c.data.tags["forecaster"] for c in children) == ["auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"]
+    # The same metric names on every run: the UI's compare view lines them up.
+    for one in [run, *children]:
+        name = one.data.tags["forecaster"]
+        assert one.info.status == "FINISHED"
         for metric in ("rmse", "mae", "mape", "smape", "r2", "mase"):
-            assert np.isfinite(run.data.metrics[f"{prefix}backtest_{metric}"])
-    assert set(summary.metrics) == {"model", "naive", "seasonal_naive"}
-    assert run.data.metrics["naive_backtest_mae"] == pytest.approx(summary.metrics["naive"]["mae"])
-    assert 0 <= run.data.metrics["interval_coverage_95"] <= 1
-    # One fold (refit_every=0): the per-fold metrics are steps, fold 0.
-    assert [m.step for m in client.get_metric_history(summary.run_id, "fold_mae")] == [0]
-    assert client.get_metric_history(summary.run_id, "seasonal_naive_fold_mae")[0].value == pytest.approx(summary.metrics["seasonal_naive"]["mae"])
+            assert one.data.metrics[f"backtest_{metric}"] == pytest.approx(summary.evaluation.metrics[name][metric], nan_ok=True)
+        assert 0 <= one.data.metrics["interval_coverage_95"] <= 1
+        # One fold (refit_every=0): the per-fold metrics are steps, fold 0.
+        assert [m.step for m in client.get_metric_history(one.info.run_id, "fold_mae")] == [0]
+    assert all(c.info.run_name == c.data.tags["forecaster"] for c in children)
 
 
 def test_run_logs_config_fingerprint_losses_and_files(trained, client):
@@ -64,6 +66,9 @@ def test_registered_version_loads_and_forecasts_travellers(trained):
     import mlflow
 
     settings, summary = trained
+    from tasks.registry import Registry
+
+    mlflow.set_tracking_uri(Registry(settings.mlflow).uri)
     model = mlflow.pyfunc.load_model(f"models:/{settings.mlflow.registered_model}/{summary.model_version}")
     recent = pd.read_csv(SAMPLE).tail(30)[["date", "riders", "cumulative_cases", "day_type"]]
     forecast = model.predict(recent)
@@ -75,6 +80,28 @@ def test_registered_version_loads_and_forecasts_travellers(trained):
     # Intervals from the backtest residuals: nested, around the forecast.
     assert (forecast["lower_95"] <= forecast["lower_80"]).all() and (forecast["lower_80"] < forecast["forecast"]).all()
     assert (forecast["forecast"] < forecast["upper_80"]).all() and (forecast["upper_80"] <= forecast["upper_95"]).all()
+    # The same model forecasts the days after its input when asked for them.
+    week = model.predict(recent, params={"days": 7})
+    assert week["date"].tolist()[::6] == ["2024-11-15", "2024-11-21"] and week["step"].tolist() == list(range(1, 8))
+
+
+def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained, tmp_path):
+    from flows.train import train
+    from tasks.registry import Registry
+
+    settings, _ = trained
+    peer = settings.model_copy(update={"model": settings.model.model_copy(update={"kind": "auto_ets"}), "output_dir": tmp_path})
+    summary = train(peer)
+    assert summary.kind == "auto_ets" and summary.epochs_run == 0
+    assert list(summary.evaluation.metrics)[0] == "auto_ets" and "lstm" not in summary.evaluation.metrics
+    registry = Registry(settings.mlflow)
+    version = registry.client.get_model_version(settings.mlflow.registered_model, summary.model_version)
+    assert version.tags["kind"] == "auto_ets"
+    forecaster = registry.load(version)
+    history = pd.read_csv(SAMPLE, parse_dates=["date"]).rename(columns={"riders": "travellers"})
+    ahead = forecaster.predict_days(history, 7)
+    assert len(ahead) == 7 and ahead["forecast"].between(1e5, 2e7).all()
+    assert summary.evaluation.metrics["auto_ets"]["mae"] == pytest.approx(registry.client.get_run(summary.run_id).data.metrics["backtest_mae"])
 
 
 def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(trained, client, tmp_path):
@@ -87,11 +114,13 @@ def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(traine
     bad.loc[20, "cumulative_cases"] = 0
     bad.to_csv(tmp_path / "bad.csv", index=False)
     runs_before = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
+    versions = lambda: [str(v.version) for v in client.search_model_versions(f"name='{settings.mlflow.registered_model}'")]  # noqa: E731
+    versions_before = versions()
     with pytest.raises(InputValidationError) as caught:
         train(settings.model_copy(update={"data": settings.data.model_copy(update={"path": tmp_path / "bad.csv"})}))
     assert caught.value.report[["line", "column"]].values.tolist() == [[12, "riders"], [22, "cumulative_cases"]]
     report_files = sorted(settings.output_dir.glob("*/validation_report.csv"))
     assert pd.read_csv(report_files[-1])["line"].tolist() == [12, 22]
-    assert [str(v.version) for v in client.search_model_versions(f"name='{settings.mlflow.registered_model}'")] == ["1"]
+    assert versions() == versions_before and "1" in versions_before
     runs_after = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
     assert len(runs_after) == len(runs_before)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.features import Encoded
+from tasks.encoding import Encoded
 from tasks.framing import complete, frame_windows, select
 
 # Three features over eight days; every cell names its day and feature: day d, feature f -> 10*d + f.

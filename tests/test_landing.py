@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import SAMPLE
-from tasks import history
+from tasks import history_store
 from tasks.ingest import value_columns
 from tasks.landing import ingest_landing, open_history
 
@@ -14,10 +14,10 @@ ROWS = pd.read_csv(SAMPLE, dtype=str).iloc[:120]  # 2020-03-01 .. 2020-06-28, th
 
 @pytest.fixture
 def setup(tmp_path, tmp_store_settings):
-    """Settings whose history is seeded from the first 100 days; a helper to drop files."""
-    ROWS.iloc[:100].to_csv(tmp_path / "seed.csv", index=False)
+    """Settings whose history is started from the first 100 days; a helper to drop files."""
+    ROWS.iloc[:100].to_csv(tmp_path / "initial.csv", index=False)
     settings = tmp_store_settings(
-        f'data.path="{tmp_path / "seed.csv"}"',
+        f'data.path="{tmp_path / "initial.csv"}"',
         f'retrain.incoming_dir="{tmp_path / "incoming"}"',
         f'retrain.history_path="{tmp_path / "history.db"}"',
     )
@@ -31,12 +31,12 @@ def setup(tmp_path, tmp_store_settings):
 
 
 def stored(settings) -> pd.DataFrame:
-    store = history.open_store(settings.retrain.store_url, value_columns(settings.data))
-    return history.read_history(store)
+    store = history_store.open_store(settings.retrain.store_url, value_columns(settings.data))
+    return history_store.read_history(store)
 
 
 def revisions(settings) -> pd.DataFrame:
-    return history.read_revisions(history.open_store(settings.retrain.store_url, value_columns(settings.data)))
+    return history_store.read_revisions(history_store.open_store(settings.retrain.store_url, value_columns(settings.data)))
 
 
 def listing(folder) -> list[str]:
@@ -46,7 +46,7 @@ def listing(folder) -> list[str]:
 def test_first_use_seeds_the_history_from_the_sample(setup):
     settings, _, _ = setup
     result = ingest_landing(settings)
-    assert [(f.outcome, f.days_added) for f in result.files] == [("seeded", 100)]
+    assert [(f.outcome, f.days_added) for f in result.files] == [("started", 100)]
     assert result.changed and result.last_date == "2020-06-08"
     assert len(stored(settings)) == 100
 
@@ -165,7 +165,7 @@ def test_history_store_refuses_a_config_with_other_columns(setup):
     settings, _, _ = setup
     ingest_landing(settings)
     with pytest.raises(ValueError, match="the config expects"):
-        history.open_store(settings.retrain.store_url, ["travellers", "other", "day_type"])
+        history_store.open_store(settings.retrain.store_url, ["travellers", "other", "day_type"])
 
 
 def test_an_absurd_jump_is_held_back_with_its_day_and_ratio_and_can_be_let_through(setup):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from conftest import ROOT, SAMPLE
 from schemas.daily import DailyHistory
-from tasks import history
+from tasks import history_store
 from tasks.config import load_settings
 from tasks.ingest import value_columns
 from tasks.landing import ingest_landing
@@ -26,22 +26,22 @@ COLUMNS = list(ROWS.columns)
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    """A history store seeded once; each example works on its own copy."""
+    """A history store started once; each example works on its own copy."""
     root = tmp_path_factory.mktemp("fuzz-template")
-    ROWS.to_csv(root / "seed.csv", index=False)
+    ROWS.to_csv(root / "initial.csv", index=False)
     ingest_landing(workspace_settings(root))
     return root
 
 
 def workspace_settings(root: Path):
     return load_settings(None, [
-        f'data.path="{root / "seed.csv"}"', f'retrain.incoming_dir="{root / "incoming"}"',
+        f'data.path="{root / "initial.csv"}"', f'retrain.incoming_dir="{root / "incoming"}"',
         f'retrain.history_path="{root / "history.db"}"', f'mlflow.store_dir="{root / "mlruns"}"',
     ], root=ROOT)
 
 
 def stored(settings_) -> pd.DataFrame:
-    return history.read_history(history.open_store(settings_.retrain.store_url, value_columns(settings_.data)))
+    return history_store.read_history(history_store.open_store(settings_.retrain.store_url, value_columns(settings_.data)))
 
 
 rarely = st.sampled_from([False] * 9 + [True])  # uniform draws; integers() would favour the bounds
@@ -90,7 +90,7 @@ def test_a_generated_file_is_accepted_held_or_rejected_and_the_store_stays_valid
     root = Path(tempfile.mkdtemp(dir=template.parent))
     try:
         shutil.copy(template / "history.db", root / "history.db")
-        shutil.copy(template / "seed.csv", root / "seed.csv")
+        shutil.copy(template / "initial.csv", root / "initial.csv")
         config = workspace_settings(root)
         before = stored(config)
         (root / "incoming").mkdir()

@@ -22,17 +22,17 @@ MODEL = "travel-forecast-faults"
 
 
 def make_workspace(root: Path, extra: str = "") -> Path:
-    """A config with everything under `root`: the sample minus its last three days as seed, those days as files."""
+    """A config with everything under `root`: the sample minus its last three days as the initial history, those days as files."""
     rows = pd.read_csv(SAMPLE, dtype=str)
-    rows.iloc[:-3].to_csv(root / "seed.csv", index=False)
+    rows.iloc[:-3].to_csv(root / "initial.csv", index=False)
     (root / "days").mkdir()
     for i in (-3, -2, -1):
         rows.iloc[[i]].to_csv(root / "days" / f"{rows['date'].iloc[i]}.csv", index=False)
     config = root / "config.toml"
     config.write_text(
         f'output_dir = "{root / "out"}"\n'
-        f'[data]\npath = "{root / "seed.csv"}"\n'
-        "[model]\nepochs = 2\nensemble = 1\n[backtest]\ntest_days = 7\n"
+        f'[data]\npath = "{root / "initial.csv"}"\n'
+        "[model]\nepochs = 2\nensemble = 1\n[backtest]\ntest_days = 7\ncompare = []\n"  # faults, not peers: seasonal naive only
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n{extra}'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
         "max_baseline_ratio = 100.0\n"  # two epochs are far from good: let the first model through
@@ -99,8 +99,8 @@ def kill_when(args: list[str], env: dict, marker: str, delay: float, log: Path, 
 
 
 @pytest.fixture
-def seeded(tmp_path, prefect_env):
-    """A workspace whose first retrain ran: history seeded, v1 registered and champion."""
+def with_champion(tmp_path, prefect_env):
+    """A workspace whose first retrain ran: history stored, v1 registered and champion."""
     config = make_workspace(tmp_path)
     first = retrain(config, prefect_env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -126,8 +126,8 @@ def assert_next_run_completes(root: Path, config: Path, env: dict, day: str) -> 
         (f"registered {MODEL} version", 0.0, "decision"),  # a new version exists, the alias has not moved yet
     ],
 )
-def test_a_run_killed_mid_way_leaves_the_champion_and_history_and_the_next_run_completes(seeded, prefect_env, marker, delay, stage):
-    root, config = seeded
+def test_a_run_killed_mid_way_leaves_the_champion_and_history_and_the_next_run_completes(with_champion, prefect_env, marker, delay, stage):
+    root, config = with_champion
     arrive(root, "2024-11-12")
     before = stored_days(root)
     output = kill_when(["retrain", "--config", str(config)], prefect_env, marker, delay, root / f"killed-{stage}.log")
@@ -151,7 +151,7 @@ def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landin
     config = make_workspace(tmp_path)
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     ingest = [sys.executable, "-c", f"from tasks.config import load_settings; from tasks.landing import ingest_landing; from pathlib import Path; ingest_landing(load_settings(Path({str(config)!r}), []))"]
-    assert subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0  # seeds the store
+    assert subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0  # starts the store
     before = stored_days(tmp_path)
     rows = pd.read_csv(SAMPLE, dtype=str).iloc[-3:]  # 2024-11-12 .. 2024-11-14 in one file
     rows.to_csv(tmp_path / "incoming" / "three.csv", index=False)
@@ -179,8 +179,8 @@ def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landin
     assert [p.name for p in (tmp_path / "incoming" / "processed").iterdir()] == ["three.csv"]
 
 
-def test_two_retrains_started_together_run_one_after_the_other_and_train_once(seeded, prefect_env):
-    root, config = seeded
+def test_two_retrains_started_together_run_one_after_the_other_and_train_once(with_champion, prefect_env):
+    root, config = with_champion
     arrive(root, "2024-11-12")
     runs = [start([*CLI, "retrain", "--config", str(config)], prefect_env, root / f"together-{i}.log") for i in (1, 2)]
     for process in runs:
@@ -201,7 +201,7 @@ def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_train
     down = retrain(config, prefect_env)
     assert down.returncode == 1
     assert f"retrain stopped: MLflow tracking server {uri} did not answer after 2 retries" in down.stderr
-    assert stored_days(tmp_path)["date"].iloc[-1] == "2024-11-11"  # the seed is stored
+    assert stored_days(tmp_path)["date"].iloc[-1] == "2024-11-11"  # the initial history is stored
     server = start(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -222,8 +222,8 @@ def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_train
         stop(server)
 
 
-def test_a_diverging_or_far_worse_challenger_is_never_promoted_and_the_run_says_why(seeded, prefect_env):
-    root, config = seeded
+def test_a_diverging_or_far_worse_challenger_is_never_promoted_and_the_run_says_why(with_champion, prefect_env):
+    root, config = with_champion
     runs_before = len(registry(root).search_runs([registry(root).get_experiment_by_name("travel-forecast").experiment_id]))
     diverged = retrain(config, prefect_env, "--force", "--set", "model.learning_rate=1e30")
     assert diverged.returncode == 1
@@ -259,7 +259,7 @@ def landing_settings(root: Path):
 
 
 def test_a_full_disk_stops_the_ingest_clearly_and_corrupts_nothing(small_disk):
-    from tasks.history import StoreUnwritable
+    from tasks.history_store import StoreUnwritable
     from tasks.landing import ingest_landing
 
     settings = landing_settings(small_disk)
@@ -283,7 +283,7 @@ def test_a_full_disk_stops_the_ingest_clearly_and_corrupts_nothing(small_disk):
 
 
 def test_a_read_only_store_stops_the_ingest_clearly_and_corrupts_nothing(small_disk, tmp_path):
-    from tasks.history import StoreUnwritable
+    from tasks.history_store import StoreUnwritable
     from tasks.landing import ingest_landing
 
     settings = landing_settings(small_disk)
@@ -339,8 +339,8 @@ def test_ingest_command_never_overwrites_a_waiting_file(tmp_path):
     assert (tmp_path / "incoming" / "2024-11-12.csv").read_text() == waiting
 
 
-def test_only_models_stored_in_the_configured_experiment_are_loaded(seeded, prefect_env):
-    root, config = seeded
+def test_only_models_stored_in_the_configured_experiment_are_loaded(with_champion, prefect_env):
+    root, config = with_champion
     # A pyfunc outside the store whose loader would leave a mark if it ever ran.
     foreign = root / "foreign"
     foreign.mkdir()

@@ -26,12 +26,12 @@ def workspace(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("e2e")
     rows = pd.read_csv(SAMPLE, dtype=str)
-    rows.iloc[:-2].to_csv(root / "seed.csv", index=False)
+    rows.iloc[:-2].to_csv(root / "initial.csv", index=False)
     rows.iloc[-2:-1].to_csv(root / "2024-11-13.csv", index=False)
     config = root / "config.toml"
     config.write_text(
         f'output_dir = "{root / "out"}"\n'
-        f'[data]\npath = "{root / "seed.csv"}"\n'
+        f'[data]\npath = "{root / "initial.csv"}"\n'
         "[model]\nepochs = 2\n[backtest]\ntest_days = 7\n"
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
@@ -88,7 +88,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert schedule["parameters"] == {"trigger": "schedule"} and served["paused"] is False
     assert served["global_concurrency_limit"]["limit"] == 1
 
-    # 1. First run, started by hand: the history is seeded and the first model becomes champion.
+    # 1. First run, started by hand: the history store starts and the first model becomes champion.
     first = prefect(["deployment", "run", "retrain/daily", "--watch"], prefect_env)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     client = registry(root)
@@ -128,7 +128,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     texts = summaries(api, served["id"])
     assert len(texts) == 3
     assert "No new data" in texts[-1]
-    assert "Decision: promoted" in texts[0] and "| challenger v1 |" in texts[0]
+    assert "Decision: promoted" in texts[0] and "| challenger v1 (lstm) |" in texts[0]
     assert "| champion v1 |" in texts[1] and "2024-11-13.csv | added" in texts[1]
     assert f"/#/models/{MODEL}/versions/2" in texts[1]
 
@@ -163,13 +163,24 @@ def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
         alias = httpx.get(f"{base}/registered-models/alias", params={"name": MODEL, "alias": "champion"}, timeout=10).json()
         assert alias["model_version"]["name"] == MODEL and alias["model_version"]["tags"]
         experiment = httpx.get(f"{base}/experiments/get-by-name", params={"experiment_name": "travel-forecast"}, timeout=10).json()
-        runs = httpx.post(f"{base}/runs/search", json={"experiment_ids": [experiment["experiment"]["experiment_id"]]}, timeout=10).json()["runs"]
-        assert len(runs) == 2
-        tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
-        assert sorted(t["trigger"] for t in tags) == ["event", "manual"]
-        # Same metric and parameter names in every run: the compare view lines them up.
-        metric_names = [sorted(m["key"] for m in r["data"]["metrics"]) for r in runs]
-        param_names = [sorted(p["key"] for p in r["data"]["params"]) for r in runs]
+        experiment_id = experiment["experiment"]["experiment_id"]
+        runs = httpx.post(f"{base}/runs/search", json={"experiment_ids": [experiment_id], "max_results": 100}, timeout=10).json()["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        trainings = [r for r, t in zip(runs, tags) if "mlflow.parentRunId" not in t]
+        assert sorted(t["trigger"] for t in tags if "mlflow.parentRunId" not in t) == ["event", "manual"]
+        # Each training run has a child run per compared forecaster (the default backtest.compare).
+        children = {r["info"]["run_id"]: [t["forecaster"] for t in tags if t.get("mlflow.parentRunId") == r["info"]["run_id"]] for r in trainings}
+        assert [sorted(kinds) for kinds in children.values()] == [["auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"]] * 2
+        # The compare view: the LSTM and the peers it claims to beat, backtest_mae side by side under one name.
+        latest = max(trainings, key=lambda r: r["info"]["start_time"])["info"]["run_id"]
+        filtered = {"experiment_ids": [experiment_id], "filter": f"tags.mlflow.parentRunId = '{latest}'"}
+        side_by_side = httpx.post(f"{base}/runs/search", json=filtered, timeout=10).json()["runs"]
+        side_by_side.append(httpx.get(f"{base}/runs/get", params={"run_id": latest}, timeout=10).json()["run"])
+        mae = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "forecaster"): next(m["value"] for m in r["data"]["metrics"] if m["key"] == "backtest_mae") for r in side_by_side}
+        assert set(mae) == {"lstm", "auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"} and all(v > 0 for v in mae.values())
+        # Same metric and parameter names in every training run: the compare view lines them up.
+        metric_names = [sorted(m["key"] for m in r["data"]["metrics"]) for r in trainings]
+        param_names = [sorted(p["key"] for p in r["data"]["params"]) for r in trainings]
         assert metric_names[0] == metric_names[1] and "backtest_mase" in metric_names[0]
         assert param_names[0] == param_names[1]
     finally:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from tasks.config import PRESETS, ModelConfig
-from tasks.features import Encoded
+from tasks.encoding import Encoded
 from tasks.framing import frame_windows, select
-from tasks.model import build_model, fit_model, mean_losses, predict_outputs
+from tasks.network import build_model, fit_network, mean_losses, predict_outputs
 
 SEED = ModelConfig(**PRESETS["seed"]["model"])
 
@@ -49,15 +49,15 @@ def test_same_seed_gives_the_same_training_run():
     samples = _seasonal_samples(60)
     config = ModelConfig(lstm_units=[8], dense_units=[4], epochs=3, batch_size=16, ensemble=2, early_stopping_patience=0)
     empty = select(samples, np.zeros(len(samples), bool))
-    first = fit_model(config, samples, empty)[1]["loss"]
-    second = fit_model(config, samples, empty)[1]["loss"]
+    first = fit_network(config, samples, empty)[1]["loss"]
+    second = fit_network(config, samples, empty)[1]["loss"]
     assert first == second and len(first) == 3
 
 
 def test_an_ensemble_forecasts_the_mean_of_its_members():
     samples = _seasonal_samples(60)
     config = ModelConfig(lstm_units=[4], dense_units=[], epochs=2, ensemble=3, early_stopping_patience=0)
-    model, _ = fit_model(config, samples, select(samples, np.zeros(len(samples), bool)))
+    model, _ = fit_network(config, samples, select(samples, np.zeros(len(samples), bool)))
     members = model.predict(samples.inputs, verbose=0)
     assert len(members) == 3 and not np.allclose(members[0], members[1])  # own seeds, own weights
     np.testing.assert_allclose(predict_outputs(model, samples, 1), np.mean(members, axis=0), rtol=1e-6)
@@ -73,7 +73,7 @@ def test_loss_falls_and_the_model_beats_naive_on_a_seasonal_series():
     train, test = select(samples, samples.target_rows < 245), select(samples, samples.target_rows >= 245)
     config = ModelConfig(lags=7, lstm_units=[16], dense_units=[8], epochs=60, batch_size=32, learning_rate=1e-3, ensemble=1, early_stopping_patience=0)
     epochs_seen = []
-    model, losses = fit_model(config, train, select(train, np.zeros(len(train), bool)), report=lambda epoch, logs: epochs_seen.append(epoch))
+    model, losses = fit_network(config, train, select(train, np.zeros(len(train), bool)), report=lambda epoch, logs: epochs_seen.append(epoch))
     assert epochs_seen == list(range(1, 61))
     assert losses["loss"][-1] < 0.5 * losses["loss"][0]
     model_mae = np.mean(np.abs(predict_outputs(model, test, 1) - test.y))
@@ -85,8 +85,8 @@ def test_early_stopping_needs_validation_samples():
     samples = _seasonal_samples(60)
     validation = select(samples, samples.target_rows >= 50)
     config = ModelConfig(lstm_units=[4], dense_units=[], epochs=30, learning_rate=0.0, early_stopping_patience=1, ensemble=2)
-    assert len(fit_model(config, samples, select(samples, np.zeros(len(samples), bool)))[1]["loss"]) == 30
-    assert len(fit_model(config, samples, validation)[1]["loss"]) < 30  # lr 0: no improvement, stops early
+    assert len(fit_network(config, samples, select(samples, np.zeros(len(samples), bool)))[1]["loss"]) == 30
+    assert len(fit_network(config, samples, validation)[1]["loss"]) < 30  # lr 0: no improvement, stops early
 
 
 @pytest.mark.parametrize("horizon", [1, 3])

@@ -1,4 +1,4 @@
-"""Prefect tasks of the retrain and predict flows: new data in, champion decision, forecasts out."""
+"""Prefect tasks of the retrain flow: new data in, the champion scored, the decision recorded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -21,7 +20,7 @@ from tasks.champion import Decision, decide
 from tasks.config import Settings
 from tasks.errors import RunStopped
 from tasks.landing import IngestResult, ingest_landing, open_history
-from tasks.steps import TrainSummary
+from tasks.train_tasks import TrainSummary
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def exclusive_retrain(settings: Settings) -> Iterator[None]:
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def ingest_new_data(settings: Settings) -> IngestResult:
-    """Move the landing folder's files into the history store (seeded from the sample on first use)."""
+    """Move the landing folder's files into the history store (started from the sample on first use)."""
     result = ingest_landing(settings)
     logger = get_run_logger()
     for outcome in result.files:
@@ -92,7 +91,7 @@ def ingest_new_data(settings: Settings) -> IngestResult:
 @task(cache_policy=NO_CACHE)
 def mark_trained(settings: Settings, arrived: IngestResult, challenger: TrainSummary) -> None:
     """Record that the history as ingested is trained on, so a failed run's data is not left untrained."""
-    from tasks.history import record_training
+    from tasks.history_store import record_training
 
     record_training(open_history(settings)[0], arrived.changes_through, challenger.model_version, challenger.run_id)
 
@@ -100,7 +99,7 @@ def mark_trained(settings: Settings, arrived: IngestResult, challenger: TrainSum
 @task(cache_policy=NO_CACHE)
 def load_history(settings: Settings) -> pd.DataFrame:
     """Every stored day, validated."""
-    from tasks.history import read_history
+    from tasks.history_store import read_history
 
     return read_history(open_history(settings)[0])
 
@@ -114,40 +113,29 @@ def write_ingest_report(result: IngestResult, run_dir: Path) -> Path:
     return path
 
 
-def champion_forecast(settings: Settings, champion, history: pd.DataFrame, test_dates: pd.Series) -> np.ndarray:
-    """The registered champion's next-day forecasts for `test_dates` (the last days of `history`)."""
-    from tasks.ingest import to_input_format
-    from tasks.tracking import load_version
-
-    model = load_version(settings, champion)
-    first = max(0, len(history) - len(test_dates) - 60)  # enough days before the window for any lag
-    output = model.predict(to_input_format(history.iloc[first:-1], settings.data))
-    by_date = output[output["step"] == 1].set_index("date")["forecast"]
-    return by_date.reindex(test_dates.dt.strftime("%Y-%m-%d")).to_numpy(dtype=float)
-
-
 @task(cache_policy=NO_CACHE)
 def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainSummary) -> ChampionScore | None:
     """Score the current champion on the challenger's backtest days, one step ahead as the challenger."""
-    from tasks import tracking
+    from tasks.registry import Registry, UntrustedModel
 
-    tracking.use_store(settings)
-    current = tracking.champion_version(settings)
+    registry = Registry(settings.mlflow)
+    current = registry.champion()
     if current is None:
         get_run_logger().info("no champion yet")
         return None
     evaluation = challenger.evaluation
     days = history[DATE].between(pd.Timestamp(evaluation.first_day), pd.Timestamp(evaluation.last_day))
     try:
-        forecast = champion_forecast(settings, current, history.loc[: days[days].index.max()], history.loc[days, DATE])
-    except tracking.UntrustedModel:
+        forecast = registry.load(current).predict(history.loc[: days[days].index.max()], history.loc[days, DATE])
+    except UntrustedModel:
         raise
     except Exception as error:  # a champion from another input format cannot be scored: say so, decide without it
         get_run_logger().warning("champion v%s could not be scored: %s", current.version, error)
         return ChampionScore(str(current.version), None, str(error))
     actual = history[TARGET].to_numpy(dtype=float)
     first_row = int(days.idxmax())
-    metrics = ev.forecast_metrics(actual[days.to_numpy()], forecast, ev.seasonal_naive_mae(actual[:first_row]))
+    step_one = forecast.loc[forecast["step"] == 1, "forecast"].to_numpy(dtype=float)
+    metrics = ev.forecast_metrics(actual[days.to_numpy()], step_one, ev.seasonal_naive_mae(actual[:first_row]))
     get_run_logger().info("champion v%s on the same days: MAE %.0f", current.version, metrics["mae"])
     return ChampionScore(str(current.version), metrics)
 
@@ -155,18 +143,17 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
 @task(cache_policy=NO_CACHE)
 def decide_champion(settings: Settings, challenger: TrainSummary, champion: ChampionScore | None) -> Decision:
     """Decide, tag both versions with the decision and figures, and move the alias if promoted."""
-    from tasks import tracking
+    from tasks.registry import Registry
 
     champion_mae = champion.metrics["mae"] if champion and champion.metrics else None
     decision = decide(
-        challenger.metrics["model"]["mae"],
-        challenger.metrics["seasonal_naive"]["mae"],
+        challenger.evaluation.model["mae"],
+        challenger.evaluation.reference["mae"],
         champion_mae,
         champion.version if champion else None,
         settings.retrain.max_baseline_ratio,
     )
-    tracking.use_store(settings)
-    tracking.record_decision(settings, challenger.model_version, champion.version if champion else None, challenger.run_id, decision)
+    Registry(settings.mlflow).record_decision(challenger.model_version, champion.version if champion else None, challenger.run_id, decision)
     get_run_logger().info("v%s %s: %s", challenger.model_version, decision.tags()["decision"], decision.reason)
     return decision
 
@@ -185,16 +172,18 @@ def summary_markdown(
         lines += [f"| {f.name} | {f.outcome} | {f.reason} |" for f in result.files] + [""]
     if challenger is None:
         return "\n".join(lines + ["**No new data**: nothing trained."])
-    rows = {f"challenger v{challenger.model_version}": challenger.metrics["model"]}
+    metrics = challenger.evaluation.metrics
+    rows = {f"challenger v{challenger.model_version} ({challenger.kind})": challenger.evaluation.model}
     if champion is not None and champion.metrics is not None:
         rows[f"champion v{champion.version}"] = champion.metrics
     elif champion is not None:
         lines += [f"Champion v{champion.version} could not be scored on this window: {champion.error}", ""]
-    rows |= {name: challenger.metrics[name] for name in ("seasonal_naive", "naive")}
+    rows |= {name: values for name, values in metrics.items() if name != challenger.kind}
     lines += ["| forecaster | RMSE | MAE | MAPE | R² | MASE |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |" for name, m in rows.items()]
     lines += ["", f"**Decision: {decision.tags()['decision']}** — {decision.reason}", ""]
     lines += [f"- MLflow run: [{challenger.run_id}]({links['run']})", f"- Model version: [v{challenger.model_version}]({links['model_version']})"]
+    lines += [f"- Forecasters side by side: [runs table]({links['compare']}) (the training run and its child runs)"]
     return "\n".join(lines)
 
 
@@ -204,38 +193,9 @@ def publish_summary(
     challenger: TrainSummary | None = None, champion: ChampionScore | None = None, decision: Decision | None = None,
 ) -> str:
     """A Prefect markdown artifact summarising the run; returns its text."""
-    from tasks import tracking
+    from tasks.registry import Registry
 
-    links = tracking.ui_links(settings, challenger.run_id, challenger.model_version) if challenger else {}
+    links = Registry(settings.mlflow).ui_links(challenger.run_id, challenger.model_version) if challenger else {}
     markdown = summary_markdown(run_day, trigger, result, challenger, champion, decision, links)
     create_markdown_artifact(markdown=markdown, key="retrain-summary", description=f"retrain {run_day}")
     return markdown
-
-
-@task(cache_policy=NO_CACHE)
-def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int) -> pd.DataFrame:
-    """The next `days` days from the champion: date, forecast, model version."""
-    from tasks import tracking
-    from tasks.forecaster import forecast_ahead
-
-    tracking.use_store(settings)
-    champion = tracking.champion_version(settings)
-    if champion is None:
-        raise LookupError(f"no '{tracking.CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
-    model = tracking.load_version(settings, champion)
-    forecast = forecast_ahead(model.predict, history, days, settings.data).assign(model_version=str(champion.version))
-    logger = get_run_logger()
-    for row in forecast.to_dict("records"):
-        bounds = ", ".join(f"{c[6:]}%: {row[c]:,.0f}..{row['upper_' + c[6:]]:,.0f}" for c in row if c.startswith("lower_"))
-        logger.info("%s: %.0f travellers (%s; champion v%s)", row["date"], row["forecast"], bounds, row["model_version"])
-    return forecast
-
-
-@task(cache_policy=NO_CACHE)
-def write_forecast(forecast: pd.DataFrame, output_dir: Path, run_day: str) -> Path:
-    """Write the forecast CSV into the output folder."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"forecast-{run_day}.csv"
-    forecast.to_csv(path, index=False)
-    get_run_logger().info("forecast written to %s", path)
-    return path

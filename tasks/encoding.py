@@ -1,6 +1,6 @@
 """How validated days become model inputs and targets, and forecasts become travellers again.
 
-Two encodings, chosen by `model.features`:
+Two encodings of the LSTM's inputs, chosen by `model.encoding`:
 
 - `notebook`: the recipe's [travellers, case columns, day type] MinMax-scaled, the target
   is scaled travellers. No input about the day being forecast.

@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import DataConfig, ModelConfig
-from tasks.dataset import fit_encoding, frame_training, minimum_rows
-from tasks.features import fit_encoder, one_hot, seasonal_reference, weekly_new
+from tasks.config import DataConfig
+from tasks.encoding import fit_encoder, one_hot, seasonal_reference, weekly_new
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 
@@ -70,22 +69,3 @@ def test_seasonal_encoder_targets_the_log_residual_and_decodes_back():
     np.testing.assert_array_equal(encoded.future[14], [0, 0, 1])
     assert encoded.past.shape == (30, 2 + 2 + 3)  # residual, weekly change, log travellers, log cases, 3 day types
     np.testing.assert_allclose(encoder.decode(encoded.target[7:, None], encoded.reference[7:, None])[:, 0], history["travellers"][7:])
-
-
-def test_training_split_is_chronological_and_complete():
-    config = ModelConfig(lags=2, horizon=2, validation_days=3)
-    history = _history(30)
-    dataset = frame_training(history, fit_encoding(history, DATA, config), config)
-    # The first week has no reference: the first complete window starts at row 7 -> first target 9.
-    np.testing.assert_array_equal(dataset.validation.target_rows, [27, 28])  # first target in 27..29, both targets present
-    np.testing.assert_array_equal(dataset.train.target_rows, np.arange(9, 26))  # last target before row 27
-    notebook = config.model_copy(update={"features": "notebook"})
-    dataset = frame_training(history, fit_encoding(history, DATA, notebook), notebook)
-    assert dataset.train.target_rows[0] == 2
-
-
-def test_too_short_history_is_refused_with_the_numbers():
-    config = ModelConfig(lags=2, validation_days=14)
-    assert minimum_rows(config) == 7 + 4 + 1 + 14
-    with pytest.raises(ValueError, match="training history has 20 days.*need at least 26"):
-        fit_encoding(_history(20), DATA, config)

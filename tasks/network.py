@@ -69,14 +69,14 @@ def _inputs(samples: Samples):
     return inputs[0] if len(inputs) == 1 else inputs
 
 
-def fit_model(
+def fit_network(
     config: ModelConfig, train: Samples, validation: Samples, report: EpochReport | None = None
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Seed everything, build and fit; return the model and its per-epoch losses.
 
     `validation` (a chronological slice after the training days) drives early stopping;
     with no validation samples every epoch is trained. Ensemble members are fitted one
-    after the other, each from its own seed (own weights, own batch order), then joined
+    after the other, each from its own random seed (own weights, own batch order), then joined
     into one model with one output per member. The losses are the members' mean per epoch
     (a member that stopped early repeats its last value).
     """
@@ -88,7 +88,7 @@ def fit_model(
     has_validation = len(validation) > 0
     members, histories = [], []
     for index in range(config.ensemble):
-        keras.utils.set_random_seed(config.seed * 1000 + index)  # members never share a seed across runs
+        keras.utils.set_random_seed(config.random_seed * 1000 + index)  # members never share a seed across runs
         member = build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}")
         fitted = member.fit(
             _inputs(train),

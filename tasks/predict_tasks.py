@@ -1,0 +1,40 @@
+"""Prefect tasks of the predict flow: the champion's forecast for the coming days, written to CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import Settings
+
+
+@task(cache_policy=NO_CACHE)
+def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int) -> pd.DataFrame:
+    """The next `days` days from the champion: date, forecast, intervals, model version and kind."""
+    from tasks.registry import CHAMPION, Registry
+
+    registry = Registry(settings.mlflow)
+    champion = registry.champion()
+    if champion is None:
+        raise LookupError(f"no '{CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
+    forecaster = registry.load(champion)
+    forecast = forecaster.predict_days(history, days).drop(columns="step")
+    forecast = forecast.assign(date=forecast["date"].dt.strftime("%Y-%m-%d"), model_version=str(champion.version), kind=forecaster.kind)
+    logger = get_run_logger()
+    for row in forecast.to_dict("records"):
+        bounds = ", ".join(f"{c[6:]}%: {row[c]:,.0f}..{row['upper_' + c[6:]]:,.0f}" for c in row if c.startswith("lower_"))
+        logger.info("%s: %.0f travellers (%s; champion v%s, %s)", row["date"], row["forecast"], bounds, row["model_version"], row["kind"])
+    return forecast
+
+
+@task(cache_policy=NO_CACHE)
+def write_forecast(forecast: pd.DataFrame, output_dir: Path, run_day: str) -> Path:
+    """Write the forecast CSV into the output folder."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"forecast-{run_day}.csv"
+    forecast.to_csv(path, index=False)
+    get_run_logger().info("forecast written to %s", path)
+    return path

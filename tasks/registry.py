@@ -1,0 +1,272 @@
+"""MLflow at the edge, as one object: runs, backtest logging, the registered model, the champion.
+
+    registry = Registry(settings.mlflow)      # the store inside mlruns/, or a tracking server
+    run_id = registry.start_run("train-2024-11-14-manual", tags, params, files)
+    registry.log_backtest(run_id, scores, fold_rows)
+    version = registry.register(forecaster, run_id, input_example, description)
+    registry.load(registry.champion())        # a trusted, fitted Forecaster
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import pandas as pd
+
+from schemas.daily import DATE
+from tasks.config import MlflowConfig
+from tasks.errors import RunStopped
+
+# What a logged model needs to load and predict; versions pinned to this environment.
+MODEL_REQUIREMENTS = [
+    "mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas", "pandera", "holidays", "pydantic", "joblib", "statsforecast",
+]
+CHAMPION = "champion"
+BATCH_LIMIT = 1000  # metrics per log_batch call (the tracking API's limit)
+
+
+class TrackingUnavailable(RunStopped):
+    """The tracking server did not answer, retries included."""
+
+
+class UntrustedModel(RunStopped):
+    """A registered version whose files live outside this store: loading it could run foreign code."""
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"model.lags": "14", ...}; lists as JSON."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+    return flat
+
+
+def data_fingerprint(history: pd.DataFrame, path: Path | None = None) -> dict[str, str]:
+    """Rows, date range and hashes of the validated history and (if any) of the source file."""
+    fingerprint = {
+        "data.rows": str(len(history)),
+        "data.first_date": history[DATE].min().strftime("%Y-%m-%d"),
+        "data.last_date": history[DATE].max().strftime("%Y-%m-%d"),
+        "data.history_sha256": hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest(),
+    }
+    return fingerprint | ({"data.file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()} if path else {})
+
+
+def backtest_metrics(scores) -> list[tuple[str, float, int]]:
+    """One forecaster's backtest under the names every forecaster's run shares: backtest_mae, interval_coverage_80, ..."""
+    values = [(f"backtest_{metric}", value, 0) for metric, value in scores.metrics.items()]
+    return values + [(f"interval_coverage_{level}", value, 0) for level, value in scores.coverage.items()]
+
+
+def fold_metric_steps(fold_rows: pd.DataFrame) -> list[tuple[str, float, int]]:
+    """Per-fold metrics of one forecaster as steps (step = fold)."""
+    return [(f"fold_{m}", getattr(row, m), int(row.fold)) for row in fold_rows.itertuples(index=False) for m in ("mae", "rmse", "mape", "smape", "mase")]
+
+
+class Registry:
+    """The configured MLflow store: experiment, runs, registered model and its champion alias."""
+
+    def __init__(self, config: MlflowConfig):
+        from mlflow import MlflowClient
+
+        self.config = config
+        self.uri = config.tracking_uri or f"sqlite:///{config.store_dir.resolve() / 'mlflow.db'}"
+        # MLflow's HTTP client reads these on every request: retries with doubling waits.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.request_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(config.request_backoff_seconds)
+        if not config.tracking_uri:
+            config.store_dir.resolve().mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        """The experiment's id, created on first use (a local store keeps artifacts beside its database)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment = self.client.get_experiment_by_name(self.config.experiment)
+        except MlflowException as error:
+            if "Max retries exceeded" not in str(error):
+                raise
+            raise TrackingUnavailable(
+                f"MLflow tracking server {self.config.tracking_uri} did not answer after {self.config.request_retries} retries "
+                f"with backoff (mlflow.request_retries): {str(error).splitlines()[0]}"
+            ) from None
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None if self.config.tracking_uri else (self.config.store_dir.resolve() / "artifacts").as_uri()
+        return self.client.create_experiment(self.config.experiment, artifact_location=location)
+
+    @contextmanager
+    def _fluent(self, run_id: str) -> Iterator[None]:
+        """MLflow's fluent API (model logging) pointed at this store and run.
+
+        Only the tracking URI is set: the registry follows it, and a global registry URI would
+        redirect every MlflowClient created later in this process.
+        """
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            yield
+
+    # Runs ---------------------------------------------------------------------------------
+
+    def start_run(self, name: str, tags: dict[str, str], params: dict[str, str], files: list[Path], parent: str | None = None) -> str:
+        """A new run (a child of `parent` if given) with params, tags and files; left open for what follows."""
+        from mlflow.entities import Param
+
+        tags = tags | ({"mlflow.parentRunId": parent} if parent else {})
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        items = [Param(key, value[:6000]) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # the tracking API takes 100 params per batch
+            self.client.log_batch(run.info.run_id, params=items[start : start + 100])
+        self.log_files(run.info.run_id, files)
+        return run.info.run_id
+
+    def end_run(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    @contextmanager
+    def failing_run(self, run_id: str) -> Iterator[None]:
+        """On an error, end the run as FAILED with the reason as its `failure` tag, then re-raise."""
+        try:
+            yield
+        except Exception as error:
+            self.client.set_tag(run_id, "failure", f"{type(error).__name__}: {error}"[:5000])
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+
+    def log_metric_steps(self, run_id: str, values: list[tuple[str, float, int]]) -> None:
+        """(name, value, step) triples as metrics, in few round trips."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(value), now, step) for name, value, step in values]
+        for start in range(0, len(metrics), BATCH_LIMIT):
+            self.client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+
+    def log_epoch_losses(self, run_id: str, losses: dict[str, list[float]]) -> None:
+        """Per-epoch losses as metric steps (epoch_loss, epoch_val_loss) and the epochs run."""
+        steps = [(f"epoch_{key}", value, step) for key, values in losses.items() for step, value in enumerate(values, start=1)]
+        self.log_metric_steps(run_id, [*steps, ("epochs_run", len(losses["loss"]), 0)])
+
+    def log_files(self, run_id: str, files: list[Path]) -> None:
+        for path in files:
+            self.client.log_artifact(run_id, str(path))
+
+    def log_backtest(self, run_id: str, scores, fold_rows: pd.DataFrame) -> None:
+        """A forecaster's overall backtest metrics and its per-fold metrics as steps."""
+        self.log_metric_steps(run_id, backtest_metrics(scores) + fold_metric_steps(fold_rows))
+
+    # The registered model -----------------------------------------------------------------
+
+    def register(self, forecaster, run_id: str, model_dir: Path, input_example: pd.DataFrame, description: str):
+        """Log the fitted forecaster (saved into model_dir) as the run's pyfunc; register a new version.
+
+        The version is tagged with its kind and the last day its fit saw (`fitted_through`).
+        """
+        import mlflow.pyfunc
+        from mlflow.models import infer_signature
+
+        from tasks.ingest import history_from_frame
+        from tasks.pyfunc import ARTIFACT, ForecasterModel, forecast_windows
+
+        forecaster.save(model_dir)
+        output_example = forecast_windows(forecaster, history_from_frame(input_example, forecaster.data, source="<input example>"))
+        with warnings.catch_warnings():
+            # MLflow hints that integer columns cannot hold missing values: validation refuses those anyway.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            signature = infer_signature(input_example, output_example, params={"days": 0})
+        with self._fluent(run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ForecasterModel(),
+                artifacts={ARTIFACT: str(model_dir)},
+                code_paths=code_paths(),
+                pip_requirements=model_requirements(),
+                signature=signature,
+                input_example=input_example,
+            )
+        tags = {"run_id": run_id, "kind": forecaster.kind, "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d")}
+        version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)  # the registry URI set by _fluent
+        self.client.update_model_version(version.name, version.version, description=description)
+        return version
+
+    def champion(self):
+        """The registered version holding the champion alias, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.config.registered_model, CHAMPION)
+        except MlflowException:
+            return None
+
+    def load(self, version):
+        """A registered version's fitted forecaster, only if its files are in this store's experiment.
+
+        A pyfunc is unpickled on load, which runs code: a version registered from a path or
+        bucket outside the experiment's artifact root is refused, not loaded.
+        """
+        import mlflow.pyfunc
+
+        experiment = self.client.get_experiment(self.experiment_id)
+        location = self.client.get_model_version_download_uri(version.name, version.version)
+        root = experiment.artifact_location.rstrip("/") + "/"
+        if not location.startswith(root) or "/../" in location:
+            raise UntrustedModel(
+                f"model '{version.name}' v{version.version} is stored at {location}, outside experiment "
+                f"'{self.config.experiment}' ({root}): refusing to load it"
+            )
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
+
+    def record_decision(self, challenger: str, champion: str | None, run_id: str, decision) -> None:
+        """Tag both versions and the run with the decision; move the alias only on promotion."""
+        client, name = self.client, self.config.registered_model
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, challenger, key, value)
+        if champion is not None:
+            client.set_model_version_tag(name, champion, "last_challenge", f"v{challenger}: {decision.tags()['decision']} - {decision.reason}")
+        client.set_tag(run_id, "champion", "true" if decision.promote else "false")
+        client.set_tag(run_id, "decision", decision.reason)
+        if decision.promote:
+            if champion is not None:  # the runs' champion tags keep telling the truth in the UI
+                client.set_tag(client.get_model_version(name, champion).run_id, "champion", f"false (replaced by v{challenger})")
+            client.set_registered_model_alias(name, CHAMPION, challenger)
+
+    def ui_links(self, run_id: str, version: str) -> dict[str, str]:
+        """MLflow UI addresses of a run (the classic runs view) and a model version."""
+        ui = self.config.ui_url.rstrip("/")
+        return {
+            "run": f"{ui}/#/experiments/{self.experiment_id}/runs/{run_id}",
+            "compare": f"{ui}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning",
+            "model_version": f"{ui}/#/models/{self.config.registered_model}/versions/{version}",
+        }
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model (inferring them costs ~13 s)."""
+    return [f"{name}=={package_version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def code_paths() -> list[str]:
+    """Our packages the pyfunc imports, shipped with the model so it loads anywhere."""
+    import schemas
+    import tasks
+
+    return [str(Path(tasks.__file__).parent), str(Path(schemas.__file__).parent)]

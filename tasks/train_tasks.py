@@ -1,0 +1,256 @@
+"""Prefect tasks of the train and backtest flows: thin wrappers that log, write files and call MLflow.
+
+The logic lives in the plain modules beside this one; nothing here is cached, because
+the steps either are cheap or have side effects (files, MLflow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import evaluation as ev
+from tasks import ingest
+from tasks.config import GATE_REFERENCE, DataConfig, Settings
+
+if TYPE_CHECKING:  # the model side (TensorFlow, statsforecast, MLflow) loads only when a model is trained
+    from tasks.backtest import Backtest
+    from tasks.forecasters import Forecaster
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The rolling-origin backtest's scores: every forecaster on the same days, the configured one named by `kind`."""
+
+    kind: str
+    metrics: dict[str, dict[str, float]]  # forecaster -> metrics, the configured kind first
+    coverage: dict[int, float]  # the configured forecaster's interval coverage per level
+    residuals: list[float]  # its log residuals on the test days: the registered model's interval calibration
+    first_day: str
+    last_day: str
+    runs: dict[str, str]  # forecaster -> its MLflow run (the configured one: the training run)
+
+    @property
+    def model(self) -> dict[str, float]:
+        """The configured forecaster's metrics."""
+        return self.metrics[self.kind]
+
+    @property
+    def reference(self) -> dict[str, float]:
+        """Seasonal naive's metrics: the floor of the champion gate."""
+        return self.metrics[GATE_REFERENCE]
+
+    def headline(self) -> str:
+        """One line of backtest figures for a model version's description."""
+        model, seasonal = self.model, self.reference
+        coverage = ", ".join(f"{level}% interval covers {value:.0%}" for level, value in self.coverage.items())
+        return (
+            f"Backtest {self.first_day} .. {self.last_day}: MAE {model['mae']:,.0f}, RMSE {model['rmse']:,.0f}, "
+            f"MAPE {model['mape']:.2f}%, MASE {model['mase']:.3f} ({self.kind}; seasonal-naive MAE {seasonal['mae']:,.0f}); {coverage}."
+        )
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What a training run produced."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    kind: str
+    run_dir: Path
+    epochs_run: int
+    evaluation: Evaluation
+
+
+@task(cache_policy=NO_CACHE)
+def create_run_dir(output_dir: Path, kind: str) -> Path:
+    """A fresh folder for this run's report, plots and model files."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run_dir = output_dir / f"{kind}-{stamp}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _io_error(task, task_run, state) -> bool:
+    # A file that is missing or unreadable as a CSV stays so: retry only other I/O errors (a network share).
+    try:
+        state.result()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
+def read_input(config: DataConfig) -> pd.DataFrame:
+    """Read the daily CSV as written."""
+    raw = ingest.read_csv(config.path, config)
+    get_run_logger().info("read %d rows x %d columns from %s", len(raw), raw.shape[1], config.path)
+    return raw
+
+
+@task(cache_policy=NO_CACHE)
+def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.DataFrame:
+    """Validate every rule at once; write the report beside the run; stop the run on any failure."""
+    logger = get_run_logger()
+    parsed = ingest.parse_input(raw, config)
+    report = ingest.validation_report(parsed, config, config.path)
+    paths = ingest.write_report(report, run_dir)
+    if len(report):
+        logger.error("%s failed validation (%d failures); report: %s", config.path, len(report), paths[0])
+        raise ingest.InputValidationError(config.path, report)
+    history = ingest.to_history(parsed.parsed, config)
+    logger.info("validated %d days, %s .. %s", len(history), history["date"].min().date(), history["date"].max().date())
+    return history
+
+
+@task(cache_policy=NO_CACHE)
+def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path, kind: str, tags: dict[str, str], source: Path | None = None) -> str:
+    """Open the MLflow run of a `kind` run (train, retrain, backtest): config as params, data fingerprint, tags, reports."""
+    from tasks.registry import Registry, data_fingerprint, flatten
+
+    registry = Registry(settings.mlflow)
+    fingerprint = data_fingerprint(history, source)
+    run_tags = {"preset": settings.preset, "forecaster": settings.model.kind, "data_through": fingerprint["data.last_date"]} | tags
+    name = f"{kind}-{run_tags['data_through']}-{run_tags.get('trigger', 'manual')}"
+    reports = sorted([*run_dir.glob("*.csv"), *run_dir.glob("*.json")])
+    run_id = registry.start_run(name, run_tags, flatten(settings.model_dump(mode="json")) | fingerprint, reports)
+    get_run_logger().info("MLflow run %s in %s", run_id, registry.uri)
+    return run_id
+
+
+def backtest_fits(settings: Settings, fitted: Forecaster | None = None) -> dict:
+    """The configured forecaster, then every `backtest.compare` one and seasonal naive (the gate's floor), each once."""
+    from functools import partial
+
+    from tasks.backtest import already_fitted
+    from tasks.forecasters import make_forecaster
+
+    def fit(kind: str, train: pd.DataFrame) -> Forecaster:
+        return make_forecaster(kind, settings.data, settings.model.model_copy(update={"kind": kind})).fit(train)
+
+    kinds = dict.fromkeys([settings.model.kind, *settings.backtest.compare, GATE_REFERENCE])
+    fits = {kind: partial(fit, kind) for kind in kinds}
+    return fits | ({settings.model.kind: already_fitted(fitted)} if fitted is not None else {})
+
+
+def write_backtest_files(result: Backtest, kind: str, run_dir: Path) -> list[Path]:
+    """metrics.csv, fold_metrics.csv, backtest.csv (every forecaster's forecast per day) and backtest.png."""
+    from tasks import plots
+
+    ev.metrics_table(result.metrics).to_csv(run_dir / "metrics.csv")
+    result.fold_metrics.to_csv(run_dir / "fold_metrics.csv", index=False)
+    days = pd.DataFrame({"date": pd.DatetimeIndex(result.dates).strftime("%Y-%m-%d"), "fold": result.fold, "actual": result.actual[:, 0]})
+    days = days.assign(**{name: s.forecast[:, 0] for name, s in result.scores.items()})
+    bounds = result.scores[kind].intervals
+    days = days.assign(**{f"{side}_{level}": pair[i][:, 0] for level, pair in bounds.items() for i, side in enumerate(("lower", "upper"))})
+    days.to_csv(run_dir / "backtest.csv", index=False)
+    figure = plots.plot_backtest(result, kind, run_dir / "backtest.png")
+    return [run_dir / "metrics.csv", run_dir / "fold_metrics.csv", run_dir / "backtest.csv", figure]
+
+
+@task(cache_policy=NO_CACHE)
+def backtest_forecasters(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, fitted: Forecaster | None = None) -> Evaluation:
+    """Rolling-origin backtest of the configured forecaster and the ones it is compared with, on the same days.
+
+    The configured forecaster's scores go on the run itself; every other forecaster gets a
+    child run with the same metric names, so the MLflow UI compares them side by side.
+    `fitted` stands in for the configured forecaster's one fit (the notebook registers the model it scores).
+    """
+    from prefect.artifacts import create_table_artifact
+
+    from tasks.backtest import run_backtest
+    from tasks.registry import Registry
+
+    kind, registry = settings.model.kind, Registry(settings.mlflow)
+    with registry.failing_run(run_id):  # a diverged fit ends the MLflow run as FAILED, saying why
+        result = run_backtest(history, backtest_fits(settings, fitted), settings.backtest, settings.model.horizon)
+    files = write_backtest_files(result, kind, run_dir)
+    first, last = (pd.Timestamp(result.dates[i]).strftime("%Y-%m-%d") for i in (0, -1))
+    scores = result.scores[kind]
+    coverage = ", ".join(f"{level}%: {value:.0%}" for level, value in scores.coverage.items())
+    get_run_logger().info(
+        "backtest %s .. %s, %d fold(s), %s interval coverage %s:\n%s",
+        first, last, result.fold.max() + 1, kind, coverage, ev.format_metrics(ev.metrics_table(result.metrics)),
+    )
+    runs = {kind: run_id}
+    for name, other in result.scores.items():
+        rows = result.fold_metrics[result.fold_metrics["forecaster"] == name]
+        if name != kind:
+            runs[name] = registry.start_run(name, {"forecaster": name, "backtest_of": run_id}, {}, [], parent=run_id)
+        registry.log_backtest(runs[name], other, rows)
+        if name != kind:
+            registry.end_run(runs[name])
+    registry.log_files(run_id, files)
+    create_table_artifact(
+        key="backtest-metrics",
+        table=[{"forecaster": name, **{k: round(v, 4) for k, v in metrics.items()}} for name, metrics in result.metrics.items()],
+        description=f"Rolling-origin backtest {first} .. {last}: {kind} and the forecasters it is compared with, on the same days",
+    )
+    return Evaluation(kind, result.metrics, scores.coverage, scores.residuals.tolist(), first, last, runs)
+
+
+@task(cache_policy=NO_CACHE)
+def fit_forecaster(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, before_test: bool = False) -> Forecaster:
+    """Fit the configured forecaster on all history (or on the days before the backtest), logging each epoch.
+
+    A network's losses per epoch go to MLflow with their plot, kept even if training diverged.
+    """
+    from tasks import plots
+    from tasks.backtest import history_before_test
+    from tasks.forecasters import make_forecaster
+    from tasks.registry import Registry
+
+    logger, model = get_run_logger(), settings.model
+
+    def report(epoch: int, logs: dict[str, float]) -> None:
+        shown = " ".join(f"{key}={value:.5f}" for key, value in logs.items())
+        logger.info("epoch %d/%d %s", epoch, model.epochs, shown)
+
+    rows = history_before_test(history, settings.backtest, model.horizon) if before_test else history
+    forecaster = make_forecaster(model.kind, settings.data, model, report)
+    registry = Registry(settings.mlflow)
+    logger.info("fitting %s on %d days through %s", forecaster.describe(), len(rows), rows["date"].iloc[-1].date())
+    with registry.failing_run(run_id):
+        try:
+            forecaster.fit(rows)
+        finally:
+            if forecaster.losses:
+                registry.log_epoch_losses(run_id, forecaster.losses)
+                registry.log_files(run_id, [plots.plot_losses(forecaster.losses, "validation (early stopping)", run_dir / "loss.png")])
+    return forecaster
+
+
+@task(cache_policy=NO_CACHE)
+def finish_tracking(settings: Settings, run_id: str) -> None:
+    """End the MLflow run as FINISHED: everything it was opened for is logged."""
+    from tasks.registry import Registry
+
+    Registry(settings.mlflow).end_run(run_id)
+
+
+@task(cache_policy=NO_CACHE)
+def register_forecaster(settings: Settings, history: pd.DataFrame, forecaster: Forecaster, evaluation: Evaluation, run_id: str, run_dir: Path) -> TrainSummary:
+    """Calibrate the intervals on the backtest's residuals, log the forecaster as one pyfunc, register a new version."""
+    from tasks.evaluation import SEASON
+    from tasks.registry import Registry
+
+    registry = Registry(settings.mlflow)
+    forecaster.calibrate(evaluation.residuals)
+    recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts
+    get_run_logger().info("logging the model to MLflow run %s and registering it (%s)", run_id, forecaster.describe())
+    with registry.failing_run(run_id):
+        version = registry.register(forecaster, run_id, run_dir / "model", ingest.to_input_format(recent, settings.data), evaluation.headline())
+    registry.end_run(run_id)
+    get_run_logger().info("registered %s version %s", version.name, version.version)
+    return TrainSummary(run_id, version.name, str(version.version), forecaster.kind, run_dir, forecaster.epochs_run, evaluation)

@@ -1,0 +1,49 @@
+"""The LSTM forecaster: its training split, its minimum history, its calibration."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.config import DataConfig, ModelConfig
+from tasks.encoding import fit_encoder
+from tasks.lstm import LstmForecaster
+
+DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
+
+
+def _history(days: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "date": pd.date_range("2021-01-01", periods=days),
+        "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
+        "cases": np.arange(days, dtype=np.int64) ** 2,
+        "day_type": np.arange(days, dtype=np.int64) % 3,
+    })
+
+
+def _split(config: ModelConfig, history: pd.DataFrame):
+    lstm = LstmForecaster(DATA, config)
+    lstm.encoder = fit_encoder(config.encoding, history, ["cases"], ["cases"], [0, 1, 2])
+    return lstm.training_samples(history)
+
+
+def test_training_split_is_chronological_and_complete():
+    config = ModelConfig(lags=2, horizon=2, validation_days=3)
+    train, validation = _split(config, _history(30))
+    # The first week has no reference: the first complete window starts at row 7 -> first target 9.
+    np.testing.assert_array_equal(validation.target_rows, [27, 28])  # first target in 27..29, both targets present
+    np.testing.assert_array_equal(train.target_rows, np.arange(9, 26))  # last target before row 27
+    train, _ = _split(config.model_copy(update={"encoding": "notebook"}), _history(30))
+    assert train.target_rows[0] == 2
+
+
+def test_too_short_history_is_refused_with_the_numbers():
+    lstm = LstmForecaster(DATA, ModelConfig(lags=2, validation_days=14))
+    assert (lstm.min_history_days, lstm.min_fit_days) == (7 + 2, 7 + 4 + 1 + 14)
+    with pytest.raises(ValueError, match=r"training history has 20 days; lstm \(encoding=seasonal, lags=2.*needs at least 26"):
+        lstm.fit(_history(20))
+
+
+def test_intervals_are_calibrated_on_the_validation_days_and_the_losses_kept():
+    config = ModelConfig(lags=3, validation_days=5, ensemble=2, lstm_units=[4], dense_units=[], epochs=3, early_stopping_patience=0)
+    lstm = LstmForecaster(DATA, config).fit(_history(40))
+    assert len(lstm.calibration) == 5 and lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}
