@@ -33,7 +33,7 @@ from schemas.daily import DATE  # noqa: E402
 from tasks.backtest import Backtest, run_backtest  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
-from tasks.ingest import ingest_file  # noqa: E402
+from tasks.input_file import read_history_file  # noqa: E402
 
 PROTOCOLS = {
     "notebook": BacktestConfig(first_days_only=185, test_days=31, refit_every=0),
@@ -128,7 +128,7 @@ def main() -> None:
     # The config supplies the data format (and any model settings); the rows are the default preset and the recipe.
     default = settings_for(args.config, args.data, ["preset=default", *args.overrides])
     recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
-    history = ingest_file(default.data.path, default.data)
+    history = read_history_file(default.data.path, default.data)
     print(f"{default.data.path}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
 
     rows, seeds = [], {}

@@ -105,10 +105,10 @@ def lstm_training_flops(model, samples: int) -> float:
 
 def training_throughput(settings) -> tuple[float, float, int]:
     """(achieved FLOP/s, seconds, epochs) of fitting one default network on the full history."""
-    from tasks.ingest import ingest_file
+    from tasks.input_file import read_history_file
     from tasks.lstm import LstmForecaster
 
-    history = ingest_file(settings.data.path, settings.data)
+    history = read_history_file(settings.data.path, settings.data)
     single = LstmForecaster(settings.data, settings.model.model_copy(update={"ensemble": 1}))
     start = time.perf_counter()
     single.fit(history)

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--force", action="store_true", help="retrain even if no new data arrived")
     retrain.add_argument("--epochs", type=int, help="override model.epochs for this run")
     commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
-    ingest = commands.add_parser("ingest", parents=[common], help="drop a daily file into the landing folder and announce it")
+    ingest = commands.add_parser("ingest", parents=[common], help="drop a daily file into the landing folder and announce it; the retrain it starts ingests it")
     ingest.add_argument("file", type=Path, help="CSV with one or more new days, in the input format")
     predict = commands.add_parser("predict", parents=[common], help="forecast the next days with the champion")
     predict.add_argument("--days", type=int, default=1, help="how many days ahead (default 1)")
@@ -49,11 +49,11 @@ def _settings(args: argparse.Namespace, data: Path | None):
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from tasks.ingest import InputValidationError, format_report, ingest_file
+    from tasks.input_file import InputValidationError, format_report, read_history_file
 
     settings = _settings(args, args.file)
     try:
-        history = ingest_file(settings.data.path, settings.data)
+        history = read_history_file(settings.data.path, settings.data)
     except InputValidationError as error:
         print(f"{error.path}: {len(error.report)} validation failure(s)", file=sys.stderr)
         print(format_report(error.report), file=sys.stderr)
@@ -73,7 +73,7 @@ def _print_backtest(evaluation) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from flows.train import train
-    from tasks.ingest import InputValidationError, format_report
+    from tasks.input_file import InputValidationError, format_report
 
     settings = _settings(args, args.data)
     try:
@@ -90,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from flows.backtest import backtest
-    from tasks.ingest import InputValidationError, format_report
+    from tasks.input_file import InputValidationError, format_report
 
     try:
         evaluation = backtest(_settings(args, args.data))

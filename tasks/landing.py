@@ -20,11 +20,11 @@ import pandas as pd
 from schemas.daily import DATE, TARGET
 from tasks import arrivals, history_store
 from tasks.config import Settings
-from tasks.ingest import (
+from tasks.input_file import (
     REPORT_COLUMNS,
     InputValidationError,
     canonical_names,
-    ingest_file,
+    read_history_file,
     parse_input,
     read_csv,
     to_input_format,
@@ -196,7 +196,7 @@ def open_history(settings: Settings) -> tuple[history_store.Store, FileOutcome |
     if not history_store.read_history(store).empty:
         return store, None
     path = settings.data.path
-    initial = ingest_file(path, settings.data)
+    initial = read_history_file(path, settings.data)
     span = (initial[DATE].min(), initial[DATE].max())
     history_store.apply_file(store, file_sha256(path), path.name, initial, pd.DataFrame(columns=arrivals.REVISION_COLUMNS), span)
     logger.info("history store started with %d days from %s", len(initial), path)
@@ -220,7 +220,7 @@ def ingest_landing(settings: Settings) -> IngestResult:
             outcomes.append(FileOutcome(path.name, "duplicate", "the same file was ingested before"))
             continue
         try:
-            pending.append((path, ingest_file(path, settings.data), sha))
+            pending.append((path, read_history_file(path, settings.data), sha))
         except (InputValidationError, ValueError) as error:
             report = error.report if isinstance(error, InputValidationError) else reason_report(path, str(error))
             outcomes.append(reject(path, report, f"{len(report)} validation failure(s)"))

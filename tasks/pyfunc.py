@@ -35,7 +35,7 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
         self.forecaster = load_forecaster(Path(context.artifacts[ARTIFACT]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from tasks.ingest import history_from_frame
+        from tasks.input_file import history_from_frame
 
         history = history_from_frame(model_input, self.forecaster.data, source="<model input>")
         days = int((params or {}).get("days", 0))

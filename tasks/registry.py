@@ -181,7 +181,7 @@ class Registry:
         import mlflow.pyfunc
         from mlflow.models import infer_signature
 
-        from tasks.ingest import history_from_frame
+        from tasks.input_file import history_from_frame
         from tasks.pyfunc import ARTIFACT, ForecasterModel, forecast_windows
 
         forecaster.save(model_dir)

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import evaluation as ev
-from tasks import ingest
+from tasks import input_file
 from tasks.config import GATE_REFERENCE, DataConfig, Settings
 
 if TYPE_CHECKING:  # the model side (TensorFlow, statsforecast, MLflow) loads only when a model is trained
@@ -94,7 +94,7 @@ def _io_error(task, task_run, state) -> bool:
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1, retry_condition_fn=_io_error)
 def read_input(config: DataConfig) -> pd.DataFrame:
     """Read the daily CSV as written."""
-    raw = ingest.read_csv(config.path, config)
+    raw = input_file.read_csv(config.path, config)
     get_run_logger().info("read %d rows x %d columns from %s", len(raw), raw.shape[1], config.path)
     return raw
 
@@ -103,13 +103,13 @@ def read_input(config: DataConfig) -> pd.DataFrame:
 def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.DataFrame:
     """Validate every rule at once; write the report beside the run; stop the run on any failure."""
     logger = get_run_logger()
-    parsed = ingest.parse_input(raw, config)
-    report = ingest.validation_report(parsed, config, config.path)
-    paths = ingest.write_report(report, run_dir)
+    parsed = input_file.parse_input(raw, config)
+    report = input_file.validation_report(parsed, config, config.path)
+    paths = input_file.write_report(report, run_dir)
     if len(report):
         logger.error("%s failed validation (%d failures); report: %s", config.path, len(report), paths[0])
-        raise ingest.InputValidationError(config.path, report)
-    history = ingest.to_history(parsed.parsed, config)
+        raise input_file.InputValidationError(config.path, report)
+    history = input_file.to_history(parsed.parsed, config)
     logger.info("validated %d days, %s .. %s", len(history), history["date"].min().date(), history["date"].max().date())
     return history
 
@@ -159,6 +159,14 @@ def write_backtest_files(result: Backtest, kind: str, run_dir: Path) -> list[Pat
     return [run_dir / "metrics.csv", run_dir / "fold_metrics.csv", run_dir / "backtest.csv", figure]
 
 
+def child_params(settings: Settings, history: pd.DataFrame) -> dict[str, str]:
+    """What a compared forecaster's run shares with the training run: the backtest, the intervals, the data."""
+    from tasks.registry import data_fingerprint, flatten
+
+    model = {key: getattr(settings.model, key) for key in ("horizon", "interval_levels")}
+    return flatten({"backtest": settings.backtest.model_dump(mode="json"), "model": model}) | data_fingerprint(history)
+
+
 @task(cache_policy=NO_CACHE)
 def backtest_forecasters(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, fitted: Forecaster | None = None) -> Evaluation:
     """Rolling-origin backtest of the configured forecaster and the ones it is compared with, on the same days.
@@ -184,10 +192,12 @@ def backtest_forecasters(history: pd.DataFrame, settings: Settings, run_id: str,
         first, last, result.fold.max() + 1, kind, coverage, ev.format_metrics(ev.metrics_table(result.metrics)),
     )
     runs = {kind: run_id}
+    shared = child_params(settings, history)
     for name, other in result.scores.items():
         rows = result.fold_metrics[result.fold_metrics["forecaster"] == name]
         if name != kind:
-            runs[name] = registry.start_run(name, {"forecaster": name, "backtest_of": run_id}, {}, [], parent=run_id)
+            params = shared | {"model.kind": name}
+            runs[name] = registry.start_run(name, {"forecaster": name, "backtest_of": run_id}, params, [], parent=run_id)
         registry.log_backtest(runs[name], other, rows)
         if name != kind:
             registry.end_run(runs[name])
@@ -250,7 +260,7 @@ def register_forecaster(settings: Settings, history: pd.DataFrame, forecaster: F
     recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts
     get_run_logger().info("logging the model to MLflow run %s and registering it (%s)", run_id, forecaster.describe())
     with registry.failing_run(run_id):
-        version = registry.register(forecaster, run_id, run_dir / "model", ingest.to_input_format(recent, settings.data), evaluation.headline())
+        version = registry.register(forecaster, run_id, run_dir / "model", input_file.to_input_format(recent, settings.data), evaluation.headline())
     registry.end_run(run_id)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return TrainSummary(run_id, version.name, str(version.version), forecaster.kind, run_dir, forecaster.epochs_run, evaluation)

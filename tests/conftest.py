@@ -14,6 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "nyc_subway_covid.csv"
 SEED_FORMAT_CONFIG = ROOT / "config" / "seed-format.toml"
 
+
+
+def counting_history(days: int):
+    """Days from 2021-01-01: travellers 100, 110, ..., cases 0, 1, 4, ..., day types 0, 1, 2, 0, ..."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame({
+        "date": pd.date_range("2021-01-01", periods=days),
+        "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
+        "cases": np.arange(days, dtype=np.int64) ** 2,
+        "day_type": np.arange(days, dtype=np.int64) % 3,
+    })
+
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -10,7 +10,6 @@ from tasks.backtest import already_fitted, history_before_test, plan_folds, run_
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
 from tasks.forecasters import Forecaster, make_forecaster
 from tasks.lstm import LstmForecaster
-from tasks.intervals import conformal_quantiles, interval_bounds, log_residuals
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 
@@ -138,16 +137,3 @@ def test_default_model_beats_naive_on_a_clean_weekly_series():
     result = run_backtest(history, lstm_fits(ModelConfig()) | baseline_fits(), BacktestConfig(test_days=28))
     assert result.metrics["lstm"]["mae"] < result.metrics["naive"]["mae"]
     assert result.metrics["lstm"]["mase"] < 1.5
-
-
-def test_conformal_quantiles_and_bounds_by_hand():
-    residuals = np.array([0.1, -0.2, 0.3, -0.4])
-    # ranks ceil(5 * level / 100): 50 -> 3rd smallest |r| = 0.3; 80 -> 4th = 0.4; 95 -> 5th: none, unbounded
-    assert conformal_quantiles(residuals, [50, 80, 95]) == {50: 0.3, 80: 0.4, 95: math.inf}
-    # an exact rank stays exact: 19 residuals, 95% -> rank 20 * 95 / 100 = 19, the widest
-    assert conformal_quantiles(np.arange(1, 20) / 100, [95]) == {95: 0.19}
-    lower, upper = interval_bounds(np.array([100.0]), math.log(2))
-    np.testing.assert_allclose([lower[0], upper[0]], [50.0, 200.0])
-    lower, upper = interval_bounds(np.array([100.0]), math.log(2), steps_ahead=4)  # sqrt(4) = 2 -> x4
-    np.testing.assert_allclose([lower[0], upper[0]], [25.0, 400.0])
-    np.testing.assert_allclose(log_residuals(np.array([200.0, 50.0]), np.array([100.0, 100.0])), [math.log(2), -math.log(2)])

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import ROOT, SAMPLE, SEED_FORMAT_CONFIG
 
+pytestmark = pytest.mark.integration  # real servers or processes
+
 CLI = [sys.executable, "-m", "flows.cli"]
 
 
@@ -111,3 +113,22 @@ def test_validate_command_reports_without_training(tmp_path):
     assert bad.returncode == 1
     assert "1 validation failure(s)" in bad.stderr and "greater_than_or_equal_to(0)" in bad.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_an_auto_ets_version_registers_and_predict_uses_it_when_champion(cli_env, tmp_path):
+    trained = run(["train", "--set", "model.kind=auto_ets", "--set", "backtest.compare=[]"], cli_env, tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Registered model 'travel-forecast' version 1, auto_ets" in trained.stdout
+    assert "auto_ets" in trained.stdout and "seasonal_naive" in trained.stdout  # the gate's floor is always scored
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert client.get_model_version("travel-forecast", "1").tags["kind"] == "auto_ets"
+    client.set_registered_model_alias("travel-forecast", "champion", "1")  # as the gate (or an operator) would
+    store = ["--set", f'retrain.history_path="{tmp_path / "history.db"}"', "--set", f'retrain.incoming_dir="{tmp_path / "incoming"}"']
+    predicted = run(["predict", "--days", "7", *store], cli_env, tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    forecast = pd.read_csv(next((tmp_path / "out").glob("forecast-*.csv")))
+    assert forecast["date"].tolist() == [f"2024-11-{day}" for day in range(15, 22)]
+    assert (forecast["kind"] == "auto_ets").all() and (forecast["model_version"] == 1).all()
+    assert forecast["forecast"].between(1e5, 2e7).all() and (forecast["upper_80"] > forecast["forecast"]).all()

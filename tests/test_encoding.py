@@ -1,8 +1,8 @@
 """The two encodings: exact values, fitted on training rows only, decoded back to travellers."""
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import counting_history
 
 from tasks.config import DataConfig
 from tasks.encoding import fit_encoder, one_hot, seasonal_reference, weekly_new
@@ -10,13 +10,7 @@ from tasks.encoding import fit_encoder, one_hot, seasonal_reference, weekly_new
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 
 
-def _history(days: int) -> pd.DataFrame:
-    return pd.DataFrame({
-        "date": pd.date_range("2021-01-01", periods=days),
-        "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
-        "cases": np.arange(days, dtype=np.int64) ** 2,
-        "day_type": np.arange(days, dtype=np.int64) % 3,
-    })
+_history = counting_history
 
 
 def test_seasonal_reference_is_the_median_of_recent_same_weekdays_of_the_same_type():

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from conftest import SAMPLE
 from tasks import history_store
-from tasks.ingest import value_columns
+from tasks.input_file import value_columns
 from tasks.landing import ingest_landing, open_history
 
 ROWS = pd.read_csv(SAMPLE, dtype=str).iloc[:120]  # 2020-03-01 .. 2020-06-28, the file as written

@@ -15,7 +15,7 @@ from conftest import ROOT, SAMPLE
 from schemas.daily import DailyHistory
 from tasks import history_store
 from tasks.config import load_settings
-from tasks.ingest import value_columns
+from tasks.input_file import value_columns
 from tasks.landing import ingest_landing
 
 ROWS = pd.read_csv(SAMPLE, dtype=str).iloc[:100]  # the stored history: 2020-03-01 .. 2020-06-08

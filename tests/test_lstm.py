@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import counting_history
 
 from tasks.config import DataConfig, ModelConfig
 from tasks.encoding import fit_encoder
@@ -11,13 +12,7 @@ from tasks.lstm import LstmForecaster
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 
 
-def _history(days: int) -> pd.DataFrame:
-    return pd.DataFrame({
-        "date": pd.date_range("2021-01-01", periods=days),
-        "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
-        "cases": np.arange(days, dtype=np.int64) ** 2,
-        "day_type": np.arange(days, dtype=np.int64) % 3,
-    })
+_history = counting_history
 
 
 def _split(config: ModelConfig, history: pd.DataFrame):

@@ -233,7 +233,7 @@ def history_from_frame(raw: pd.DataFrame, config: DataConfig, source: str | Path
     return to_history(parsed.parsed, config)
 
 
-def ingest_file(path: Path, config: DataConfig) -> pd.DataFrame:
+def read_history_file(path: Path, config: DataConfig) -> pd.DataFrame:
     """Read and validate one input file into DailyHistory; raise InputValidationError listing every failure."""
     history = history_from_frame(read_csv(path, config), config, path)
     logger.info("%s: %d days passed validation", path, len(history))

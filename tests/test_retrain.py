@@ -15,6 +15,8 @@ import pytest
 from conftest import ROOT, SAMPLE
 from servers import BIN, CLI, free_port, start, stop, wait_until
 
+pytestmark = pytest.mark.integration  # real servers or processes
+
 MODEL = "travel-forecast-e2e"
 
 

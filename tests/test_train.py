@@ -6,6 +6,8 @@ import pytest
 
 from conftest import SAMPLE
 
+pytestmark = pytest.mark.integration  # real servers or processes
+
 
 @pytest.fixture(scope="module")
 def trained(prefect_server, tmp_path_factory):
@@ -45,7 +47,10 @@ def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_
         assert 0 <= one.data.metrics["interval_coverage_95"] <= 1
         # One fold (refit_every=0): the per-fold metrics are steps, fold 0.
         assert [m.step for m in client.get_metric_history(one.info.run_id, "fold_mae")] == [0]
-    assert all(c.info.run_name == c.data.tags["forecaster"] for c in children)
+    assert all(c.info.run_name == c.data.tags["forecaster"] == c.data.params["model.kind"] for c in children)
+    # The children share the training run's backtest and data, so the compare view shows no false differences.
+    shared = ("backtest.test_days", "backtest.refit_every", "model.interval_levels", "data.history_sha256")
+    assert all(c.data.params[key] == run.data.params[key] for c in children for key in shared)
 
 
 def test_run_logs_config_fingerprint_losses_and_files(trained, client):
@@ -106,7 +111,7 @@ def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained,
 
 def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(trained, client, tmp_path):
     from flows.train import train
-    from tasks.ingest import InputValidationError
+    from tasks.input_file import InputValidationError
 
     settings, _ = trained
     bad = pd.read_csv(SAMPLE)

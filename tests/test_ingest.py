@@ -10,7 +10,7 @@ import pytest
 
 from schemas.daily import DailyHistory
 from tasks.config import DataConfig
-from tasks.ingest import InputValidationError, ingest_file, write_report
+from tasks.input_file import InputValidationError, read_history_file, write_report
 
 CONFIG = DataConfig()  # the sample's format: date, riders, cumulative_cases, day_type
 GOOD = """date,riders,cumulative_cases,day_type,note
@@ -31,13 +31,13 @@ def write(tmp_path: Path, text: str, name: str = "in.csv") -> Path:
 def failures(tmp_path: Path, text: str, config: DataConfig = CONFIG) -> pd.DataFrame:
     path = write(tmp_path, text)
     with pytest.raises(InputValidationError) as caught:
-        ingest_file(path, config)
+        read_history_file(path, config)
     assert caught.value.path == path
     return caught.value.report
 
 
 def test_good_file_passes_and_becomes_typed_history(tmp_path):
-    history = ingest_file(write(tmp_path, GOOD), CONFIG)
+    history = read_history_file(write(tmp_path, GOOD), CONFIG)
     assert list(history.columns) == ["date", "travellers", "cumulative_cases", "day_type"]
     assert history["travellers"].tolist() == [100, 110, 120, 90, 130]
     assert str(history["travellers"].dtype) == "int64" and str(history["date"].dtype).startswith("datetime64")
@@ -46,7 +46,7 @@ def test_good_file_passes_and_becomes_typed_history(tmp_path):
 
 def test_rows_out_of_order_are_accepted_and_sorted(tmp_path):
     lines = GOOD.splitlines()
-    history = ingest_file(write(tmp_path, "\n".join([lines[0], lines[3], lines[1], lines[2], lines[5], lines[4]])), CONFIG)
+    history = read_history_file(write(tmp_path, "\n".join([lines[0], lines[3], lines[1], lines[2], lines[5], lines[4]])), CONFIG)
     assert history["date"].dt.day.tolist() == [1, 2, 3, 4, 5]
 
 
@@ -105,7 +105,7 @@ def test_a_bad_date_does_not_make_its_row_look_out_of_order(tmp_path):
 
 def test_gap_policy_interpolate_fills_missing_days(tmp_path):
     text = "\n".join(line for line in GOOD.splitlines() if not line.startswith("2024-07-03"))
-    history = ingest_file(write(tmp_path, text), CONFIG.model_copy(update={"gap_policy": "interpolate"}))
+    history = read_history_file(write(tmp_path, text), CONFIG.model_copy(update={"gap_policy": "interpolate"}))
     assert history["date"].dt.day.tolist() == [1, 2, 3, 4, 5]
     assert history.loc[2, ["travellers", "cumulative_cases", "day_type"]].tolist() == [100, 8, 0]
 
@@ -113,7 +113,7 @@ def test_gap_policy_interpolate_fills_missing_days(tmp_path):
 def test_day_types_are_derived_when_the_format_has_none(tmp_path):
     config = DataConfig(day_type_column="", target_column="riders")
     text = "\n".join(",".join(row.split(",")[:3]) for row in GOOD.splitlines())
-    history = ingest_file(write(tmp_path, text), config)
+    history = read_history_file(write(tmp_path, text), config)
     assert history["day_type"].tolist() == [0, 0, 0, 2, 0]  # July 4th from the US calendar
 
 
@@ -126,36 +126,36 @@ def test_report_is_written_as_csv_and_json(tmp_path):
 
 def test_unreadable_or_missing_file_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv: no such input file"):
-        ingest_file(tmp_path / "nope.csv", CONFIG)
+        read_history_file(tmp_path / "nope.csv", CONFIG)
     with pytest.raises(ValueError, match="empty.csv: not a readable CSV"):
-        ingest_file(write(tmp_path, "", "empty.csv"), CONFIG)
+        read_history_file(write(tmp_path, "", "empty.csv"), CONFIG)
 
 
 def test_a_header_without_rows_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"header.csv: a header and no data rows"):
-        ingest_file(write(tmp_path, GOOD.splitlines()[0] + "\n", "header.csv"), CONFIG)
+        read_history_file(write(tmp_path, GOOD.splitlines()[0] + "\n", "header.csv"), CONFIG)
 
 
 def test_random_bytes_are_refused_as_binary_with_the_line(tmp_path):
     path = tmp_path / "noise.csv"
     path.write_bytes(b"date,riders\n" + bytes(range(256)) * 4)
     with pytest.raises(ValueError, match=r"noise.csv: line 2: binary content, not a CSV text file"):
-        ingest_file(path, CONFIG)
+        read_history_file(path, CONFIG)
 
 
 def test_a_gbk_file_is_read_when_configured_and_refused_clearly_when_not(tmp_path):
     path = tmp_path / "gbk.csv"
     path.write_bytes(GOOD.replace("holiday", "节假日").encode("gbk"))
     with pytest.raises(ValueError, match=r"gbk.csv: line 5: byte 0x\w\w is not utf-8 text; .*set data.encoding"):
-        ingest_file(path, CONFIG)
-    history = ingest_file(path, CONFIG.model_copy(update={"encoding": "gbk"}))
+        read_history_file(path, CONFIG)
+    history = read_history_file(path, CONFIG.model_copy(update={"encoding": "gbk"}))
     assert history["travellers"].tolist() == [100, 110, 120, 90, 130]
 
 
 def test_a_wrong_delimiter_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"semi.csv: line 1: one column .* separated by ';', not ','"):
-        ingest_file(write(tmp_path, GOOD.replace(",", ";"), "semi.csv"), CONFIG)
-    history = ingest_file(write(tmp_path, GOOD.replace(",", ";"), "semi.csv"), CONFIG.model_copy(update={"delimiter": ";"}))
+        read_history_file(write(tmp_path, GOOD.replace(",", ";"), "semi.csv"), CONFIG)
+    history = read_history_file(write(tmp_path, GOOD.replace(",", ";"), "semi.csv"), CONFIG.model_copy(update={"delimiter": ";"}))
     assert len(history) == 5
 
 
@@ -163,7 +163,7 @@ def test_wrong_columns_are_each_named_and_extra_columns_are_left_out(tmp_path):
     report = failures(tmp_path, GOOD.replace("date,riders,cumulative_cases,day_type", "Day,Trips,Cases,Kind"))
     assert sorted(report["column"]) == ["cumulative_cases", "date", "day_type", "riders"]
     assert set(report["check"]) == {"column_in_dataframe"}
-    history = ingest_file(write(tmp_path, GOOD), CONFIG)  # GOOD has an extra `note` column
+    history = read_history_file(write(tmp_path, GOOD), CONFIG)  # GOOD has an extra `note` column
     assert "note" not in history.columns
 
 
@@ -175,7 +175,7 @@ def test_a_huge_file_is_refused_unread(tmp_path):
         out.writelines(f"{(day + timedelta(days=i)).isoformat() if i < 1000 else '2024-01-01'},1,1,0\n" for i in range(1_000_000))
     tracemalloc.start()
     with pytest.raises(ValueError, match=r"huge.csv: [\d,]+ bytes, over the 10,000,000-byte limit \(data.max_file_bytes\)"):
-        ingest_file(path, CONFIG)
+        read_history_file(path, CONFIG)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1_000_000  # the file was never read into memory
