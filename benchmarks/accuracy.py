@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -65,24 +65,47 @@ def fit_of(settings: Settings, kind: str):
 def backtest_seeds(settings: Settings, history: pd.DataFrame, protocol: BacktestConfig, seeds: int) -> ModelRuns:
     runs, seconds = [], []
     for i in range(seeds):
-        seeded = settings.model_copy(update={"model": settings.model.model_copy(update={"random_seed": settings.model.random_seed + i})})
+        seeded = settings.model_copy(
+            update={"model": settings.model.model_copy(update={"random_seed": settings.model.random_seed + i})}
+        )
         start = time.perf_counter()
         runs.append(run_backtest(history, {"lstm": fit_of(seeded, "lstm")}, protocol, seeded.model.horizon))
         seconds.append(time.perf_counter() - start)
-        print(f"    random seed {seeded.model.random_seed}: MAE {runs[-1].metrics['lstm']['mae']:,.0f} ({seconds[-1]:.0f} s)", flush=True)
+        print(
+            f"    random seed {seeded.model.random_seed}: MAE {runs[-1].metrics['lstm']['mae']:,.0f} ({seconds[-1]:.0f} s)",
+            flush=True,
+        )
     return ModelRuns(settings.preset, runs, seconds)
 
 
 def summary_rows(protocol: str, peers: Backtest, peer_seconds: float, model_runs: list[ModelRuns]) -> list[dict]:
     """Long rows: one per (protocol, peer or baseline), one per (LSTM, seed)."""
-    rows = [{"protocol": protocol, "forecaster": name, "seed": "", **s.metrics, **{f"coverage_{lv}": v for lv, v in s.coverage.items()},
-             "seconds": peer_seconds} for name, s in peers.scores.items()]
+    rows = [
+        {
+            "protocol": protocol,
+            "forecaster": name,
+            "seed": "",
+            **s.metrics,
+            **{f"coverage_{lv}": v for lv, v in s.coverage.items()},
+            "seconds": peer_seconds,
+        }
+        for name, s in peers.scores.items()
+    ]
     for runs in model_runs:
         for i, run in enumerate(runs.runs):
             scores = run.scores["lstm"]
             coverage = {f"coverage_{level}": value for level, value in scores.coverage.items()}
-            rows.append({"protocol": protocol, "forecaster": f"lstm {runs.label}", "seed": str(i), **scores.metrics, **coverage,
-                         "seconds": runs.seconds[i], "epochs": statistics.mean(scores.epochs)})
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "forecaster": f"lstm {runs.label}",
+                    "seed": str(i),
+                    **scores.metrics,
+                    **coverage,
+                    "seconds": runs.seconds[i],
+                    "epochs": statistics.mean(scores.epochs),
+                }
+            )
     return rows
 
 
@@ -108,7 +131,10 @@ def table_markdown(rows: pd.DataFrame, seeds: dict[str, int]) -> str:
 def _markdown(frame: pd.DataFrame) -> str:
     header = [*frame.index.names, *frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join([*map(str, index), *(f"{v:.1f}" for v in row)]) + " |" for index, row in zip(frame.index, frame.to_numpy())]
+    lines += [
+        "| " + " | ".join([*map(str, index), *(f"{v:.1f}" for v in row)]) + " |"
+        for index, row in zip(frame.index, frame.to_numpy(), strict=True)
+    ]
     return "\n".join(lines)
 
 
@@ -116,9 +142,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="daily CSV (default: the config's data.path, else the bundled sample)")
     parser.add_argument("--config", type=Path, help="TOML config: the data format and the default model")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the default model's config")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the default model's config"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per LSTM on each protocol")
-    parser.add_argument("--recipe-recent-seeds", type=int, default=1, help="seeds of the notebook recipe on 'recent' (slow: 9 fits of 200 full-batch epochs)")
+    parser.add_argument(
+        "--recipe-recent-seeds",
+        type=int,
+        default=1,
+        help="seeds of the notebook recipe on 'recent' (slow: 9 fits of 200 full-batch epochs)",
+    )
     parser.add_argument("--skip-recipe", action="store_true", help="leave the notebook recipe out (when tuning)")
     parser.add_argument("--protocols", default="notebook,recent")
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
@@ -136,9 +169,14 @@ def main() -> None:
         protocol = PROTOCOLS[name]
         print(f"\nprotocol {name}: {protocol.model_dump()}", flush=True)
         start = time.perf_counter()
-        peers = run_backtest(history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon)
+        peers = run_backtest(
+            history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon
+        )
         peer_seconds = time.perf_counter() - start
-        print("  " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()) + f" ({peer_seconds:.0f} s)", flush=True)
+        print(
+            "  " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()) + f" ({peer_seconds:.0f} s)",
+            flush=True,
+        )
         print("  default LSTM", flush=True)
         runs = [backtest_seeds(default, history, protocol, args.seeds)]
         if not args.skip_recipe:
@@ -150,13 +188,17 @@ def main() -> None:
 
     table = pd.DataFrame(rows)
     markdown = table_markdown(table, seeds)
-    coverage = table.dropna(subset=["coverage_80"]).groupby(["forecaster", "protocol"], sort=False)[["coverage_80", "coverage_95"]].mean()
+    coverage = (
+        table.dropna(subset=["coverage_80"])
+        .groupby(["forecaster", "protocol"], sort=False)[["coverage_80", "coverage_95"]]
+        .mean()
+    )
     took = time.perf_counter() - started
     print(f"\nMAE in travellers (MAPE), one step ahead, {default.data.path.name}:\n\n{markdown}")
     print(f"\nprediction-interval coverage (nominal 80% / 95%):\n{(coverage * 100).round(1).to_string()}")
     print(f"\nbenchmark took {took / 60:.1f} min")
 
-    out = args.out / f"accuracy-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = args.out / f"accuracy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "accuracy.csv", index=False)
     (out / "accuracy.md").write_text(

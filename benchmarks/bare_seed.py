@@ -47,19 +47,27 @@ def main() -> None:
     X_train, y_train, X_test = X[:-test_days], y[:-test_days], X[-test_days:]
 
     keras.utils.set_random_seed(42)
-    model = keras.Sequential([
-        keras.Input(shape=(lags, len(columns))),
-        keras.layers.LSTM(256, activation="relu", return_sequences=True), keras.layers.Dropout(0.2),
-        keras.layers.LSTM(256, activation="relu"), keras.layers.Dropout(0.2),
-        keras.layers.Dense(16), keras.layers.Dropout(0.2), keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(lags, len(columns))),
+            keras.layers.LSTM(256, activation="relu", return_sequences=True),
+            keras.layers.Dropout(0.2),
+            keras.layers.LSTM(256, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(16),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(loss="mae", optimizer="adam")
     fit_start = time.perf_counter()
     model.fit(X_train, y_train, epochs=200, batch_size=len(X_train), shuffle=False, verbose=0)
     fit_seconds = time.perf_counter() - fit_start
     forecast = model.predict(X_test, verbose=0)[:, 0] * scaler.data_range_[0] + scaler.data_min_[0]
     mae = float(np.mean(np.abs(forecast - values[-test_days:, 0])))
-    print(f"bare seed recipe: {len(X_train)} samples, fit {fit_seconds:.1f} s, total {time.perf_counter() - started:.1f} s, test MAE {mae:,.0f}")
+    print(
+        f"bare seed recipe: {len(X_train)} samples, fit {fit_seconds:.1f} s, total {time.perf_counter() - started:.1f} s, test MAE {mae:,.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,8 +128,12 @@ def start_prefect_server(home: Path, env: dict) -> tuple[subprocess.Popen, str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server_env = env | {"PREFECT_HOME": str(home)}
-    process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/api"
     for _ in range(240):
         try:
@@ -169,7 +173,12 @@ def main() -> None:
         env |= {"PREFECT_HOME": str(root / "prefect-home-temporary")}  # the temporary servers' database, not ~/.prefect
         timed([cli, "retrain", "--config", str(config)], env)  # seeds the history and a champion (not timed)
         commands = {
-            "bare": [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py"), *data, *(["--config", str(args.config)] if args.config else [])],
+            "bare": [
+                sys.executable,
+                str(ROOT / "benchmarks" / "bare_seed.py"),
+                *data,
+                *(["--config", str(args.config)] if args.config else []),
+            ],
             "seed": [cli, "train", "--config", str(config), "--set", "preset=seed"],
             "default": [cli, "train", "--config", str(config)],
             "no-data": [cli, "retrain", "--config", str(config)],
@@ -209,19 +218,25 @@ def main() -> None:
         ratio = median / reference
         target = f"≤ {TARGETS[name.split(',')[0]]:.2f}" if name.split(",")[0] in TARGETS else ""
         lines.append(f"| {label} | {median:.1f} | {ratio:.3f} | {target} |")
-        rows.append({"measurement": name, "median_seconds": median, "ratio": ratio, "runs": " ".join(f"{s:.1f}" for s in seconds[name])})
+        rows.append(
+            {"measurement": name, "median_seconds": median, "ratio": ratio, "runs": " ".join(f"{s:.1f}" for s in seconds[name])}
+        )
     share = achieved / peak
-    lines.append(f"| 6 default network training: {achieved / 1e9:.2f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s matmul | {fit_seconds:.1f} ({epochs} epochs) | {share:.1%} of matmul | ≥ 30% |")
+    lines.append(
+        f"| 6 default network training: {achieved / 1e9:.2f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s matmul | {fit_seconds:.1f} ({epochs} epochs) | {share:.1%} of matmul | ≥ 30% |"
+    )
     rows.append({"measurement": "flops", "median_seconds": fit_seconds, "ratio": share, "runs": f"{achieved:.3e} of {peak:.3e}"})
     table = "\n".join(lines)
     print(f"\nmedians of {args.repeat} runs, ratios to the reference measured in the same run:\n\n{table}")
 
     import pandas as pd
 
-    out = args.out / f"speed-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    out = args.out / f"speed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "speed.csv", index=False)
-    (out / "speed.md").write_text(f"# Speed\n\nMedians of {args.repeat} runs; ratios to measurement 1 in the same run.\n\n{table}\n")
+    (out / "speed.md").write_text(
+        f"# Speed\n\nMedians of {args.repeat} runs; ratios to measurement 1 in the same run.\n\n{table}\n"
+    )
     print(f"written: {out}/speed.csv, speed.md")
 
 

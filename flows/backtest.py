@@ -3,7 +3,15 @@
 from prefect import flow
 
 from tasks.config import Settings
-from tasks.train_tasks import Evaluation, backtest_forecasters, create_run_dir, finish_tracking, read_input, start_tracking, validate_input
+from tasks.train_tasks import (
+    Evaluation,
+    backtest_forecasters,
+    create_run_dir,
+    finish_tracking,
+    read_input,
+    start_tracking,
+    validate_input,
+)
 
 
 @flow(name="backtest", flow_run_name="backtest-{settings.preset}", validate_parameters=False)

@@ -17,13 +17,19 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML config file (default: built-in defaults)")
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one setting, e.g. --set model.epochs=20 --set preset=seed (repeatable)",
     )
     train = commands.add_parser("train", parents=[common], help="validate, backtest, train and register a model")
     train.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
     backtest = commands.add_parser(
-        "backtest", parents=[common], help="rolling-origin backtest of the configured model and the baselines (nothing registered)"
+        "backtest",
+        parents=[common],
+        help="rolling-origin backtest of the configured model and the baselines (nothing registered)",
     )
     backtest.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
     validate = commands.add_parser("validate", parents=[common], help="check an input CSV and print every failure")
@@ -32,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--force", action="store_true", help="retrain even if no new data arrived")
     retrain.add_argument("--epochs", type=int, help="override model.epochs for this run")
     commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
-    ingest = commands.add_parser("ingest", parents=[common], help="drop a daily file into the landing folder and announce it; the retrain it starts ingests it")
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[common],
+        help="drop a daily file into the landing folder and announce it; the retrain it starts ingests it",
+    )
     ingest.add_argument("file", type=Path, help="CSV with one or more new days, in the input format")
     predict = commands.add_parser("predict", parents=[common], help="forecast the next days with the champion")
     predict.add_argument("--days", type=int, default=1, help="how many days ahead (default 1)")
@@ -68,7 +78,10 @@ def _print_backtest(evaluation) -> None:
 
     print(f"\nBacktest {evaluation.first_day} .. {evaluation.last_day}, one step ahead, real units:")
     print(format_metrics(metrics_table(evaluation.metrics)))
-    print(f"Prediction intervals of {evaluation.kind}: " + ", ".join(f"{lv}% covered {v:.0%} of the days" for lv, v in evaluation.coverage.items()))
+    print(
+        f"Prediction intervals of {evaluation.kind}: "
+        + ", ".join(f"{lv}% covered {v:.0%} of the days" for lv, v in evaluation.coverage.items())
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -83,7 +96,9 @@ def _train(args: argparse.Namespace) -> int:
         print(format_report(error.report), file=sys.stderr)
         return 1
     _print_backtest(summary.evaluation)
-    print(f"\nRegistered model '{summary.model_name}' version {summary.model_version}, {summary.kind} (MLflow run {summary.run_id})")
+    print(
+        f"\nRegistered model '{summary.model_name}' version {summary.model_version}, {summary.kind} (MLflow run {summary.run_id})"
+    )
     print(f"Plots and reports: {summary.run_dir}")
     return 0
 
@@ -107,7 +122,10 @@ def _retrain(args: argparse.Namespace) -> int:
 
     summary = retrain(_settings(args, None), force=args.force, epochs=args.epochs, trigger="manual")
     earlier = f", {summary.earlier_changes} stored by an earlier unfinished run" if summary.earlier_changes > 0 else ""
-    print(f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised{earlier}" + (f"; model version {summary.model_version}: {summary.reason}" if summary.model_version else ""))
+    print(
+        f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised{earlier}"
+        + (f"; model version {summary.model_version}: {summary.reason}" if summary.model_version else "")
+    )
     return 0
 
 
@@ -159,7 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the log
-    handlers = {"train": _train, "backtest": _backtest, "validate": _validate, "retrain": _retrain, "serve": _serve, "ingest": _ingest, "predict": _predict}
+    handlers = {
+        "train": _train,
+        "backtest": _backtest,
+        "validate": _validate,
+        "retrain": _retrain,
+        "serve": _serve,
+        "ingest": _ingest,
+        "predict": _predict,
+    }
     from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime
     from tasks.errors import RunStopped
 

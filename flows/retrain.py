@@ -37,7 +37,9 @@ class RetrainSummary:
 
 
 @flow(name="retrain", flow_run_name="retrain-{trigger}")
-def retrain(settings: Settings | None = None, force: bool = False, epochs: int | None = None, trigger: str = "manual") -> RetrainSummary:
+def retrain(
+    settings: Settings | None = None, force: bool = False, epochs: int | None = None, trigger: str = "manual"
+) -> RetrainSummary:
     """Retrain on the full history when days arrived or were revised since the last completed retrain (or when forced).
 
     No settings = the defaults. One retrain runs at a time; a second waits for the first.
@@ -59,5 +61,11 @@ def retrain(settings: Settings | None = None, force: bool = False, epochs: int |
         publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
     status = "promoted" if decision.promote else "not promoted"
     return RetrainSummary(
-        status, today, arrived.days_added, arrived.days_revised, challenger.model_version, decision.reason, arrived.earlier_changes
+        status,
+        today,
+        arrived.days_added,
+        arrived.days_revised,
+        challenger.model_version,
+        decision.reason,
+        arrived.earlier_changes,
     )

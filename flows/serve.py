@@ -15,9 +15,7 @@ def serve_retrain(settings: Settings) -> None:
         name=settings.retrain.deployment,
         schedules=[Cron(settings.retrain.cron, timezone=settings.retrain.timezone, parameters={"trigger": "schedule"})],
         triggers=[
-            DeploymentEventTrigger(
-                name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters={"trigger": "event"}
-            )
+            DeploymentEventTrigger(name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters={"trigger": "event"})
         ],
         parameters={"settings": settings.model_dump(mode="json")},
         description="Ingest new daily files, retrain, and move the champion alias if the challenger wins.",

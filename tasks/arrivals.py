@@ -32,9 +32,9 @@ def changed_cells(stored: pd.DataFrame, overlap: pd.DataFrame, columns: list[str
     """Long table (date, column, old_value, new_value) of the cells where `overlap` differs."""
     both = overlap.merge(stored, on=DATE, suffixes=("_new", "_old"))
     changes = [
-        pd.DataFrame({DATE: both[DATE], "column": column, "old_value": both[f"{column}_old"], "new_value": both[f"{column}_new"]})[
-            both[f"{column}_old"] != both[f"{column}_new"]
-        ]
+        pd.DataFrame(
+            {DATE: both[DATE], "column": column, "old_value": both[f"{column}_old"], "new_value": both[f"{column}_new"]}
+        )[both[f"{column}_old"] != both[f"{column}_new"]]
         for column in columns
     ]
     return pd.concat(changes, ignore_index=True).sort_values([DATE, "column"], ignore_index=True)
@@ -56,7 +56,9 @@ def plan_merge(
         return MergePlan("apply", f"first {len(incoming)} days of the history", incoming, pd.DataFrame(columns=REVISION_COLUMNS))
     first, last = stored[DATE].min(), stored[DATE].max()
     if (incoming[DATE] < first).any():
-        return MergePlan("reject", f"has days before the stored history starts ({_day(first)})", none, pd.DataFrame(columns=REVISION_COLUMNS))
+        return MergePlan(
+            "reject", f"has days before the stored history starts ({_day(first)})", none, pd.DataFrame(columns=REVISION_COLUMNS)
+        )
     revisions = changed_cells(stored, incoming[incoming[DATE] <= last], columns)
     oldest_revisable = last - pd.Timedelta(days=revision_window_days - 1)
     too_old = revisions[revisions[DATE] < oldest_revisable]
@@ -73,7 +75,9 @@ def plan_merge(
     if len(new_days) and new_days[DATE].min() != last + pd.Timedelta(days=1):
         missing_to = new_days[DATE].min() - pd.Timedelta(days=1)
         gap = f"{_day(last + pd.Timedelta(days=1))} .. {_day(missing_to)}"
-        return MergePlan("wait", f"starts {_day(new_days[DATE].min())} but the history ends {_day(last)}: waiting for {gap}", none, revisions)
+        return MergePlan(
+            "wait", f"starts {_day(new_days[DATE].min())} but the history ends {_day(last)}: waiting for {gap}", none, revisions
+        )
     if new_days.empty and revisions.empty:
         return MergePlan("nothing_new", "every day in it is already stored with the same values", none, revisions)
     reason = f"adds {len(new_days)} day(s), revises {revisions[DATE].nunique()} day(s)"

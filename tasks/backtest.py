@@ -70,7 +70,9 @@ def already_fitted(forecaster: Forecaster) -> Fit:
 
     def fit(train: pd.DataFrame) -> Forecaster:
         if train[DATE].iloc[-1] != forecaster.fitted_through:
-            raise ValueError(f"the forecaster was fitted through {forecaster.fitted_through.date()}, the fold needs {train[DATE].iloc[-1].date()}")
+            raise ValueError(
+                f"the forecaster was fitted through {forecaster.fitted_through.date()}, the fold needs {train[DATE].iloc[-1].date()}"
+            )
         return forecaster
 
     return fit
@@ -124,7 +126,9 @@ def run_backtest(history: pd.DataFrame, fits: dict[str, Fit], config: BacktestCo
     scale = seasonal_naive_mae(series[: folds[0].origin])
     scores = {name: score(pd.concat(parts, ignore_index=True), actual, scale, epochs[name]) for name, parts in frames.items()}
     forecasts = {name: s.forecast for name, s in scores.items()}
-    return Backtest(history[DATE].to_numpy()[rows], fold_of, actual, scores, fold_table(folds, fold_of, actual, forecasts, series))
+    return Backtest(
+        history[DATE].to_numpy()[rows], fold_of, actual, scores, fold_table(folds, fold_of, actual, forecasts, series)
+    )
 
 
 def score(frame: pd.DataFrame, actual: np.ndarray, scale: float, epochs: list[int]) -> Scores:
@@ -132,7 +136,9 @@ def score(frame: pd.DataFrame, actual: np.ndarray, scale: float, epochs: list[in
     shape = actual.shape
     forecast = frame["forecast"].to_numpy(dtype=float).reshape(shape)
     levels = sorted(int(c.removeprefix("lower_")) for c in frame.columns if c.startswith("lower_"))
-    intervals = {lv: (frame[f"lower_{lv}"].to_numpy().reshape(shape), frame[f"upper_{lv}"].to_numpy().reshape(shape)) for lv in levels}
+    intervals = {
+        lv: (frame[f"lower_{lv}"].to_numpy().reshape(shape), frame[f"upper_{lv}"].to_numpy().reshape(shape)) for lv in levels
+    }
     return Scores(
         forecast=forecast,
         intervals=intervals,
@@ -143,13 +149,17 @@ def score(frame: pd.DataFrame, actual: np.ndarray, scale: float, epochs: list[in
     )
 
 
-def fold_table(folds: list[Fold], fold_of: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray], series: np.ndarray) -> pd.DataFrame:
+def fold_table(
+    folds: list[Fold], fold_of: np.ndarray, actual: np.ndarray, forecasts: dict[str, np.ndarray], series: np.ndarray
+) -> pd.DataFrame:
     """Metrics per fold and forecaster; MASE scaled by the seasonal-naive error before each fold."""
     rows = []
     for f in folds:
         mask = fold_of == f.index
         scale = seasonal_naive_mae(series[f.train_start : f.origin])
         for name, values in forecasts.items():
-            rows.append({"fold": f.index, "origin_row": f.origin, "days": int(mask.sum()), "forecaster": name}
-                        | forecast_metrics(actual[mask], values[mask], scale))
+            rows.append(
+                {"fold": f.index, "origin_row": f.origin, "days": int(mask.sum()), "forecaster": name}
+                | forecast_metrics(actual[mask], values[mask], scale)
+            )
     return pd.DataFrame(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pandas as pd
 
@@ -27,7 +28,8 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, mase_scale: floa
         "mae": mae,
         "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100) if np.all(actual != 0) else math.nan,
         "smape": float(np.mean(2 * np.abs(error) / (np.abs(actual) + np.abs(predicted))) * 100)
-        if np.all(np.abs(actual) + np.abs(predicted) > 0) else math.nan,
+        if np.all(np.abs(actual) + np.abs(predicted) > 0)
+        else math.nan,
         "r2": 1 - float(np.sum(error**2)) / total if total > 0 else math.nan,
         "mase": mae / mase_scale if mase_scale > 0 else math.nan,
     }

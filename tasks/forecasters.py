@@ -117,14 +117,18 @@ class Forecaster(ABC):
         past_end = (days.max() - history[DATE].iloc[-1]).days + self.horizon - 1 if len(days) else 0
         extended = with_future_days(history.reset_index(drop=True), max(past_end, 0), self.data)
         rows = extended[DATE].searchsorted(days)
-        if len(rows) and (rows.min() < self.min_history_days or not extended[DATE].iloc[rows].reset_index(drop=True).equals(pd.Series(days))):
+        if len(rows) and (
+            rows.min() < self.min_history_days or not extended[DATE].iloc[rows].reset_index(drop=True).equals(pd.Series(days))
+        ):
             raise ValueError(
                 f"{self.describe()} forecasts days with at least {self.min_history_days} days of history before them "
                 f"(history {history[DATE].iloc[0].date()} .. {history[DATE].iloc[-1].date()})"
             )
         return self.forecast_frame(extended[DATE].to_numpy()[rows], self.forecast_rows(extended, rows))
 
-    def forecast_frame(self, first_target_days: np.ndarray, forecasts: np.ndarray, steps_ahead: np.ndarray | None = None) -> pd.DataFrame:
+    def forecast_frame(
+        self, first_target_days: np.ndarray, forecasts: np.ndarray, steps_ahead: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """Long table from [n, horizon] forecasts; intervals widen with sqrt(steps ahead)."""
         n, horizon = forecasts.shape
         steps = np.tile(np.arange(1, horizon + 1), n)
@@ -141,14 +145,16 @@ class Forecaster(ABC):
         Case counts are carried forward from the last stored day; day types come from the
         calendar; intervals widen with the square root of the days ahead.
         """
+        # A tail long enough that every input is as with the whole history (the LSTM's
+        # same-weekday reference looks four weeks back, its case counts one week).
         frame = history.tail(self.min_history_days + SEASON * 8).reset_index(drop=True)
         forecasts = []
         for _ in range(days):
-            extended = with_future_days(frame, 1, self.data)
+            extended = with_future_days(frame, self.horizon, self.data)  # a sample's targets span the horizon
             value = float(self.forecast_rows(extended, np.array([len(frame)]))[0, 0])
             extended.loc[len(frame), TARGET] = max(0, round(value))
             forecasts.append(value)
-            frame = extended.astype(history.dtypes.to_dict())
+            frame = extended.iloc[: len(frame) + 1].astype(history.dtypes.to_dict())
         dates = frame[DATE].to_numpy()[-days:] if days else np.array([], dtype="datetime64[ns]")
         return self.forecast_frame(dates, np.array(forecasts).reshape(-1, 1), np.arange(1, days + 1))
 
@@ -243,7 +249,9 @@ class StatsForecaster(Forecaster):
 
     def forecast_rows(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
         actual = history[TARGET].to_numpy(dtype=float)
-        return np.array([self.fitted.forward(y=actual[:row], h=self.horizon)["mean"] for row in first_targets]).reshape(-1, self.horizon)
+        return np.array([self.fitted.forward(y=actual[:row], h=self.horizon)["mean"] for row in first_targets]).reshape(
+            -1, self.horizon
+        )
 
     def predict_days(self, history: pd.DataFrame, days: int) -> pd.DataFrame:
         """The model's own multi-step forecast from the whole history (no feeding back)."""

@@ -61,7 +61,10 @@ def frame_windows(encoded: Encoded, lags: int, horizon: int, first_targets: np.n
 def select(samples: Samples, mask: np.ndarray) -> Samples:
     """The samples where `mask` is true."""
     return Samples(
-        X=samples.X[mask], future=samples.future[mask], y=samples.y[mask], reference=samples.reference[mask],
+        X=samples.X[mask],
+        future=samples.future[mask],
+        y=samples.y[mask],
+        reference=samples.reference[mask],
         target_rows=samples.target_rows[mask],
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -129,7 +129,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def apply_file(store: Store, sha256: str, name: str, new_days: pd.DataFrame, revisions: pd.DataFrame, span: tuple) -> None:
     """Add new days, apply and record revisions, record the file: all or nothing."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with writing(str(store.engine.url)), store.engine.begin() as connection:
         if len(new_days):
             connection.execute(sa.insert(store.days), _records(new_days[[DATE, *store.value_columns]]))
@@ -140,14 +140,23 @@ def apply_file(store: Store, sha256: str, name: str, new_days: pd.DataFrame, rev
             )
             connection.execute(
                 sa.insert(store.revisions).values(
-                    date=day, column=change.column, old_value=int(change.old_value), new_value=int(change.new_value),
-                    file_sha256=sha256, revised_at=now,
+                    date=day,
+                    column=change.column,
+                    old_value=int(change.old_value),
+                    new_value=int(change.new_value),
+                    file_sha256=sha256,
+                    revised_at=now,
                 )
             )
         connection.execute(
             sa.insert(store.files).values(
-                sha256=sha256, name=name, ingested_at=now, first_date=span[0].date(), last_date=span[1].date(),
-                days_added=len(new_days), days_revised=revisions[DATE].nunique() if len(revisions) else 0,
+                sha256=sha256,
+                name=name,
+                ingested_at=now,
+                first_date=span[0].date(),
+                last_date=span[1].date(),
+                days_added=len(new_days),
+                days_revised=revisions[DATE].nunique() if len(revisions) else 0,
             )
         )
 
@@ -177,6 +186,6 @@ def record_training(store: Store, changes_through: int, model_version: str, run_
     with writing(str(store.engine.url)), store.engine.begin() as connection:
         connection.execute(
             sa.insert(store.trainings).values(
-                changes_through=changes_through, model_version=model_version, run_id=run_id, trained_at=datetime.now(timezone.utc)
+                changes_through=changes_through, model_version=model_version, run_id=run_id, trained_at=datetime.now(UTC)
             )
         )

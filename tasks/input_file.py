@@ -171,14 +171,16 @@ def _report_rows(failures: pd.DataFrame, raw: pd.DataFrame, config: DataConfig, 
             column = user_name.get(str(value if missing_column else column), str(value if missing_column else column))
             if has_row and column in raw:
                 value = raw.at[int(failure.index), column]
-            rows.append({
-                "file": str(path),
-                "line": int(failure.index) + 2 if has_row else None,  # 1-based, after the header line
-                "column": column,
-                "value": "" if missing_column else str(value),
-                "rule": RULE_TEXT.get(str(failure.check), str(failure.check)),
-                "check": str(failure.check),
-            })
+            rows.append(
+                {
+                    "file": str(path),
+                    "line": int(failure.index) + 2 if has_row else None,  # 1-based, after the header line
+                    "column": column,
+                    "value": "" if missing_column else str(value),
+                    "rule": RULE_TEXT.get(str(failure.check), str(failure.check)),
+                    "check": str(failure.check),
+                }
+            )
     report = pd.DataFrame(rows, columns=REPORT_COLUMNS).astype({"line": "Int64"})
     return report.sort_values(["line", "column"], na_position="first", kind="stable").reset_index(drop=True)
 

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -24,9 +24,9 @@ from tasks.input_file import (
     REPORT_COLUMNS,
     InputValidationError,
     canonical_names,
-    read_history_file,
     parse_input,
     read_csv,
+    read_history_file,
     to_input_format,
     validation_report,
     value_columns,
@@ -111,7 +111,7 @@ def move_into(path: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     if target.exists():
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         target = folder / f"{path.stem}.{stamp}{path.suffix}"
     return Path(shutil.move(path, target))
 
@@ -126,7 +126,9 @@ def reject(path: Path, report: pd.DataFrame, reason: str) -> FileOutcome:
 
 def reason_report(path: Path, reason: str) -> pd.DataFrame:
     """A one-line report for a file refused for how it fits the history, not for a broken rule."""
-    return pd.DataFrame([{"file": str(path), "line": None, "column": "", "value": "", "rule": reason, "check": "merge"}], columns=REPORT_COLUMNS)
+    return pd.DataFrame(
+        [{"file": str(path), "line": None, "column": "", "value": "", "rule": reason, "check": "merge"}], columns=REPORT_COLUMNS
+    )
 
 
 def file_lines(path: Path, settings: Settings) -> dict[pd.Timestamp, int]:
@@ -143,7 +145,10 @@ def merge_failures(merged: pd.DataFrame, settings: Settings, path: Path) -> pd.D
         return report
     # The report's lines are positions in the merged history: name the day, and its line in the file.
     days = merged[DATE].dt.strftime("%Y-%m-%d").to_numpy()
-    report["rule"] = [f"{rule} (on {days[line - 2]}, with the stored history)" for rule, line in zip(report["rule"], report["line"])]
+    report["rule"] = [
+        f"{rule} (on {days[line - 2]}, with the stored history)"
+        for rule, line in zip(report["rule"], report["line"], strict=True)
+    ]
     lines = file_lines(path, settings)
     report["line"] = pd.array([lines.get(pd.Timestamp(days[line - 2])) for line in report["line"]], dtype="Int64")
     return report
@@ -160,15 +165,23 @@ def outlier_report(merged: pd.DataFrame, plan: arrivals.MergePlan, settings: Set
         return pd.DataFrame(columns=REPORT_COLUMNS)
     lines = file_lines(path, settings)
     rows = [
-        {"file": str(path), "line": lines.get(day.date), "column": settings.data.target_column, "value": f"{day.value:.0f}",
-         "rule": f"on {day.date:%Y-%m-%d}: {day.ratio:.3g}x the median of the {arrivals.OUTLIER_WINDOW_DAYS} days before ({day.median:,.0f}); "
-                 f"the limit is {factor:g}x either way (retrain.outlier_factor)", "check": "outlier"}
+        {
+            "file": str(path),
+            "line": lines.get(day.date),
+            "column": settings.data.target_column,
+            "value": f"{day.value:.0f}",
+            "rule": f"on {day.date:%Y-%m-%d}: {day.ratio:.3g}x the median of the {arrivals.OUTLIER_WINDOW_DAYS} days before ({day.median:,.0f}); "
+            f"the limit is {factor:g}x either way (retrain.outlier_factor)",
+            "check": "outlier",
+        }
         for day in outliers.itertuples(index=False)
     ]
     return pd.DataFrame(rows, columns=REPORT_COLUMNS).astype({"line": "Int64"})
 
 
-def ingest_one(store: history_store.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings) -> tuple[FileOutcome, pd.DataFrame]:
+def ingest_one(
+    store: history_store.Store, stored: pd.DataFrame, path: Path, incoming: pd.DataFrame, sha: str, settings: Settings
+) -> tuple[FileOutcome, pd.DataFrame]:
     """Merge one validated file; return its outcome and the history after it."""
     columns = value_columns(settings.data)
     display = {canonical: name for name, canonical in canonical_names(settings.data).items()}
@@ -183,11 +196,15 @@ def ingest_one(store: history_store.Store, stored: pd.DataFrame, path: Path, inc
         return reject(path, failures, f"{len(failures)} rule(s) broken together with the stored history"), stored
     outliers = outlier_report(merged, plan, settings, path)
     if len(outliers):
-        return reject(path, outliers, f"{len(outliers)} outlier day(s) held back: check the values, or ingest with retrain.outlier_factor=0"), stored
+        return reject(
+            path, outliers, f"{len(outliers)} outlier day(s) held back: check the values, or ingest with retrain.outlier_factor=0"
+        ), stored
     span = (incoming[DATE].min(), incoming[DATE].max())
     history_store.apply_file(store, sha, path.name, plan.new_days, plan.revisions, span)
     outcome = "added" if plan.outcome == "apply" else "nothing_new"
-    return FileOutcome(path.name, outcome, plan.reason, len(plan.new_days), plan.revisions[DATE].nunique() if len(plan.revisions) else 0), merged
+    return FileOutcome(
+        path.name, outcome, plan.reason, len(plan.new_days), plan.revisions[DATE].nunique() if len(plan.revisions) else 0
+    ), merged
 
 
 def open_history(settings: Settings) -> tuple[history_store.Store, FileOutcome | None]:
@@ -212,7 +229,9 @@ def ingest_landing(settings: Settings) -> IngestResult:
     pending: list[tuple[Path, pd.DataFrame, str]] = []
     for path in sorted(folder.glob("*.csv")):
         if path.is_symlink() or not path.is_file():  # never follow a link out of the store's folders
-            outcomes.append(reject(path, reason_report(path, "not a regular file (a link or a folder): not read"), "not a regular file"))
+            outcomes.append(
+                reject(path, reason_report(path, "not a regular file (a link or a folder): not read"), "not a regular file")
+            )
             continue
         sha = file_sha256(path)
         if history_store.is_ingested(store, sha):

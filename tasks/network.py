@@ -125,7 +125,7 @@ def join_members(members: list) -> keras.Model:
 def mean_losses(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
     """Per-epoch mean over members; a member that stopped earlier repeats its last value."""
     epochs = max(len(h["loss"]) for h in histories)
-    padded = lambda values: values + [values[-1]] * (epochs - len(values))  # noqa: E731
+    padded = lambda values: values + [values[-1]] * (epochs - len(values))
     return {key: [float(v) for v in np.mean([padded(list(h[key])) for h in histories], axis=0)] for key in histories[0]}
 
 

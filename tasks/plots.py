@@ -43,7 +43,9 @@ def plot_backtest(backtest, kind: str, path: Path) -> Path:
         axes.fill_between(dates, lower[:, 0], upper[:, 0], alpha=0.2, label=f"{kind} {level}% interval")
     axes.plot(dates, backtest.actual[:, 0], color="black", linewidth=2, label="actual")
     for name, scores in backtest.scores.items():
-        axes.plot(dates, scores.forecast[:, 0], linestyle="-" if name == kind else "--", linewidth=2 if name == kind else 1, label=name)
+        axes.plot(
+            dates, scores.forecast[:, 0], linestyle="-" if name == kind else "--", linewidth=2 if name == kind else 1, label=name
+        )
     for start in dates[np.flatnonzero(np.diff(backtest.fold, prepend=-1))][1:]:
         axes.axvline(start, color="grey", linewidth=0.8, linestyle=":")
     axes.set(xlabel="date", ylabel="travellers", title="Backtest: actual vs one-step forecasts (dotted: refits)")

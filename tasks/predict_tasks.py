@@ -22,11 +22,15 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int)
         raise LookupError(f"no '{CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
     forecaster = registry.load(champion)
     forecast = forecaster.predict_days(history, days).drop(columns="step")
-    forecast = forecast.assign(date=forecast["date"].dt.strftime("%Y-%m-%d"), model_version=str(champion.version), kind=forecaster.kind)
+    forecast = forecast.assign(
+        date=forecast["date"].dt.strftime("%Y-%m-%d"), model_version=str(champion.version), kind=forecaster.kind
+    )
     logger = get_run_logger()
     for row in forecast.to_dict("records"):
         bounds = ", ".join(f"{c[6:]}%: {row[c]:,.0f}..{row['upper_' + c[6:]]:,.0f}" for c in row if c.startswith("lower_"))
-        logger.info("%s: %.0f travellers (%s; champion v%s, %s)", row["date"], row["forecast"], bounds, row["model_version"], row["kind"])
+        logger.info(
+            "%s: %.0f travellers (%s; champion v%s, %s)", row["date"], row["forecast"], bounds, row["model_version"], row["kind"]
+        )
     return forecast
 
 

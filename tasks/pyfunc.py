@@ -22,7 +22,9 @@ ARTIFACT = "forecaster"  # the pyfunc artifact holding the forecaster's folder
 def forecast_windows(forecaster: Forecaster, history: pd.DataFrame) -> pd.DataFrame:
     """Forecasts for every day from the first with enough history through the day after the history."""
     if len(history) < forecaster.min_history_days:
-        raise ValueError(f"model input has {len(history)} days; {forecaster.describe()} needs at least {forecaster.min_history_days}")
+        raise ValueError(
+            f"model input has {len(history)} days; {forecaster.describe()} needs at least {forecaster.min_history_days}"
+        )
     first = history[DATE].iloc[0] + pd.Timedelta(days=forecaster.min_history_days)
     days = pd.date_range(first, history[DATE].iloc[-1] + pd.Timedelta(days=1))
     return forecaster.predict(history, days).assign(date=lambda f: f["date"].dt.strftime("%Y-%m-%d"))

@@ -1,10 +1,10 @@
 """MLflow at the edge, as one object: runs, backtest logging, the registered model, the champion.
 
-    registry = Registry(settings.mlflow)      # the store inside mlruns/, or a tracking server
-    run_id = registry.start_run("train-2024-11-14-manual", tags, params, files)
-    registry.log_backtest(run_id, scores, fold_rows)
-    version = registry.register(forecaster, run_id, input_example, description)
-    registry.load(registry.champion())        # a trusted, fitted Forecaster
+registry = Registry(settings.mlflow)      # the store inside mlruns/, or a tracking server
+run_id = registry.start_run("train-2024-11-14-manual", tags, params, files)
+registry.log_backtest(run_id, scores, fold_rows)
+version = registry.register(forecaster, run_id, input_example, description)
+registry.load(registry.champion())        # a trusted, fitted Forecaster
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ from tasks.errors import RunStopped
 
 # What a logged model needs to load and predict; versions pinned to this environment.
 MODEL_REQUIREMENTS = [
-    "mlflow", "tensorflow-cpu", "keras", "scikit-learn", "pandas", "pandera", "holidays", "pydantic", "joblib", "statsforecast",
+    "mlflow",
+    "tensorflow-cpu",
+    "keras",
+    "scikit-learn",
+    "pandas",
+    "pandera",
+    "holidays",
+    "pydantic",
+    "joblib",
+    "statsforecast",
 ]
 CHAMPION = "champion"
 BATCH_LIMIT = 1000  # metrics per log_batch call (the tracking API's limit)
@@ -72,7 +81,11 @@ def backtest_metrics(scores) -> list[tuple[str, float, int]]:
 
 def fold_metric_steps(fold_rows: pd.DataFrame) -> list[tuple[str, float, int]]:
     """Per-fold metrics of one forecaster as steps (step = fold)."""
-    return [(f"fold_{m}", getattr(row, m), int(row.fold)) for row in fold_rows.itertuples(index=False) for m in ("mae", "rmse", "mape", "smape", "mase")]
+    return [
+        (f"fold_{m}", getattr(row, m), int(row.fold))
+        for row in fold_rows.itertuples(index=False)
+        for m in ("mae", "rmse", "mape", "smape", "mase")
+    ]
 
 
 class Registry:
@@ -124,7 +137,9 @@ class Registry:
 
     # Runs ---------------------------------------------------------------------------------
 
-    def start_run(self, name: str, tags: dict[str, str], params: dict[str, str], files: list[Path], parent: str | None = None) -> str:
+    def start_run(
+        self, name: str, tags: dict[str, str], params: dict[str, str], files: list[Path], parent: str | None = None
+    ) -> str:
         """A new run (a child of `parent` if given) with params, tags and files; left open for what follows."""
         from mlflow.entities import Param
 
@@ -185,7 +200,9 @@ class Registry:
         from tasks.pyfunc import ARTIFACT, ForecasterModel, forecast_windows
 
         forecaster.save(model_dir)
-        output_example = forecast_windows(forecaster, history_from_frame(input_example, forecaster.data, source="<input example>"))
+        output_example = forecast_windows(
+            forecaster, history_from_frame(input_example, forecaster.data, source="<input example>")
+        )
         with warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold missing values: validation refuses those anyway.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
@@ -201,7 +218,9 @@ class Registry:
                 input_example=input_example,
             )
         tags = {"run_id": run_id, "kind": forecaster.kind, "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d")}
-        version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)  # the registry URI set by _fluent
+        version = mlflow.register_model(
+            info.model_uri, self.config.registered_model, tags=tags
+        )  # the registry URI set by _fluent
         self.client.update_model_version(version.name, version.version, description=description)
         return version
 
@@ -241,7 +260,9 @@ class Registry:
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, challenger, key, value)
         if champion is not None:
-            client.set_model_version_tag(name, champion, "last_challenge", f"v{challenger}: {decision.tags()['decision']} - {decision.reason}")
+            client.set_model_version_tag(
+                name, champion, "last_challenge", f"v{challenger}: {decision.tags()['decision']} - {decision.reason}"
+            )
         client.set_tag(run_id, "champion", "true" if decision.promote else "false")
         client.set_tag(run_id, "decision", decision.reason)
         if decision.promote:

@@ -70,7 +70,9 @@ def exclusive_retrain(settings: Settings) -> Iterator[None]:
         try:
             lock.acquire(timeout=wait)
         except Timeout:
-            raise RetrainBusy(f"another retrain held {path} for over {wait:.0f} s (retrain.lock_wait_seconds); this run changed nothing") from None
+            raise RetrainBusy(
+                f"another retrain held {path} for over {wait:.0f} s (retrain.lock_wait_seconds); this run changed nothing"
+            ) from None
     try:
         yield
     finally:
@@ -153,25 +155,36 @@ def decide_champion(settings: Settings, challenger: TrainSummary, champion: Cham
         champion.version if champion else None,
         settings.retrain.max_baseline_ratio,
     )
-    Registry(settings.mlflow).record_decision(challenger.model_version, champion.version if champion else None, challenger.run_id, decision)
+    Registry(settings.mlflow).record_decision(
+        challenger.model_version, champion.version if champion else None, challenger.run_id, decision
+    )
     get_run_logger().info("v%s %s: %s", challenger.model_version, decision.tags()["decision"], decision.reason)
     return decision
 
 
 def summary_markdown(
-    run_day: str, trigger: str, result: IngestResult, challenger: TrainSummary | None,
-    champion: ChampionScore | None, decision: Decision | None, links: dict[str, str],
+    run_day: str,
+    trigger: str,
+    result: IngestResult,
+    challenger: TrainSummary | None,
+    champion: ChampionScore | None,
+    decision: Decision | None,
+    links: dict[str, str],
 ) -> str:
     """The run at a glance: new data, metrics side by side, the decision, links into MLflow."""
-    lines = [f"# Retrain {run_day} ({trigger})", "", f"History through **{result.last_date}**: "
-             f"{result.days_added} new day(s), {result.days_revised} revised day(s).", ""]
+    lines = [
+        f"# Retrain {run_day} ({trigger})",
+        "",
+        f"History through **{result.last_date}**: {result.days_added} new day(s), {result.days_revised} revised day(s).",
+        "",
+    ]
     if result.earlier_changes > 0:
         lines += [f"Also trained on: {result.earlier_changes} change(s) stored by an earlier run that did not finish.", ""]
     if result.files:
         lines += ["| file | outcome | reason |", "|---|---|---|"]
         lines += [f"| {f.name} | {f.outcome} | {f.reason} |" for f in result.files] + [""]
     if challenger is None:
-        return "\n".join(lines + ["**No new data**: nothing trained."])
+        return "\n".join([*lines, "**No new data**: nothing trained."])
     metrics = challenger.evaluation.metrics
     rows = {f"challenger v{challenger.model_version} ({challenger.kind})": challenger.evaluation.model}
     if champion is not None and champion.metrics is not None:
@@ -180,17 +193,28 @@ def summary_markdown(
         lines += [f"Champion v{champion.version} could not be scored on this window: {champion.error}", ""]
     rows |= {name: values for name, values in metrics.items() if name != challenger.kind}
     lines += ["| forecaster | RMSE | MAE | MAPE | R² | MASE |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |" for name, m in rows.items()]
+    lines += [
+        f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |"
+        for name, m in rows.items()
+    ]
     lines += ["", f"**Decision: {decision.tags()['decision']}** — {decision.reason}", ""]
-    lines += [f"- MLflow run: [{challenger.run_id}]({links['run']})", f"- Model version: [v{challenger.model_version}]({links['model_version']})"]
+    lines += [
+        f"- MLflow run: [{challenger.run_id}]({links['run']})",
+        f"- Model version: [v{challenger.model_version}]({links['model_version']})",
+    ]
     lines += [f"- Forecasters side by side: [runs table]({links['compare']}) (the training run and its child runs)"]
     return "\n".join(lines)
 
 
 @task(cache_policy=NO_CACHE)
 def publish_summary(
-    settings: Settings, run_day: str, trigger: str, result: IngestResult,
-    challenger: TrainSummary | None = None, champion: ChampionScore | None = None, decision: Decision | None = None,
+    settings: Settings,
+    run_day: str,
+    trigger: str,
+    result: IngestResult,
+    challenger: TrainSummary | None = None,
+    champion: ChampionScore | None = None,
+    decision: Decision | None = None,
 ) -> str:
     """A Prefect markdown artifact summarising the run; returns its text."""
     from tasks.registry import Registry

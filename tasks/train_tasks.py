@@ -7,7 +7,7 @@ the steps either are cheap or have side effects (files, MLflow).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,7 +72,7 @@ class TrainSummary:
 @task(cache_policy=NO_CACHE)
 def create_run_dir(output_dir: Path, kind: str) -> Path:
     """A fresh folder for this run's report, plots and model files."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = output_dir / f"{kind}-{stamp}"
     run_dir.mkdir(parents=True)
     return run_dir
@@ -115,13 +115,19 @@ def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.D
 
 
 @task(cache_policy=NO_CACHE)
-def start_tracking(settings: Settings, history: pd.DataFrame, run_dir: Path, kind: str, tags: dict[str, str], source: Path | None = None) -> str:
+def start_tracking(
+    settings: Settings, history: pd.DataFrame, run_dir: Path, kind: str, tags: dict[str, str], source: Path | None = None
+) -> str:
     """Open the MLflow run of a `kind` run (train, retrain, backtest): config as params, data fingerprint, tags, reports."""
     from tasks.registry import Registry, data_fingerprint, flatten
 
     registry = Registry(settings.mlflow)
     fingerprint = data_fingerprint(history, source)
-    run_tags = {"preset": settings.preset, "forecaster": settings.model.kind, "data_through": fingerprint["data.last_date"]} | tags
+    run_tags = {
+        "preset": settings.preset,
+        "forecaster": settings.model.kind,
+        "data_through": fingerprint["data.last_date"],
+    } | tags
     name = f"{kind}-{run_tags['data_through']}-{run_tags.get('trigger', 'manual')}"
     reports = sorted([*run_dir.glob("*.csv"), *run_dir.glob("*.json")])
     run_id = registry.start_run(name, run_tags, flatten(settings.model_dump(mode="json")) | fingerprint, reports)
@@ -150,10 +156,14 @@ def write_backtest_files(result: Backtest, kind: str, run_dir: Path) -> list[Pat
 
     ev.metrics_table(result.metrics).to_csv(run_dir / "metrics.csv")
     result.fold_metrics.to_csv(run_dir / "fold_metrics.csv", index=False)
-    days = pd.DataFrame({"date": pd.DatetimeIndex(result.dates).strftime("%Y-%m-%d"), "fold": result.fold, "actual": result.actual[:, 0]})
+    days = pd.DataFrame(
+        {"date": pd.DatetimeIndex(result.dates).strftime("%Y-%m-%d"), "fold": result.fold, "actual": result.actual[:, 0]}
+    )
     days = days.assign(**{name: s.forecast[:, 0] for name, s in result.scores.items()})
     bounds = result.scores[kind].intervals
-    days = days.assign(**{f"{side}_{level}": pair[i][:, 0] for level, pair in bounds.items() for i, side in enumerate(("lower", "upper"))})
+    days = days.assign(
+        **{f"{side}_{level}": pair[i][:, 0] for level, pair in bounds.items() for i, side in enumerate(("lower", "upper"))}
+    )
     days.to_csv(run_dir / "backtest.csv", index=False)
     figure = plots.plot_backtest(result, kind, run_dir / "backtest.png")
     return [run_dir / "metrics.csv", run_dir / "fold_metrics.csv", run_dir / "backtest.csv", figure]
@@ -167,8 +177,19 @@ def child_params(settings: Settings, history: pd.DataFrame) -> dict[str, str]:
     return flatten({"backtest": settings.backtest.model_dump(mode="json"), "model": model}) | data_fingerprint(history)
 
 
+def log_compared(registry, run_id: str, name: str, scores, folds: pd.DataFrame, params: dict[str, str]) -> str:
+    """A child run of the training run holding one compared forecaster's backtest; returns its id."""
+    tags = {"forecaster": name, "backtest_of": run_id}
+    child = registry.start_run(name, tags, params | {"model.kind": name}, [], parent=run_id)
+    registry.log_backtest(child, scores, folds)
+    registry.end_run(child)
+    return child
+
+
 @task(cache_policy=NO_CACHE)
-def backtest_forecasters(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, fitted: Forecaster | None = None) -> Evaluation:
+def backtest_forecasters(
+    history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, fitted: Forecaster | None = None
+) -> Evaluation:
     """Rolling-origin backtest of the configured forecaster and the ones it is compared with, on the same days.
 
     The configured forecaster's scores go on the run itself; every other forecaster gets a
@@ -189,18 +210,21 @@ def backtest_forecasters(history: pd.DataFrame, settings: Settings, run_id: str,
     coverage = ", ".join(f"{level}%: {value:.0%}" for level, value in scores.coverage.items())
     get_run_logger().info(
         "backtest %s .. %s, %d fold(s), %s interval coverage %s:\n%s",
-        first, last, result.fold.max() + 1, kind, coverage, ev.format_metrics(ev.metrics_table(result.metrics)),
+        first,
+        last,
+        result.fold.max() + 1,
+        kind,
+        coverage,
+        ev.format_metrics(ev.metrics_table(result.metrics)),
     )
-    runs = {kind: run_id}
+    folds = lambda name: result.fold_metrics[result.fold_metrics["forecaster"] == name]
+    registry.log_backtest(run_id, scores, folds(kind))
     shared = child_params(settings, history)
-    for name, other in result.scores.items():
-        rows = result.fold_metrics[result.fold_metrics["forecaster"] == name]
-        if name != kind:
-            params = shared | {"model.kind": name}
-            runs[name] = registry.start_run(name, {"forecaster": name, "backtest_of": run_id}, params, [], parent=run_id)
-        registry.log_backtest(runs[name], other, rows)
-        if name != kind:
-            registry.end_run(runs[name])
+    runs = {kind: run_id} | {
+        name: log_compared(registry, run_id, name, other, folds(name), shared)
+        for name, other in result.scores.items()
+        if name != kind
+    }
     registry.log_files(run_id, files)
     create_table_artifact(
         key="backtest-metrics",
@@ -211,7 +235,9 @@ def backtest_forecasters(history: pd.DataFrame, settings: Settings, run_id: str,
 
 
 @task(cache_policy=NO_CACHE)
-def fit_forecaster(history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, before_test: bool = False) -> Forecaster:
+def fit_forecaster(
+    history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, before_test: bool = False
+) -> Forecaster:
     """Fit the configured forecaster on all history (or on the days before the backtest), logging each epoch.
 
     A network's losses per epoch go to MLflow with their plot, kept even if training diverged.
@@ -237,7 +263,9 @@ def fit_forecaster(history: pd.DataFrame, settings: Settings, run_id: str, run_d
         finally:
             if forecaster.losses:
                 registry.log_epoch_losses(run_id, forecaster.losses)
-                registry.log_files(run_id, [plots.plot_losses(forecaster.losses, "validation (early stopping)", run_dir / "loss.png")])
+                registry.log_files(
+                    run_id, [plots.plot_losses(forecaster.losses, "validation (early stopping)", run_dir / "loss.png")]
+                )
     return forecaster
 
 
@@ -250,7 +278,9 @@ def finish_tracking(settings: Settings, run_id: str) -> None:
 
 
 @task(cache_policy=NO_CACHE)
-def register_forecaster(settings: Settings, history: pd.DataFrame, forecaster: Forecaster, evaluation: Evaluation, run_id: str, run_dir: Path) -> TrainSummary:
+def register_forecaster(
+    settings: Settings, history: pd.DataFrame, forecaster: Forecaster, evaluation: Evaluation, run_id: str, run_dir: Path
+) -> TrainSummary:
     """Calibrate the intervals on the backtest's residuals, log the forecaster as one pyfunc, register a new version."""
     from tasks.evaluation import SEASON
     from tasks.registry import Registry
@@ -260,7 +290,9 @@ def register_forecaster(settings: Settings, history: pd.DataFrame, forecaster: F
     recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts
     get_run_logger().info("logging the model to MLflow run %s and registering it (%s)", run_id, forecaster.describe())
     with registry.failing_run(run_id):
-        version = registry.register(forecaster, run_id, run_dir / "model", input_file.to_input_format(recent, settings.data), evaluation.headline())
+        version = registry.register(
+            forecaster, run_id, run_dir / "model", input_file.to_input_format(recent, settings.data), evaluation.headline()
+        )
     registry.end_run(run_id)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return TrainSummary(run_id, version.name, str(version.version), forecaster.kind, run_dir, forecaster.epochs_run, evaluation)

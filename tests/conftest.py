@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from servers import BIN, free_port, start, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,18 +14,19 @@ SAMPLE = ROOT / "data" / "sample" / "nyc_subway_covid.csv"
 SEED_FORMAT_CONFIG = ROOT / "config" / "seed-format.toml"
 
 
-
 def counting_history(days: int):
     """Days from 2021-01-01: travellers 100, 110, ..., cases 0, 1, 4, ..., day types 0, 1, 2, 0, ..."""
     import numpy as np
     import pandas as pd
 
-    return pd.DataFrame({
-        "date": pd.date_range("2021-01-01", periods=days),
-        "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
-        "cases": np.arange(days, dtype=np.int64) ** 2,
-        "day_type": np.arange(days, dtype=np.int64) % 3,
-    })
+    return pd.DataFrame(
+        {
+            "date": pd.date_range("2021-01-01", periods=days),
+            "travellers": np.arange(days, dtype=np.int64) * 10 + 100,
+            "cases": np.arange(days, dtype=np.int64) ** 2,
+            "day_type": np.arange(days, dtype=np.int64) % 3,
+        }
+    )
 
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -68,9 +68,13 @@ def prefect_env(tmp_path_factory):
         "PREFECT_UI_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home / "server.log")
+    server = start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home / "server.log"
+    )
     try:
-        wait_until(lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=5).status_code == 200, 180, "the Prefect server", server)
+        wait_until(
+            lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=5).status_code == 200, 180, "the Prefect server", server
+        )
         yield env
     finally:
         stop(server)

@@ -1,7 +1,6 @@
 """How a validated file merges into the stored history (pure logic)."""
 
 import pandas as pd
-import pytest
 
 from tasks.arrivals import merged_history, outlier_days, plan_merge
 
@@ -10,12 +9,14 @@ COLUMNS = ["travellers", "cases", "day_type"]
 
 def days(first: str, travellers: list[int], cases: list[int] | None = None) -> pd.DataFrame:
     n = len(travellers)
-    return pd.DataFrame({
-        "date": pd.date_range(first, periods=n),
-        "travellers": travellers,
-        "cases": cases if cases is not None else list(range(n)),
-        "day_type": [0] * n,
-    })
+    return pd.DataFrame(
+        {
+            "date": pd.date_range(first, periods=n),
+            "travellers": travellers,
+            "cases": cases if cases is not None else list(range(n)),
+            "day_type": [0] * n,
+        }
+    )
 
 
 STORED = days("2024-01-01", [100] * 20, list(range(20)))  # through 2024-01-20

@@ -1,7 +1,5 @@
 """The rolling-origin backtest: folds, no look-ahead, metrics side by side, conformal intervals."""
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,12 +19,14 @@ def weekly_series(days: int, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
     dates = pd.date_range("2022-01-03", periods=days)  # a Monday
     weekend = dates.day_of_week >= 5
     travellers = (1_000_000 + 500 * day) * np.where(weekend, 0.55, 1.0) * (1 + noise * rng.standard_normal(days))
-    return pd.DataFrame({
-        "date": dates,
-        "travellers": travellers.round().astype(np.int64),
-        "cases": (day * 40 + day**2).astype(np.int64),
-        "day_type": weekend.astype(np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "date": dates,
+            "travellers": travellers.round().astype(np.int64),
+            "cases": (day * 40 + day**2).astype(np.int64),
+            "day_type": weekend.astype(np.int64),
+        }
+    )
 
 
 def test_folds_cover_the_last_days_and_refit_on_schedule():
@@ -66,7 +66,10 @@ def spy_fits(log: list) -> dict:
 
 
 def baseline_fits() -> dict:
-    return {kind: (lambda train, kind=kind: make_forecaster(kind, DATA, ModelConfig()).fit(train)) for kind in ("naive", "seasonal_naive")}
+    return {
+        kind: (lambda train, kind=kind: make_forecaster(kind, DATA, ModelConfig()).fit(train))
+        for kind in ("naive", "seasonal_naive")
+    }
 
 
 def test_each_fit_sees_only_days_before_its_origin_and_every_forecaster_shares_the_days():

@@ -4,14 +4,18 @@ from tasks.calendar import HOLIDAY, WEEKEND, WORKDAY, derive_day_types
 
 
 def test_day_types_from_the_us_calendar():
-    dates = pd.Series(pd.to_datetime([
-        "2024-07-03",  # Wednesday
-        "2024-07-04",  # Independence Day (Thursday)
-        "2024-07-06",  # Saturday
-        "2021-07-05",  # Monday, observed holiday for Sunday July 4
-        "2020-12-25",  # Christmas on a Friday
-        "2022-12-25",  # Christmas on a Sunday: a holiday wins over the weekend
-    ]))
+    dates = pd.Series(
+        pd.to_datetime(
+            [
+                "2024-07-03",  # Wednesday
+                "2024-07-04",  # Independence Day (Thursday)
+                "2024-07-06",  # Saturday
+                "2021-07-05",  # Monday, observed holiday for Sunday July 4
+                "2020-12-25",  # Christmas on a Friday
+                "2022-12-25",  # Christmas on a Sunday: a holiday wins over the weekend
+            ]
+        )
+    )
     assert derive_day_types(dates, "US").tolist() == [WORKDAY, HOLIDAY, WEEKEND, HOLIDAY, HOLIDAY, HOLIDAY]
 
 

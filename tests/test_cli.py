@@ -6,7 +6,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, SAMPLE, SEED_FORMAT_CONFIG
 
 pytestmark = pytest.mark.integration  # real servers or processes
@@ -109,7 +108,9 @@ def test_validate_command_reports_without_training(tmp_path):
     good = subprocess.run([*CLI, "validate", str(SAMPLE)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert good.returncode == 0 and "valid, 1720 days from 2020-03-01 to 2024-11-14" in good.stdout
     (tmp_path / "bad.csv").write_text(SAMPLE.read_text().replace("2020-03-03,5481103", "2020-03-03,-1", 1))
-    bad = subprocess.run([*CLI, "validate", str(tmp_path / "bad.csv")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*CLI, "validate", str(tmp_path / "bad.csv")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1
     assert "1 validation failure(s)" in bad.stderr and "greater_than_or_equal_to(0)" in bad.stderr
     assert not (tmp_path / "mlruns").exists()
@@ -125,7 +126,12 @@ def test_an_auto_ets_version_registers_and_predict_uses_it_when_champion(cli_env
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert client.get_model_version("travel-forecast", "1").tags["kind"] == "auto_ets"
     client.set_registered_model_alias("travel-forecast", "champion", "1")  # as the gate (or an operator) would
-    store = ["--set", f'retrain.history_path="{tmp_path / "history.db"}"', "--set", f'retrain.incoming_dir="{tmp_path / "incoming"}"']
+    store = [
+        "--set",
+        f'retrain.history_path="{tmp_path / "history.db"}"',
+        "--set",
+        f'retrain.incoming_dir="{tmp_path / "incoming"}"',
+    ]
     predicted = run(["predict", "--days", "7", *store], cli_env, tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     forecast = pd.read_csv(next((tmp_path / "out").glob("forecast-*.csv")))

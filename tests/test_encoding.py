@@ -32,7 +32,9 @@ def test_seasonal_reference_is_the_median_of_recent_same_weekdays_of_the_same_ty
 
 def test_weekly_new_cases_from_cumulative_and_daily_counts():
     cumulative = np.array([5, 5, 7, 10, 10, 10, 11, 20, 30], dtype=float)
-    np.testing.assert_array_equal(weekly_new(cumulative, cumulative=True), [0, 0, 2, 5, 5, 5, 6, 15, 25])  # daily 0 0 2 3 0 0 1 9 10
+    np.testing.assert_array_equal(
+        weekly_new(cumulative, cumulative=True), [0, 0, 2, 5, 5, 5, 6, 15, 25]
+    )  # daily 0 0 2 3 0 0 1 9 10
     np.testing.assert_array_equal(weekly_new(np.array([1.0, 2, 3]), cumulative=False), [1, 3, 6])
 
 
@@ -48,7 +50,9 @@ def test_notebook_encoder_scales_on_training_rows_only_and_decodes_back():
     encoded = encoder.encode(everything)
     np.testing.assert_allclose(encoded.past[22], [1.0, 1.0, 0.5])  # day type 22 % 3 = 1 of 0..2
     assert encoded.future.shape == (30, 0)
-    np.testing.assert_allclose(encoder.decode(encoded.target[:, None], encoded.reference[:, None])[:, 0], everything["travellers"])
+    np.testing.assert_allclose(
+        encoder.decode(encoded.target[:, None], encoded.reference[:, None])[:, 0], everything["travellers"]
+    )
 
 
 def test_seasonal_encoder_targets_the_log_residual_and_decodes_back():
@@ -62,4 +66,6 @@ def test_seasonal_encoder_targets_the_log_residual_and_decodes_back():
     assert encoded.past[14, 1] == pytest.approx(log_t[14] - log_t[7])  # the change on the week
     np.testing.assert_array_equal(encoded.future[14], [0, 0, 1])
     assert encoded.past.shape == (30, 2 + 2 + 3)  # residual, weekly change, log travellers, log cases, 3 day types
-    np.testing.assert_allclose(encoder.decode(encoded.target[7:, None], encoded.reference[7:, None])[:, 0], history["travellers"][7:])
+    np.testing.assert_allclose(
+        encoder.decode(encoded.target[7:, None], encoded.reference[7:, None])[:, 0], history["travellers"][7:]
+    )

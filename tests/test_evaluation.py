@@ -32,7 +32,9 @@ def test_seasonal_naive_mae_is_the_mean_weekly_change():
 
 
 def test_metrics_table_puts_forecasters_in_rows_and_metrics_in_columns():
-    table = metrics_table({"lstm": forecast_metrics([1.0, 2.0], [1.0, 2.0], 1.0), "naive": forecast_metrics([1.0, 2.0], [2.0, 1.0], 1.0)})
+    table = metrics_table(
+        {"lstm": forecast_metrics([1.0, 2.0], [1.0, 2.0], 1.0), "naive": forecast_metrics([1.0, 2.0], [2.0, 1.0], 1.0)}
+    )
     assert list(table.index) == ["lstm", "naive"]
     assert list(table.columns) == ["mae", "rmse", "mape", "smape", "mase", "r2"]
     assert table.loc["naive", "mae"] == 1.0 and table.loc["lstm", "r2"] == 1.0

@@ -19,18 +19,26 @@ def weekly(days: int, seed: int = 0) -> pd.DataFrame:
     dates = pd.date_range("2022-01-03", periods=days)
     weekend = dates.day_of_week >= 5
     travellers = 1_000_000 * np.where(weekend, 0.55, 1.0) * (1 + 0.02 * rng.standard_normal(days))
-    return pd.DataFrame({
-        "date": dates, "travellers": travellers.round().astype(np.int64),
-        "cases": np.arange(days, dtype=np.int64) * 50, "day_type": weekend.astype(np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "date": dates,
+            "travellers": travellers.round().astype(np.int64),
+            "cases": np.arange(days, dtype=np.int64) * 50,
+            "day_type": weekend.astype(np.int64),
+        }
+    )
 
 
 def small_history() -> pd.DataFrame:
     """Ten days: travellers 100, 110, ..., 190."""
-    return pd.DataFrame({
-        "date": pd.date_range("2024-01-01", periods=10), "travellers": np.arange(100, 200, 10, dtype=np.int64),
-        "cases": np.arange(10, dtype=np.int64), "day_type": np.zeros(10, dtype=np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "date": pd.date_range("2024-01-01", periods=10),
+            "travellers": np.arange(100, 200, 10, dtype=np.int64),
+            "cases": np.arange(10, dtype=np.int64),
+            "day_type": np.zeros(10, dtype=np.int64),
+        }
+    )
 
 
 def test_naive_forecasts_use_the_last_known_values_by_hand():
@@ -40,7 +48,9 @@ def test_naive_forecasts_use_the_last_known_values_by_hand():
     np.testing.assert_array_equal(seasonal.forecast_rows(history, rows), [[110.0], [120.0]])
     two_days = ModelConfig(horizon=2, encoding="notebook")
     np.testing.assert_array_equal(make_forecaster("naive", DATA, two_days).forecast_rows(history, rows[:1]), [[170.0, 170.0]])
-    np.testing.assert_array_equal(make_forecaster("seasonal_naive", DATA, two_days).forecast_rows(history, rows[:1]), [[110.0, 120.0]])
+    np.testing.assert_array_equal(
+        make_forecaster("seasonal_naive", DATA, two_days).forecast_rows(history, rows[:1]), [[110.0, 120.0]]
+    )
     eight_days = ModelConfig(horizon=8, encoding="notebook")  # day 8 ahead: the same weekday as day 1
     assert make_forecaster("seasonal_naive", DATA, eight_days).forecast_rows(history, rows[:1])[0, -1] == 110.0
 
@@ -49,7 +59,11 @@ def test_predict_gives_dated_rows_with_conformal_intervals_by_hand():
     history = small_history()
     naive = make_forecaster("naive", DATA, ModelConfig(interval_levels=[50, 80])).calibrate(np.log([1.1, 1 / 1.2, 1.3, 1 / 1.4]))
     frame = naive.predict(history, history["date"].iloc[[8, 9]])
-    assert list(frame.columns) == ["date", "step", "forecast", *level_columns([50, 80])] == ["date", "step", "forecast", "lower_50", "upper_50", "lower_80", "upper_80"]
+    assert (
+        list(frame.columns)
+        == ["date", "step", "forecast", *level_columns([50, 80])]
+        == ["date", "step", "forecast", "lower_50", "upper_50", "lower_80", "upper_80"]
+    )
     assert list(frame["date"].dt.strftime("%Y-%m-%d")) == ["2024-01-09", "2024-01-10"] and list(frame["step"]) == [1, 1]
     # 50%: rank ceil(5 * 50 / 100) = 3rd smallest |r| = log 1.3; 80%: 4th = log 1.4
     np.testing.assert_allclose(frame["upper_50"], [170 * 1.3, 180 * 1.3])
@@ -102,8 +116,17 @@ def test_statistical_peers_beat_naive_on_a_weekly_series(kind):
     actual = history["travellers"].to_numpy(float)[112:]
     peer = make_forecaster(kind, DATA, ModelConfig()).fit(history.iloc[:112])
     naive = make_forecaster("naive", DATA, ModelConfig()).fit(history.iloc[:112])
-    error = lambda f: np.mean(np.abs(f.predict(history, history["date"].iloc[112:])["forecast"] - actual))  # noqa: E731
+    error = lambda f: np.mean(np.abs(f.predict(history, history["date"].iloc[112:])["forecast"] - actual))
     assert error(peer) < 0.5 * error(naive)
+
+
+def test_a_multi_day_lstm_forecasts_days_ahead_from_its_first_step():
+    history = weekly(100)
+    lstm = make_forecaster("lstm", DATA, FAST_LSTM.model_copy(update={"horizon": 3})).fit(history)
+    ahead = lstm.predict_days(history, 4)
+    assert ahead["step"].tolist() == [1, 2, 3, 4] and np.isfinite(ahead["forecast"]).all()
+    first = lstm.predict(history, [history["date"].iloc[-1] + pd.Timedelta(days=1)])
+    assert len(first) == 3 and first["forecast"].iloc[0] == ahead["forecast"].iloc[0]
 
 
 def test_too_short_history_is_refused_with_the_numbers():

@@ -90,7 +90,7 @@ def test_missing_required_column_is_reported_by_name(tmp_path):
 def test_every_failure_is_reported_at_once(tmp_path):
     bad = GOOD.replace("2024-07-02,110,7", "2024-07-02,x,7").replace("2024-07-04,90,9,2", "2024-07-04,-1,3,9")
     report = failures(tmp_path, bad)
-    assert set(zip(report["line"], report["column"], report["check"])) == {
+    assert set(zip(report["line"], report["column"], report["check"], strict=True)) == {
         (3, "riders", "not_nullable"),
         (5, "riders", "greater_than_or_equal_to(0)"),
         (5, "cumulative_cases", "non_decreasing"),
@@ -125,9 +125,9 @@ def test_report_is_written_as_csv_and_json(tmp_path):
 
 
 def test_unreadable_or_missing_file_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.csv: no such input file"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv: no such input file"):
         read_history_file(tmp_path / "nope.csv", CONFIG)
-    with pytest.raises(ValueError, match="empty.csv: not a readable CSV"):
+    with pytest.raises(ValueError, match=r"empty\.csv: not a readable CSV"):
         read_history_file(write(tmp_path, "", "empty.csv"), CONFIG)
 
 
@@ -182,10 +182,12 @@ def test_a_huge_file_is_refused_unread(tmp_path):
 
 
 def test_history_schema_refuses_a_gap():
-    history = pd.DataFrame({
-        "date": pd.to_datetime(["2024-01-01", "2024-01-03"]),
-        "travellers": [1, 2],
-        "day_type": [0, 0],
-    })
+    history = pd.DataFrame(
+        {
+            "date": pd.to_datetime(["2024-01-01", "2024-01-03"]),
+            "travellers": [1, 2],
+            "day_type": [0, 0],
+        }
+    )
     with pytest.raises(pandera.errors.SchemaError, match="consecutive_days"):
         DailyHistory.validate(history)

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
 from conftest import SAMPLE
+
 from tasks import history_store
 from tasks.input_file import value_columns
 from tasks.landing import ingest_landing, open_history
@@ -143,10 +143,12 @@ def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
     before = stored(settings)
     # The database itself fails on the third new day, after two rows and a revision were written.
     with store.engine.begin() as connection:
-        connection.execute(sa.text(
-            "CREATE TRIGGER crash BEFORE INSERT ON daily_history WHEN NEW.date = '2020-06-11' "
-            "BEGIN SELECT RAISE(ABORT, 'simulated crash mid-ingest'); END"
-        ))
+        connection.execute(
+            sa.text(
+                "CREATE TRIGGER crash BEFORE INSERT ON daily_history WHEN NEW.date = '2020-06-11' "
+                "BEGIN SELECT RAISE(ABORT, 'simulated crash mid-ingest'); END"
+            )
+        )
     rows = ROWS.iloc[97:103].copy()
     rows.loc[98, "riders"] = "477777"  # a revision in the same file
     drop("three.csv", rows)

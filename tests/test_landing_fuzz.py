@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
-
 from conftest import ROOT, SAMPLE
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
 from schemas.daily import DailyHistory
 from tasks import history_store
 from tasks.config import load_settings
@@ -34,10 +35,16 @@ def template(tmp_path_factory) -> Path:
 
 
 def workspace_settings(root: Path):
-    return load_settings(None, [
-        f'data.path="{root / "initial.csv"}"', f'retrain.incoming_dir="{root / "incoming"}"',
-        f'retrain.history_path="{root / "history.db"}"', f'mlflow.store_dir="{root / "mlruns"}"',
-    ], root=ROOT)
+    return load_settings(
+        None,
+        [
+            f'data.path="{root / "initial.csv"}"',
+            f'retrain.incoming_dir="{root / "incoming"}"',
+            f'retrain.history_path="{root / "history.db"}"',
+            f'mlflow.store_dir="{root / "mlruns"}"',
+        ],
+        root=ROOT,
+    )
 
 
 def stored(settings_) -> pd.DataFrame:
@@ -52,7 +59,12 @@ def clean_row(day: pd.Timestamp, cumulative: int, riders: int) -> dict:
     """A plausible row: the stored one for a stored day, else a new day after it."""
     if day <= LAST_DAY:
         return ROWS.set_index("date").loc[day.strftime("%Y-%m-%d")].to_dict() | {"date": day.strftime("%Y-%m-%d")}
-    return ROWS.iloc[-1].to_dict() | {"date": day.strftime("%Y-%m-%d"), "riders": str(riders), "cumulative_cases": str(cumulative), "day_type": "0"}
+    return ROWS.iloc[-1].to_dict() | {
+        "date": day.strftime("%Y-%m-%d"),
+        "riders": str(riders),
+        "cumulative_cases": str(cumulative),
+        "day_type": "0",
+    }
 
 
 @st.composite
@@ -105,7 +117,9 @@ def test_a_generated_file_is_accepted_held_or_rejected_and_the_store_stays_valid
         event(kind)  # --hypothesis-show-statistics shows the mix of outcomes
         if kind == "rejected":
             report = pd.read_json(root / "incoming" / "rejected" / "new.csv.report.json")
-            assert len(report) and set(report["file"]) == {str(root / "incoming" / "new.csv")} and report["rule"].str.len().min() > 0
+            assert (
+                len(report) and set(report["file"]) == {str(root / "incoming" / "new.csv")} and report["rule"].str.len().min() > 0
+            )
             pd.testing.assert_frame_equal(after, before)
         elif kind == "waiting":
             assert (root / "incoming" / "new.csv").exists()

@@ -39,6 +39,8 @@ def test_too_short_history_is_refused_with_the_numbers():
 
 
 def test_intervals_are_calibrated_on_the_validation_days_and_the_losses_kept():
-    config = ModelConfig(lags=3, validation_days=5, ensemble=2, lstm_units=[4], dense_units=[], epochs=3, early_stopping_patience=0)
+    config = ModelConfig(
+        lags=3, validation_days=5, ensemble=2, lstm_units=[4], dense_units=[], epochs=3, early_stopping_patience=0
+    )
     lstm = LstmForecaster(DATA, config).fit(_history(40))
     assert len(lstm.calibration) == 5 and lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}

@@ -17,8 +17,13 @@ def test_seed_preset_builds_the_notebook_network():
     model = build_model(SEED, lags=5, n_features=3)
     shape = [(type(layer).__name__, getattr(layer, "units", getattr(layer, "rate", None))) for layer in model.layers[1:]]
     assert shape == [
-        ("LSTM", 256), ("Dropout", 0.2), ("LSTM", 256), ("Dropout", 0.2),
-        ("Dense", 16), ("Dropout", 0.2), ("Dense", 1),
+        ("LSTM", 256),
+        ("Dropout", 0.2),
+        ("LSTM", 256),
+        ("Dropout", 0.2),
+        ("Dense", 16),
+        ("Dropout", 0.2),
+        ("Dense", 1),
     ]
     lstm_1, lstm_2 = model.layers[1], model.layers[3]
     assert lstm_1.return_sequences and not lstm_2.return_sequences
@@ -71,9 +76,20 @@ def test_mean_losses_pads_members_that_stopped_early():
 def test_loss_falls_and_the_model_beats_naive_on_a_seasonal_series():
     samples = _seasonal_samples()
     train, test = select(samples, samples.target_rows < 245), select(samples, samples.target_rows >= 245)
-    config = ModelConfig(lags=7, lstm_units=[16], dense_units=[8], epochs=60, batch_size=32, learning_rate=1e-3, ensemble=1, early_stopping_patience=0)
+    config = ModelConfig(
+        lags=7,
+        lstm_units=[16],
+        dense_units=[8],
+        epochs=60,
+        batch_size=32,
+        learning_rate=1e-3,
+        ensemble=1,
+        early_stopping_patience=0,
+    )
     epochs_seen = []
-    model, losses = fit_network(config, train, select(train, np.zeros(len(train), bool)), report=lambda epoch, logs: epochs_seen.append(epoch))
+    model, losses = fit_network(
+        config, train, select(train, np.zeros(len(train), bool)), report=lambda epoch, logs: epochs_seen.append(epoch)
+    )
     assert epochs_seen == list(range(1, 61))
     assert losses["loss"][-1] < 0.5 * losses["loss"][0]
     model_mae = np.mean(np.abs(predict_outputs(model, test, 1) - test.y))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, SAMPLE
 from servers import BIN, CLI, free_port, start, stop, wait_until
 
@@ -128,7 +127,9 @@ def assert_next_run_completes(root: Path, config: Path, env: dict, day: str) -> 
         (f"registered {MODEL} version", 0.0, "decision"),  # a new version exists, the alias has not moved yet
     ],
 )
-def test_a_run_killed_mid_way_leaves_the_champion_and_history_and_the_next_run_completes(with_champion, prefect_env, marker, delay, stage):
+def test_a_run_killed_mid_way_leaves_the_champion_and_history_and_the_next_run_completes(
+    with_champion, prefect_env, marker, delay, stage
+):
     root, config = with_champion
     arrive(root, "2024-11-12")
     before = stored_days(root)
@@ -152,7 +153,11 @@ def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landin
 
     config = make_workspace(tmp_path)
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
-    ingest = [sys.executable, "-c", f"from tasks.config import load_settings; from tasks.landing import ingest_landing; from pathlib import Path; ingest_landing(load_settings(Path({str(config)!r}), []))"]
+    ingest = [
+        sys.executable,
+        "-c",
+        f"from tasks.config import load_settings; from tasks.landing import ingest_landing; from pathlib import Path; ingest_landing(load_settings(Path({str(config)!r}), []))",
+    ]
     assert subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0  # starts the store
     before = stored_days(tmp_path)
     rows = pd.read_csv(SAMPLE, dtype=str).iloc[-3:]  # 2024-11-12 .. 2024-11-14 in one file
@@ -160,10 +165,12 @@ def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landin
     # Make the write of the second day slow, so the kill lands inside the open transaction.
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'history.db'}")
     with engine.begin() as connection:
-        connection.execute(sa.text(
-            "CREATE TRIGGER slow BEFORE INSERT ON daily_history WHEN NEW.date = '2024-11-13' BEGIN "
-            "SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500000000) SELECT i FROM n); END"
-        ))
+        connection.execute(
+            sa.text(
+                "CREATE TRIGGER slow BEFORE INSERT ON daily_history WHEN NEW.date = '2024-11-13' BEGIN "
+                "SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500000000) SELECT i FROM n); END"
+            )
+        )
     process = start(ingest, env, tmp_path / "ingest.log")
     try:
         journal = tmp_path / "history.db-journal"  # exists while a write transaction is open
@@ -188,7 +195,10 @@ def test_two_retrains_started_together_run_one_after_the_other_and_train_once(wi
     for process in runs:
         assert process.wait(timeout=600) == 0
     outputs = sorted((root / f"together-{i}.log").read_text() for i in (1, 2))
-    finals = sorted(next(line for line in text.splitlines() if line.startswith(("promoted", "not promoted", "no new data"))) for text in outputs)
+    finals = sorted(
+        next(line for line in text.splitlines() if line.startswith(("promoted", "not promoted", "no new data")))
+        for text in outputs
+    )
     assert finals[0].startswith("no new data") and finals[1].startswith(("not promoted", "promoted")), finals
     assert any("another retrain is running" in text for text in outputs)
     assert sorted(versions(root), key=int) == ["1", "2"]  # one registration
@@ -205,9 +215,22 @@ def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_train
     assert f"retrain stopped: MLflow tracking server {uri} did not answer after 2 retries" in down.stderr
     assert stored_days(tmp_path)["date"].iloc[-1] == "2024-11-11"  # the initial history is stored
     server = start(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, tmp_path / "mlflow.log",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        tmp_path / "mlflow.log",
     )
     try:
         import httpx
@@ -215,7 +238,9 @@ def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_train
         wait_until(lambda: httpx.get(f"{uri}/health", timeout=5).status_code == 200, 240, "mlflow server", server)
         back = retrain(config, prefect_env)  # no --force: the stored days were never trained on
         assert back.returncode == 0, back.stderr[-3000:]
-        assert outcome(back).startswith("promoted: 0 new day(s), 0 revised, 1717 stored by an earlier unfinished run"), back.stdout
+        assert outcome(back).startswith("promoted: 0 new day(s), 0 revised, 1717 stored by an earlier unfinished run"), (
+            back.stdout
+        )
         import mlflow
 
         version = mlflow.MlflowClient(tracking_uri=uri).get_model_version_by_alias(MODEL, "champion")
@@ -231,7 +256,9 @@ def test_a_diverging_or_far_worse_challenger_is_never_promoted_and_the_run_says_
     assert diverged.returncode == 1
     assert "retrain stopped: training diverged: loss is" in diverged.stderr
     assert sorted(versions(root)) == ["1"] and champion(root) == "1"
-    failed = registry(root).search_runs([registry(root).get_experiment_by_name("travel-forecast").experiment_id], "attributes.status = 'FAILED'")
+    failed = registry(root).search_runs(
+        [registry(root).get_experiment_by_name("travel-forecast").experiment_id], "attributes.status = 'FAILED'"
+    )
     assert len(failed) == 1 and failed[0].data.tags["failure"].startswith("TrainingDiverged: training diverged")
     assert runs_before + 1 == len(registry(root).search_runs([failed[0].info.experiment_id]))
 
@@ -276,7 +303,10 @@ def test_a_full_disk_stops_the_ingest_clearly_and_corrupts_nothing(small_disk):
                 out.flush()
         except OSError:
             pass
-    with pytest.raises(StoreUnwritable, match=rf"history store sqlite:///{small_disk}/history.db cannot be written \(.*full.*\): nothing was changed"):
+    with pytest.raises(
+        StoreUnwritable,
+        match=rf"history store sqlite:///{small_disk}/history.db cannot be written \(.*full.*\): nothing was changed",
+    ):
         ingest_landing(settings)
     filler.unlink()
     pd.testing.assert_frame_equal(stored_days(small_disk), before)
@@ -300,7 +330,10 @@ def test_a_read_only_store_stops_the_ingest_clearly_and_corrupts_nothing(small_d
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
         paths = {"history_path": view / "history.db", "incoming_dir": view / "incoming"}
         read_only = settings.model_copy(update={"retrain": settings.retrain.model_copy(update=paths)})
-        with pytest.raises(StoreUnwritable, match=rf"history store sqlite:///{view}/history.db cannot be written \(.*read.*only.*\): nothing was changed"):
+        with pytest.raises(
+            StoreUnwritable,
+            match=rf"history store sqlite:///{view}/history.db cannot be written \(.*read.*only.*\): nothing was changed",
+        ):
             ingest_landing(read_only)
     finally:
         subprocess.run(["umount", "-l", str(view)], check=True)
@@ -313,7 +346,7 @@ def test_landing_names_cannot_leave_the_folder_and_links_are_not_followed(tmp_pa
     from tasks.landing import ingest_landing, landing_name
 
     for name in ("../escape.csv", "/etc/cron.d/x.csv", "a/b.csv", "..\\escape.csv", ".hidden.csv", "data.txt"):
-        with pytest.raises(ValueError, match="a landing file name must be a plain name ending in .csv"):
+        with pytest.raises(ValueError, match=r"a landing file name must be a plain name ending in \.csv"):
             landing_name(name)
     assert landing_name("2024-11-12.csv") == "2024-11-12.csv"
 
@@ -373,13 +406,17 @@ def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
     # `prefect server start` exactly as the README runs it (its port moved out of the way).
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
-        "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     readme = (ROOT / "README.md").read_text()
     assert ".venv/bin/prefect server start " in readme
     prefect = start([str(BIN / "prefect"), "server", "start"], env, tmp_path / "prefect.log")
     # `make ui`, as the Makefile runs it (the port moved the same way).
-    printed = subprocess.run(["make", "--no-print-directory", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        ["make", "--no-print-directory", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     ui = next(line for line in printed.splitlines() if " ui --backend-store-uri " in line)
     assert "--host 127.0.0.1" in ui
     ui_port = free_port()
@@ -388,8 +425,12 @@ def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
     try:
         import httpx
 
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200, 180, "prefect server", prefect)
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{ui_port}/health", timeout=5).status_code == 200, 240, "mlflow ui", mlflow_ui)
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200, 180, "prefect server", prefect
+        )
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{ui_port}/health", timeout=5).status_code == 200, 240, "mlflow ui", mlflow_ui
+        )
         assert listening_address(port) == "127.0.0.1"
         assert listening_address(ui_port) == "127.0.0.1"
     finally:

@@ -11,7 +11,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, SAMPLE
 from servers import BIN, CLI, free_port, start, stop, wait_until
 
@@ -52,7 +51,9 @@ def served(prefect_env, workspace):
     try:
         deployment = wait_until(
             lambda: (r := httpx.get(f"{api}/deployments/name/retrain/daily", timeout=5)).status_code == 200 and r.json(),
-            180, "the retrain/daily deployment", process,
+            180,
+            "the retrain/daily deployment",
+            process,
         )
         yield deployment
     finally:
@@ -103,11 +104,23 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert "Backtest 2024-11-06 .. 2024-11-12: MAE" in client.get_model_version(MODEL, "1").description
 
     # 2. A new day's file arrives: `ingest` drops it and its event triggers a retrain.
-    dropped = subprocess.run([*CLI, "ingest", str(root / "2024-11-13.csv"), "--config", str(config)], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300)
+    dropped = subprocess.run(
+        [*CLI, "ingest", str(root / "2024-11-13.csv"), "--config", str(config)],
+        cwd=ROOT,
+        env=prefect_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert dropped.returncode == 0 and "announced as travel-forecast.data.arrived" in dropped.stdout, dropped.stderr
     by_event = wait_until(
-        lambda: [r for r in flow_runs(api, served["id"]) if r["parameters"].get("trigger") == "event" and r["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}],
-        600, "the event-triggered retrain run",
+        lambda: [
+            r
+            for r in flow_runs(api, served["id"])
+            if r["parameters"].get("trigger") == "event" and r["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}
+        ],
+        600,
+        "the event-triggered retrain run",
     )
     assert by_event[0]["state_type"] == "COMPLETED"
     challenger = client.get_model_version(MODEL, "2")
@@ -137,7 +150,14 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
 
 def test_predict_forecasts_tomorrow_with_the_champion(workspace, prefect_env, served):
     root, config = workspace
-    result = subprocess.run([*CLI, "predict", "--days", "3", "--config", str(config)], cwd=ROOT, env=prefect_env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*CLI, "predict", "--days", "3", "--config", str(config)],
+        cwd=ROOT,
+        env=prefect_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     forecast = pd.read_csv(next((root / "out").glob("forecast-*.csv")))
     assert forecast["date"].tolist() == ["2024-11-14", "2024-11-15", "2024-11-16"]
@@ -158,28 +178,61 @@ def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     store = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    server = start([str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, root / "mlflow.log")
+    server = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env,
+        root / "mlflow.log",
+    )
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200, 240, "mlflow server", server)
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200, 240, "mlflow server", server
+        )
         alias = httpx.get(f"{base}/registered-models/alias", params={"name": MODEL, "alias": "champion"}, timeout=10).json()
         assert alias["model_version"]["name"] == MODEL and alias["model_version"]["tags"]
-        experiment = httpx.get(f"{base}/experiments/get-by-name", params={"experiment_name": "travel-forecast"}, timeout=10).json()
+        experiment = httpx.get(
+            f"{base}/experiments/get-by-name", params={"experiment_name": "travel-forecast"}, timeout=10
+        ).json()
         experiment_id = experiment["experiment"]["experiment_id"]
-        runs = httpx.post(f"{base}/runs/search", json={"experiment_ids": [experiment_id], "max_results": 100}, timeout=10).json()["runs"]
+        runs = httpx.post(f"{base}/runs/search", json={"experiment_ids": [experiment_id], "max_results": 100}, timeout=10).json()[
+            "runs"
+        ]
         tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
-        trainings = [r for r, t in zip(runs, tags) if "mlflow.parentRunId" not in t]
+        trainings = [r for r, t in zip(runs, tags, strict=True) if "mlflow.parentRunId" not in t]
         assert sorted(t["trigger"] for t in tags if "mlflow.parentRunId" not in t) == ["event", "manual"]
         # Each training run has a child run per compared forecaster (the default backtest.compare).
-        children = {r["info"]["run_id"]: [t["forecaster"] for t in tags if t.get("mlflow.parentRunId") == r["info"]["run_id"]] for r in trainings}
-        assert [sorted(kinds) for kinds in children.values()] == [["auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"]] * 2
+        children = {
+            r["info"]["run_id"]: [t["forecaster"] for t in tags if t.get("mlflow.parentRunId") == r["info"]["run_id"]]
+            for r in trainings
+        }
+        assert [sorted(kinds) for kinds in children.values()] == [
+            ["auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"]
+        ] * 2
         # The compare view: the LSTM and the peers it claims to beat, backtest_mae side by side under one name.
         latest = max(trainings, key=lambda r: r["info"]["start_time"])["info"]["run_id"]
         filtered = {"experiment_ids": [experiment_id], "filter": f"tags.mlflow.parentRunId = '{latest}'"}
         side_by_side = httpx.post(f"{base}/runs/search", json=filtered, timeout=10).json()["runs"]
         side_by_side.append(httpx.get(f"{base}/runs/get", params={"run_id": latest}, timeout=10).json()["run"])
-        mae = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "forecaster"): next(m["value"] for m in r["data"]["metrics"] if m["key"] == "backtest_mae") for r in side_by_side}
-        assert set(mae) == {"lstm", "auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"} and all(v > 0 for v in mae.values())
+        mae = {
+            next(t["value"] for t in r["data"]["tags"] if t["key"] == "forecaster"): next(
+                m["value"] for m in r["data"]["metrics"] if m["key"] == "backtest_mae"
+            )
+            for r in side_by_side
+        }
+        assert set(mae) == {"lstm", "auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"} and all(
+            v > 0 for v in mae.values()
+        )
         # Same metric and parameter names in every training run: the compare view lines them up.
         metric_names = [sorted(m["key"] for m in r["data"]["metrics"]) for r in trainings]
         param_names = [sorted(p["key"] for p in r["data"]["params"]) for r in trainings]

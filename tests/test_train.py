@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SAMPLE
 
 pytestmark = pytest.mark.integration  # real servers or processes
@@ -16,7 +15,11 @@ def trained(prefect_server, tmp_path_factory):
     from tasks.config import load_settings
 
     root = tmp_path_factory.mktemp("flow")
-    settings = load_settings(None, ["model.epochs=2", "backtest.test_days=7"], updates={"mlflow": {"store_dir": str(root / "mlruns")}, "output_dir": str(root / "out")})
+    settings = load_settings(
+        None,
+        ["model.epochs=2", "backtest.test_days=7"],
+        updates={"mlflow": {"store_dir": str(root / "mlruns")}, "output_dir": str(root / "out")},
+    )
     return settings, train(settings)
 
 
@@ -31,13 +34,25 @@ def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_
     settings, summary = trained
     assert summary.model_version == "1" and summary.epochs_run == 2 and summary.kind == "lstm"
     version = client.get_model_version(settings.mlflow.registered_model, summary.model_version)
-    assert version.run_id == summary.run_id and "Backtest 2024-11-08 .. 2024-11-14: MAE" in version.description and "(lstm; " in version.description
-    assert version.tags["fitted_through"] == "2024-11-14" and version.tags["kind"] == "lstm"  # refit on every day after the backtest
+    assert (
+        version.run_id == summary.run_id
+        and "Backtest 2024-11-08 .. 2024-11-14: MAE" in version.description
+        and "(lstm; " in version.description
+    )
+    assert (
+        version.tags["fitted_through"] == "2024-11-14" and version.tags["kind"] == "lstm"
+    )  # refit on every day after the backtest
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["forecaster"] == "lstm"
     assert list(summary.evaluation.metrics) == ["lstm", "seasonal_naive", "naive", "auto_ets", "auto_theta", "auto_arima"]
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{summary.run_id}'")
-    assert sorted(c.data.tags["forecaster"] for c in children) == ["auto_arima", "auto_ets", "auto_theta", "naive", "seasonal_naive"]
+    assert sorted(c.data.tags["forecaster"] for c in children) == [
+        "auto_arima",
+        "auto_ets",
+        "auto_theta",
+        "naive",
+        "seasonal_naive",
+    ]
     # The same metric names on every run: the UI's compare view lines them up.
     for one in [run, *children]:
         name = one.data.tags["forecaster"]
@@ -63,7 +78,15 @@ def test_run_logs_config_fingerprint_losses_and_files(trained, client):
     assert [m.step for m in client.get_metric_history(summary.run_id, "epoch_loss")] == [1, 2]
     assert len(client.get_metric_history(summary.run_id, "epoch_val_loss")) == 2
     files = {f.path for f in client.list_artifacts(summary.run_id)}
-    assert {"loss.png", "backtest.png", "backtest.csv", "fold_metrics.csv", "metrics.csv", "validation_report.csv", "validation_report.json"} <= files
+    assert {
+        "loss.png",
+        "backtest.png",
+        "backtest.csv",
+        "fold_metrics.csv",
+        "metrics.csv",
+        "validation_report.csv",
+        "validation_report.json",
+    } <= files
     assert str(settings.mlflow.store_dir / "artifacts") in run.info.artifact_uri
 
 
@@ -98,7 +121,7 @@ def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained,
     peer = settings.model_copy(update={"model": settings.model.model_copy(update={"kind": "auto_ets"}), "output_dir": tmp_path})
     summary = train(peer)
     assert summary.kind == "auto_ets" and summary.epochs_run == 0
-    assert list(summary.evaluation.metrics)[0] == "auto_ets" and "lstm" not in summary.evaluation.metrics
+    assert next(iter(summary.evaluation.metrics)) == "auto_ets" and "lstm" not in summary.evaluation.metrics
     registry = Registry(settings.mlflow)
     version = registry.client.get_model_version(settings.mlflow.registered_model, summary.model_version)
     assert version.tags["kind"] == "auto_ets"
@@ -106,7 +129,9 @@ def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained,
     history = pd.read_csv(SAMPLE, parse_dates=["date"]).rename(columns={"riders": "travellers"})
     ahead = forecaster.predict_days(history, 7)
     assert len(ahead) == 7 and ahead["forecast"].between(1e5, 2e7).all()
-    assert summary.evaluation.metrics["auto_ets"]["mae"] == pytest.approx(registry.client.get_run(summary.run_id).data.metrics["backtest_mae"])
+    assert summary.evaluation.metrics["auto_ets"]["mae"] == pytest.approx(
+        registry.client.get_run(summary.run_id).data.metrics["backtest_mae"]
+    )
 
 
 def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(trained, client, tmp_path):
@@ -119,7 +144,7 @@ def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(traine
     bad.loc[20, "cumulative_cases"] = 0
     bad.to_csv(tmp_path / "bad.csv", index=False)
     runs_before = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
-    versions = lambda: [str(v.version) for v in client.search_model_versions(f"name='{settings.mlflow.registered_model}'")]  # noqa: E731
+    versions = lambda: [str(v.version) for v in client.search_model_versions(f"name='{settings.mlflow.registered_model}'")]
     versions_before = versions()
     with pytest.raises(InputValidationError) as caught:
         train(settings.model_copy(update={"data": settings.data.model_copy(update={"path": tmp_path / "bad.csv"})}))
