@@ -187,6 +187,9 @@ def main() -> None:
         server, api_url = start_prefect_server(root / "prefect-home", env)
         served = env | {"PREFECT_API_URL": api_url}
         commands |= {f"{name}, server": command for name, command in commands.items() if name in ("seed", "default", "no-data")}
+        # What comparing with the statsforecast peers costs a default train (backtest.compare).
+        baselines_only = ["--set", 'backtest.compare=["seasonal_naive","naive"]']
+        commands["default baselines only, server"] = [*commands["default"], *baselines_only]
         envs = {name: served if name.endswith(", server") else env for name in commands}
         try:
             rounds(commands, envs, args.repeat, seconds)
@@ -210,6 +213,7 @@ def main() -> None:
         "seed, server": "2 seed preset, with a running Prefect server",
         "default, server": "3 default, with a running Prefect server",
         "no-data, server": "4 no new data, with a running Prefect server",
+        "default baselines only, server": "3 default without the peers (baselines only), with a running Prefect server",
     }
     lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
     rows = []

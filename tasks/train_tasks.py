@@ -170,11 +170,12 @@ def write_backtest_files(result: Backtest, kind: str, run_dir: Path) -> list[Pat
 
 
 def child_params(settings: Settings, history: pd.DataFrame) -> dict[str, str]:
-    """What a compared forecaster's run shares with the training run: the backtest, the intervals, the data."""
+    """What a compared forecaster's run shares with the training run: the data, the backtest, the intervals."""
     from tasks.registry import data_fingerprint, flatten
 
-    model = {key: getattr(settings.model, key) for key in ("horizon", "interval_levels")}
-    return flatten({"backtest": settings.backtest.model_dump(mode="json"), "model": model}) | data_fingerprint(history)
+    shared = settings.model_dump(mode="json", include={"preset", "data", "backtest"})
+    shared["model"] = {key: getattr(settings.model, key) for key in ("horizon", "interval_levels")}
+    return flatten(shared) | data_fingerprint(history)
 
 
 def log_compared(registry, run_id: str, name: str, scores, folds: pd.DataFrame, params: dict[str, str]) -> str:

@@ -64,7 +64,7 @@ def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_
         assert [m.step for m in client.get_metric_history(one.info.run_id, "fold_mae")] == [0]
     assert all(c.info.run_name == c.data.tags["forecaster"] == c.data.params["model.kind"] for c in children)
     # The children share the training run's backtest and data, so the compare view shows no false differences.
-    shared = ("backtest.test_days", "backtest.refit_every", "model.interval_levels", "data.history_sha256")
+    shared = ("backtest.test_days", "backtest.refit_every", "model.interval_levels", "data.target_column", "data.history_sha256")
     assert all(c.data.params[key] == run.data.params[key] for c in children for key in shared)
 
 
