@@ -140,10 +140,14 @@ class Registry:
     def start_run(
         self, name: str, tags: dict[str, str], params: dict[str, str], files: list[Path], parent: str | None = None
     ) -> str:
-        """A new run (a child of `parent` if given) with params, tags and files; left open for what follows."""
-        from mlflow.entities import Param
+        """A new run (a child of `parent` if given) with params, tags and files; left open for what follows.
 
-        tags = tags | ({"mlflow.parentRunId": parent} if parent else {})
+        The context tags MLflow's fluent start_run adds (user, source, git commit) are added too.
+        """
+        from mlflow.entities import Param
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = resolve_tags(tags | ({"mlflow.parentRunId": parent} if parent else {}))
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         items = [Param(key, value[:6000]) for key, value in params.items()]
         for start in range(0, len(items), 100):  # the tracking API takes 100 params per batch

@@ -44,6 +44,7 @@ def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_
     )  # refit on every day after the backtest
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["forecaster"] == "lstm"
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"  # as a fluent start_run tags it
     assert list(summary.evaluation.metrics) == ["lstm", "seasonal_naive", "naive", "auto_ets", "auto_theta", "auto_arima"]
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{summary.run_id}'")
     assert sorted(c.data.tags["forecaster"] for c in children) == [
