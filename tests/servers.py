@@ -51,3 +51,18 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def start_mlflow_server(store: str, port: int, log: Path, *options: str) -> subprocess.Popen:
+    """`mlflow server` on a SQLite store, one worker, on 127.0.0.1:port; returns once it answers /health."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    args = [str(BIN / "mlflow"), "server", "--backend-store-uri", store, *options]
+    server = start([*args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, log)
+    try:
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200, 240, "mlflow server", server
+        )
+    except AssertionError:
+        stop(server)
+        raise
+    return server

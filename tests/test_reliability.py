@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, free_port, start, stop, wait_until
+from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -214,28 +214,14 @@ def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_train
     assert down.returncode == 1
     assert f"retrain stopped: MLflow tracking server {uri} did not answer after 2 retries" in down.stderr
     assert stored_days(tmp_path)["date"].iloc[-1] == "2024-11-11"  # the initial history is stored
-    server = start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    server = start_mlflow_server(
+        f"sqlite:///{tmp_path / 'server.db'}",
+        port,
         tmp_path / "mlflow.log",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
     )
     try:
-        import httpx
-
-        wait_until(lambda: httpx.get(f"{uri}/health", timeout=5).status_code == 200, 240, "mlflow server", server)
         back = retrain(config, prefect_env)  # no --force: the stored days were never trained on
         assert back.returncode == 0, back.stderr[-3000:]
         assert outcome(back).startswith("promoted: 0 new day(s), 0 revised, 1717 stored by an earlier unfinished run"), (

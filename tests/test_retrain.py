@@ -3,7 +3,6 @@ deployment, `prefect deployment run`, a data-arrival event, `predict`, and `mlfl
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, free_port, start, stop, wait_until
+from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -176,29 +175,9 @@ def test_predict_forecasts_tomorrow_with_the_champion(workspace, prefect_env, se
 def test_mlflow_server_shows_the_runs_and_the_champion(workspace, served):
     root, _ = workspace
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    store = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    server = start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            store,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env,
-        root / "mlflow.log",
-    )
+    server = start_mlflow_server(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", port, root / "mlflow.log")
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     try:
-        wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200, 240, "mlflow server", server
-        )
         alias = httpx.get(f"{base}/registered-models/alias", params={"name": MODEL, "alias": "champion"}, timeout=10).json()
         assert alias["model_version"]["name"] == MODEL and alias["model_version"]["tags"]
         experiment = httpx.get(
