@@ -36,11 +36,6 @@ SPEC_FILE = "forecaster.json"
 CALIBRATION_DAYS = 28  # in-sample one-step residuals that calibrate a fit without held-out days
 
 
-def level_columns(levels: list[int]) -> list[str]:
-    """lower_80, upper_80, lower_95, ... for the given interval levels."""
-    return [f"{side}_{level}" for level in levels for side in ("lower", "upper")]
-
-
 def with_future_days(history: pd.DataFrame, days: int, data: DataConfig) -> pd.DataFrame:
     """`history` plus `days` rows after it: day types from the calendar, travellers unknown (NaN),
     other columns carried forward from the last day."""

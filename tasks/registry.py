@@ -192,21 +192,21 @@ class Registry:
 
     # The registered model -----------------------------------------------------------------
 
-    def register(self, forecaster, run_id: str, model_dir: Path, input_example: pd.DataFrame, description: str):
+    def register(self, forecaster, run_id: str, model_dir: Path, recent: pd.DataFrame, description: str):
         """Log the fitted forecaster (saved into model_dir) as the run's pyfunc; register a new version.
 
+        `recent` (validated history) becomes the input example, its forecasts the output example.
         The version is tagged with its kind and the last day its fit saw (`fitted_through`).
         """
         import mlflow.pyfunc
         from mlflow.models import infer_signature
 
-        from tasks.input_file import history_from_frame
+        from tasks.input_file import to_input_format
         from tasks.pyfunc import ARTIFACT, ForecasterModel, forecast_windows
 
         forecaster.save(model_dir)
-        output_example = forecast_windows(
-            forecaster, history_from_frame(input_example, forecaster.data, source="<input example>")
-        )
+        input_example = to_input_format(recent, forecaster.data)
+        output_example = forecast_windows(forecaster, recent)
         with warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold missing values: validation refuses those anyway.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
@@ -222,9 +222,8 @@ class Registry:
                 input_example=input_example,
             )
         tags = {"run_id": run_id, "kind": forecaster.kind, "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d")}
-        version = mlflow.register_model(
-            info.model_uri, self.config.registered_model, tags=tags
-        )  # the registry URI set by _fluent
+        # Registered through the tracking URI that _fluent set (the registry follows it).
+        version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)
         self.client.update_model_version(version.name, version.version, description=description)
         return version
 
@@ -253,8 +252,6 @@ class Registry:
                 f"model '{version.name}' v{version.version} is stored at {location}, outside experiment "
                 f"'{self.config.experiment}' ({root}): refusing to load it"
             )
-        import mlflow
-
         mlflow.set_tracking_uri(self.uri)
         return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
 

@@ -34,7 +34,6 @@ class Evaluation:
     residuals: list[float]  # its log residuals on the test days: the registered model's interval calibration
     first_day: str
     last_day: str
-    runs: dict[str, str]  # forecaster -> its MLflow run (the configured one: the training run)
 
     @property
     def model(self) -> dict[str, float]:
@@ -178,13 +177,12 @@ def child_params(settings: Settings, history: pd.DataFrame) -> dict[str, str]:
     return flatten(shared) | data_fingerprint(history)
 
 
-def log_compared(registry, run_id: str, name: str, scores, folds: pd.DataFrame, params: dict[str, str]) -> str:
-    """A child run of the training run holding one compared forecaster's backtest; returns its id."""
+def log_compared(registry, run_id: str, name: str, scores, folds: pd.DataFrame, params: dict[str, str]) -> None:
+    """A child run of the training run holding one compared forecaster's backtest."""
     tags = {"forecaster": name, "backtest_of": run_id}
     child = registry.start_run(name, tags, params | {"model.kind": name}, [], parent=run_id)
     registry.log_backtest(child, scores, folds)
     registry.end_run(child)
-    return child
 
 
 @task(cache_policy=NO_CACHE)
@@ -221,18 +219,16 @@ def backtest_forecasters(
     folds = lambda name: result.fold_metrics[result.fold_metrics["forecaster"] == name]
     registry.log_backtest(run_id, scores, folds(kind))
     shared = child_params(settings, history)
-    runs = {kind: run_id} | {
-        name: log_compared(registry, run_id, name, other, folds(name), shared)
-        for name, other in result.scores.items()
-        if name != kind
-    }
+    for name, other in result.scores.items():
+        if name != kind:
+            log_compared(registry, run_id, name, other, folds(name), shared)
     registry.log_files(run_id, files)
     create_table_artifact(
         key="backtest-metrics",
         table=[{"forecaster": name, **{k: round(v, 4) for k, v in metrics.items()}} for name, metrics in result.metrics.items()],
         description=f"Rolling-origin backtest {first} .. {last}: {kind} and the forecasters it is compared with, on the same days",
     )
-    return Evaluation(kind, result.metrics, scores.coverage, scores.residuals.tolist(), first, last, runs)
+    return Evaluation(kind, result.metrics, scores.coverage, scores.residuals.tolist(), first, last)
 
 
 @task(cache_policy=NO_CACHE)
@@ -291,9 +287,7 @@ def register_forecaster(
     recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts
     get_run_logger().info("logging the model to MLflow run %s and registering it (%s)", run_id, forecaster.describe())
     with registry.failing_run(run_id):
-        version = registry.register(
-            forecaster, run_id, run_dir / "model", input_file.to_input_format(recent, settings.data), evaluation.headline()
-        )
+        version = registry.register(forecaster, run_id, run_dir / "model", recent, evaluation.headline())
     registry.end_run(run_id)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return TrainSummary(run_id, version.name, str(version.version), forecaster.kind, run_dir, forecaster.epochs_run, evaluation)
