@@ -13,6 +13,8 @@ DAY_TYPE_CODES = (0, 1, 2)  # workday, weekend, public holiday
 
 # Every forecaster the workflow can fit, register and compare (tasks/forecasters.py).
 ForecasterKind = Literal["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
+CombinationRule = Literal["inverse_mae", "inverse_mse", "equal", "trimmed", "best"]  # tasks/combination.py
+PeerKind = Literal["auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
 GATE_REFERENCE: ForecasterKind = "seasonal_naive"  # always backtested: the champion gate's floor
 
 
@@ -95,11 +97,27 @@ class ModelConfig(_Strict):
     shuffle: bool = True
     early_stopping_patience: int = Field(20, ge=0, description="0 trains every epoch.")
     random_seed: int = Field(42, description="Seeds the initial weights and batch order; member i uses random_seed * 1000 + i.")
+    combine_with: list[PeerKind] = Field(
+        ["auto_ets", "auto_theta", "auto_arima", "seasonal_naive"],
+        description="Peers whose forecasts are combined with the networks' (tasks/combination.py); [] = the networks alone.",
+    )
+    combination: CombinationRule = Field(
+        "inverse_mae", description="How the members are weighted from their errors on the validation days."
+    )
 
     @field_validator("dense_activation", mode="before")
     @classmethod
     def _empty_is_linear(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _combination_has_validation_days(self) -> ModelConfig:
+        if self.combine_with and self.validation_days < 7:  # a week, so every weekday weighs in
+            raise ValueError(
+                "model.combine_with weights the members on the validation days: set model.validation_days >= 7, "
+                "or model.combine_with = [] for the networks alone"
+            )
+        return self
 
     @model_validator(mode="after")
     def _reference_is_known(self) -> ModelConfig:
@@ -181,6 +199,17 @@ class RetrainConfig(_Strict):
     max_baseline_ratio: float = Field(
         1.5, gt=0, description="A challenger whose MAE exceeds this multiple of the seasonal-naive MAE never becomes champion."
     )
+    max_peer_ratio: float = Field(
+        1.0,
+        gt=0,
+        description="A challenger whose MAE is not below this multiple of the best compared forecaster's MAE "
+        "(on the same backtest days) never becomes champion.",
+    )
+    allow_peer_champion: bool = Field(
+        True,
+        description="A challenger that loses to a compared forecaster on its backtest days is never promoted; "
+        "true registers that forecaster and puts it through the same gate instead.",
+    )
 
     @field_validator("history_url", mode="before")
     @classmethod
@@ -243,6 +272,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 0,
             "shuffle": False,
             "early_stopping_patience": 0,
+            "combine_with": [],  # the recipe's network alone
         },
         # One fit, before the test days; scored beside the two baselines, as the notebook's comparison
         # (the statsforecast peers would add ~6 s to a run whose overhead target is 10%).

@@ -16,6 +16,7 @@ and recalibrated on backtest residuals before a model is registered.
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -140,9 +141,8 @@ class Forecaster(ABC):
         Case counts are carried forward from the last stored day; day types come from the
         calendar; intervals widen with the square root of the days ahead.
         """
-        # A tail long enough that every input is as with the whole history (the LSTM's
-        # same-weekday reference looks four weeks back, its case counts one week).
-        frame = history.tail(self.min_history_days + SEASON * 8).reset_index(drop=True)
+        context = self.context_days
+        frame = (history.tail(context) if context else history).reset_index(drop=True)
         forecasts = []
         for _ in range(days):
             extended = with_future_days(frame, self.horizon, self.data)  # a sample's targets span the horizon
@@ -153,8 +153,21 @@ class Forecaster(ABC):
         dates = frame[DATE].to_numpy()[-days:] if days else np.array([], dtype="datetime64[ns]")
         return self.forecast_frame(dates, np.array(forecasts).reshape(-1, 1), np.arange(1, days + 1))
 
+    @property
+    def context_days(self) -> int | None:
+        """Days of history a forecast depends on (None: all of it).
+
+        The default is a tail long enough that every input is as with the whole history (the
+        LSTM's same-weekday reference looks four weeks back, its case counts one week).
+        """
+        return self.min_history_days + SEASON * 8
+
     def describe(self) -> str:
         return self.kind
+
+    def fit_metrics(self) -> dict[str, float]:
+        """Figures of the last fit worth logging beside it (e.g. combination weights)."""
+        return {}
 
     def save(self, directory: Path) -> Path:
         """Write the forecaster into `directory` (created); load it with `load_forecaster`."""
@@ -215,6 +228,18 @@ class SeasonalNaive(NaiveForecaster):
         super().__init__(data, model, report, lag=SEASON)
 
 
+@functools.lru_cache(maxsize=128)
+def fitted_statsforecast(model_name: str, series: bytes):
+    """A statsforecast model fitted on a float64 series (its bytes), weekly season.
+
+    Kept for the process: the combined LSTM refits its peers on the very rows the backtest's
+    compared peers were just fitted on, and a fitted model is only read afterwards (`forward`).
+    """
+    import statsforecast.models
+
+    return getattr(statsforecast.models, model_name)(season_length=SEASON).fit(y=np.frombuffer(series))
+
+
 class StatsForecaster(Forecaster):
     """A statsforecast model with a weekly season, fitted on travellers alone.
 
@@ -234,11 +259,8 @@ class StatsForecaster(Forecaster):
         return 2 * SEASON
 
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
-        import statsforecast.models
-
-        model_class = getattr(statsforecast.models, self.MODELS[self.kind])
         actual = history[TARGET].to_numpy(dtype=float)
-        self.fitted = model_class(season_length=SEASON).fit(y=actual)
+        self.fitted = fitted_statsforecast(self.MODELS[self.kind], actual.tobytes())
         in_sample = self.fitted.predict_in_sample()["fitted"]
         return log_residuals(actual[-CALIBRATION_DAYS:], in_sample[-CALIBRATION_DAYS:])
 

@@ -1,5 +1,6 @@
 """The LSTM forecaster: an encoding (tasks/encoding.py) fitted on the training rows, an ensemble of
-Keras networks (tasks/network.py) trained on its framed samples (tasks/framing.py).
+Keras networks (tasks/network.py) trained on its framed samples (tasks/framing.py), and by
+default combined with the statistical peers, weighted on the validation days (tasks/combination.py).
 
 The one way the LSTM is fitted and the one way it forecasts: the backtest's folds, the final
 model, the registered MLflow model and `predict` all call `fit` and `forecast_rows` here.
@@ -7,15 +8,17 @@ model, the registered MLflow model and `predict` all call `fit` and `forecast_ro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from tasks.combination import combination_weights, combine
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
-from tasks.forecasters import CALIBRATION_DAYS, Forecaster
+from tasks.forecasters import CALIBRATION_DAYS, Forecaster, load_forecaster, make_forecaster
 from tasks.framing import Samples, complete, frame_windows, select
 from tasks.intervals import log_residuals
 
@@ -23,7 +26,8 @@ if TYPE_CHECKING:
     from tasks.encoding import FeatureEncoder
     from tasks.network import EpochReport
 
-ENCODER_FILE, KERAS_FILE = "encoder.joblib", "model.keras"
+ENCODER_FILE, KERAS_FILE, WEIGHTS_FILE, PEERS_DIR = "encoder.joblib", "model.keras", "combination.json", "peers"
+NETWORKS = "lstm"  # the networks' name among the combination's members
 
 
 class LstmForecaster(Forecaster):
@@ -31,6 +35,11 @@ class LstmForecaster(Forecaster):
 
     Without validation days (the notebook recipe) the last training days calibrate the
     intervals: their residuals are in-sample, so those intervals are optimistic.
+
+    With `combine_with` peers, each peer is fitted on the rows before the validation days
+    and forecasts them; the members' validation MAEs give the weights; the peers are then
+    refitted on every row. The networks never learn from the validation days either (they
+    only stop early on them), so every member is weighted on days it was not fitted on.
     """
 
     kind = "lstm"
@@ -39,11 +48,20 @@ class LstmForecaster(Forecaster):
         super().__init__(data, model, report)
         self.encoder: FeatureEncoder | None = None
         self.network = None
+        self.peers: dict[str, Forecaster] = {}  # refitted on every training row
+        self.weights: dict[str, float] = {NETWORKS: 1.0}  # member -> weight, summing to 1
+        self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
 
     @property
     def min_history_days(self) -> int:
         warm_up = SEASON if self.model.encoding == "seasonal" else 0  # the reference needs a week behind it
-        return warm_up + self.model.lags
+        peers = [self.peer(kind).min_history_days for kind in self.model.combine_with]
+        return max([warm_up + self.model.lags, *peers])
+
+    @property
+    def context_days(self) -> int | None:
+        # A statistical peer's state (level, season) is filtered through the whole history.
+        return None if self.peers else super().context_days
 
     @property
     def min_fit_days(self) -> int:
@@ -56,7 +74,21 @@ class LstmForecaster(Forecaster):
 
     def describe(self) -> str:
         m = self.model
-        return f"lstm (encoding={m.encoding}, lags={m.lags}, horizon={m.horizon}, validation_days={m.validation_days})"
+        combined = f", combined with {'/'.join(m.combine_with)} ({m.combination})" if m.combine_with else ""
+        return f"lstm (encoding={m.encoding}, lags={m.lags}, horizon={m.horizon}, validation_days={m.validation_days}{combined})"
+
+    def fit_metrics(self) -> dict[str, float]:
+        """Each member's combination weight and validation MAE."""
+        weights = {f"combination_weight_{name}": w for name, w in self.weights.items()}
+        return weights | {f"validation_mae_{name}": e for name, e in self.validation_mae.items()}
+
+    @property
+    def validation_mae(self) -> dict[str, float]:
+        return {name: float(np.mean(np.abs(e))) for name, e in self.validation_errors.items()}
+
+    def peer(self, kind: str) -> Forecaster:
+        """An unfitted peer with this forecaster's data format and horizon."""
+        return make_forecaster(kind, self.data, self.model.model_copy(update={"kind": kind}))
 
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
         from tasks.encoding import fit_encoder
@@ -69,7 +101,21 @@ class LstmForecaster(Forecaster):
         raise_if_diverged(self.losses)
         held_out = validation if len(validation) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
         actual = self.encoder.decode(held_out.y, held_out.reference)
-        return log_residuals(actual, self.decode(held_out))
+        forecasts = {NETWORKS: self.decode(held_out)}
+        if self.model.combine_with:
+            forecasts |= self.fit_peers(history, held_out.target_rows)
+        self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}
+        self.weights = combination_weights(self.validation_errors, self.model.combination)
+        return log_residuals(actual, combine(forecasts, self.weights))
+
+    def fit_peers(self, history: pd.DataFrame, validation_rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Fit each peer before the validation days, return its forecasts of them; keep it refitted on every row."""
+        before = history.iloc[: int(validation_rows.min())]
+        forecasts = {
+            kind: self.peer(kind).fit(before).forecast_rows(history, validation_rows) for kind in self.model.combine_with
+        }
+        self.peers = {kind: self.peer(kind).fit(history) for kind in self.model.combine_with}
+        return forecasts
 
     def training_samples(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
         """Every complete sample, split by date: validation = first target in the last `validation_days` days,
@@ -86,15 +132,28 @@ class LstmForecaster(Forecaster):
 
         return self.encoder.decode(predict_outputs(self.network, samples, self.horizon), samples.reference)
 
-    def forecast_rows(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
-        """Each sample's window ends the day before its first target: a row's own value never feeds its forecast."""
+    def decode_networks(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
+        """The networks' forecast alone; each sample's window ends the day before its first target."""
         return self.decode(frame_windows(self.encoder.encode(history), self.model.lags, self.horizon, first_targets))
+
+    def forecast_rows(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
+        """The members' weighted forecast: a row's own value never feeds its forecast."""
+        forecasts = {NETWORKS: self.decode_networks(history, first_targets)}
+        forecasts |= {
+            kind: peer.forecast_rows(history, first_targets) for kind, peer in self.peers.items() if self.weights.get(kind, 0) > 0
+        }
+        return combine(forecasts, self.weights)
 
     def _save(self, directory: Path) -> None:
         import joblib
 
         self.network.save(directory / KERAS_FILE)
         joblib.dump(self.encoder, directory / ENCODER_FILE)
+        (directory / WEIGHTS_FILE).write_text(
+            json.dumps({"weights": self.weights, "validation_errors": {k: e.tolist() for k, e in self.validation_errors.items()}})
+        )
+        for kind, peer in self.peers.items():
+            peer.save(directory / PEERS_DIR / kind)
 
     def _load(self, directory: Path) -> None:
         import joblib
@@ -102,3 +161,7 @@ class LstmForecaster(Forecaster):
 
         self.encoder = joblib.load(directory / ENCODER_FILE)
         self.network = keras.models.load_model(directory / KERAS_FILE, compile=False)
+        combination = json.loads((directory / WEIGHTS_FILE).read_text())
+        self.weights = combination["weights"]
+        self.validation_errors = {name: np.asarray(e) for name, e in combination["validation_errors"].items()}
+        self.peers = {kind: load_forecaster(directory / PEERS_DIR / kind) for kind in self.model.combine_with}

@@ -1,0 +1,73 @@
+"""Combining the networks with the peers: weights from validation errors only, exact by hand."""
+
+import re
+
+import numpy as np
+import pytest
+
+from tasks.combination import combination_weights, combine
+from tasks.config import DataConfig, ModelConfig, load_settings
+from tasks.forecasters import load_forecaster, make_forecaster
+from tests.test_forecasters import weekly
+
+DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
+COMBINED = ModelConfig(
+    lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2, combine_with=["auto_ets", "seasonal_naive"]
+)
+
+
+def test_inverse_error_weights_by_hand():
+    errors = {"lstm": np.array([10.0, -10.0]), "auto_ets": np.array([-20.0, 20.0]), "seasonal_naive": np.array([0.0, 80.0])}
+    assert combination_weights(errors, "inverse_mae") == pytest.approx(
+        {"lstm": 4 / 7, "auto_ets": 2 / 7, "seasonal_naive": 1 / 7}
+    )
+    # MSE 100, 400, 3200: weights proportional to 32, 8, 1.
+    assert combination_weights(errors, "inverse_mse") == pytest.approx(
+        {"lstm": 32 / 41, "auto_ets": 8 / 41, "seasonal_naive": 1 / 41}
+    )
+
+
+def test_equal_trimmed_and_best_weights_and_a_non_finite_member_gets_none():
+    errors = {"lstm": np.array([30.0]), "auto_ets": np.array([20.0]), "auto_arima": np.array([np.nan]), "sn": np.array([40.0])}
+    assert combination_weights(errors, "equal") == pytest.approx({"lstm": 1 / 3, "auto_ets": 1 / 3, "auto_arima": 0, "sn": 1 / 3})
+    assert combination_weights(errors, "trimmed") == {"lstm": 0.5, "auto_ets": 0.5, "auto_arima": 0.0, "sn": 0.0}
+    assert combination_weights(errors, "best") == {"lstm": 0.0, "auto_ets": 1.0, "auto_arima": 0.0, "sn": 0.0}
+    assert combination_weights({"lstm": np.zeros(3), "auto_ets": np.full(3, 5.0)}, "inverse_mae")["lstm"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no member has a finite validation error"):
+        combination_weights({"lstm": np.array([np.inf])}, "equal")
+
+
+def test_combine_is_the_weighted_sum_of_the_weighted_members():
+    forecasts = {"a": np.array([[100.0], [200.0]]), "b": np.array([[300.0], [400.0]])}
+    np.testing.assert_allclose(combine(forecasts, {"a": 0.25, "b": 0.75, "c": 0.0}), [[250.0], [350.0]])
+
+
+def test_the_combined_lstm_forecasts_the_weighted_sum_of_its_members_and_saves_it(tmp_path):
+    history = weekly(120)
+    lstm = make_forecaster("lstm", DATA, COMBINED).fit(history.iloc[:110])
+    assert set(lstm.weights) == {"lstm", "auto_ets", "seasonal_naive"} and sum(lstm.weights.values()) == pytest.approx(1)
+    # The weights are 1 / validation MAE, normalised; the peers were fitted before the validation days.
+    inverse = {name: 1 / mae for name, mae in lstm.validation_mae.items()}
+    assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
+    assert lstm.peers["auto_ets"].fitted_through == history["date"].iloc[109]
+    rows = np.arange(110, 120)
+    members = {"lstm": lstm.decode_networks(history, rows)} | {k: p.forecast_rows(history, rows) for k, p in lstm.peers.items()}
+    np.testing.assert_allclose(lstm.forecast_rows(history, rows), combine(members, lstm.weights))
+    assert lstm.fit_metrics()["combination_weight_auto_ets"] == lstm.weights["auto_ets"]
+    loaded = load_forecaster(lstm.save(tmp_path / "model"))
+    assert loaded.weights == lstm.weights
+    np.testing.assert_allclose(loaded.forecast_rows(history, rows), lstm.forecast_rows(history, rows))
+
+
+def test_the_weights_never_see_the_days_after_the_fit():
+    history = weekly(120)
+    garbled = history.copy()
+    garbled.loc[110:, "travellers"] = garbled.loc[110:, "travellers"][::-1].to_numpy() * 3
+    fits = [make_forecaster("lstm", DATA, COMBINED).fit(h.iloc[:110]) for h in (history, garbled)]
+    assert fits[0].weights == fits[1].weights and fits[0].validation_mae == fits[1].validation_mae
+
+
+def test_combining_needs_validation_days_and_the_recipe_has_no_peers():
+    with pytest.raises(ValueError, match=re.escape("model.validation_days >= 7, or model.combine_with = []")):
+        ModelConfig(validation_days=0)
+    assert load_settings(None, ["preset=seed"]).model.combine_with == []
