@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from prefect import flow
 
-from flows.train import train_on_history
+from flows.train import register_peer_instead, train_on_history
 from tasks.config import Settings
 from tasks.retrain_tasks import (
     decide_champion,
@@ -57,8 +57,14 @@ def retrain(
         challenger = train_on_history(settings, history, run_dir, "retrain", tags={"trigger": trigger, "run_date": today})
         champion = score_champion(settings, history, challenger)
         decision = decide_champion(settings, challenger, champion)
+        refused = None
+        if decision.peer_instead and settings.retrain.allow_peer_champion:
+            refused = (challenger, decision)
+            challenger = register_peer_instead(settings, history, challenger, decision.peer_instead)
+            champion = score_champion(settings, history, challenger)
+            decision = decide_champion(settings, challenger, champion)
         mark_trained(settings, arrived, challenger)
-        publish_summary(settings, today, trigger, arrived, challenger, champion, decision)
+        publish_summary(settings, today, trigger, arrived, challenger, champion, decision, refused)
     status = "promoted" if decision.promote else "not promoted"
     return RetrainSummary(
         status,

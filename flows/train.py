@@ -44,3 +44,12 @@ def train_on_history(
         forecaster = fit_forecaster(history, settings, run_id, run_dir, before_test=True)
         evaluation = backtest_forecasters(history, settings, run_id, run_dir, fitted=forecaster)
     return register_forecaster(settings, history, forecaster, evaluation, run_id, run_dir)
+
+
+def register_peer_instead(settings: Settings, history: pd.DataFrame, challenger: TrainSummary, peer: str) -> TrainSummary:
+    """Fit and register a compared forecaster on its own child run of the challenger's training run, scored by the same backtest."""
+    peer_settings = settings.model_copy(update={"model": settings.model.model_copy(update={"kind": peer})})
+    evaluation = challenger.evaluation.as_kind(peer)
+    run_id, run_dir = evaluation.runs[peer], challenger.run_dir / peer
+    forecaster = fit_forecaster(history, peer_settings, run_id, run_dir, before_test=not settings.backtest.refit_final)
+    return register_forecaster(peer_settings, history, forecaster, evaluation, run_id, run_dir)

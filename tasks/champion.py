@@ -15,6 +15,7 @@ class Decision:
     challenger_mae: float
     champion_mae: float | None
     seasonal_naive_mae: float
+    peer_instead: str | None = None  # the peer that beat the challenger on its own backtest days
 
     def tags(self) -> dict[str, str]:
         """MLflow tags recording the decision on a model version."""
@@ -24,6 +25,7 @@ class Decision:
             "challenger_mae": f"{self.challenger_mae:.1f}",
             "seasonal_naive_mae": f"{self.seasonal_naive_mae:.1f}",
         }
+        tags |= {"best_peer": self.peer_instead} if self.peer_instead else {}
         return tags | ({"champion_mae": f"{self.champion_mae:.1f}"} if self.champion_mae is not None else {})
 
 
@@ -33,21 +35,32 @@ def decide(
     champion_mae: float | None,
     champion_version: str | None,
     max_baseline_ratio: float,
+    best_peer: tuple[str, float] | None = None,
+    max_peer_ratio: float = 1.0,
 ) -> Decision:
-    """Promote only a sane challenger that beats both the champion and seasonal naive on one window.
+    """Promote only a sane challenger that beats the best peer, the champion and seasonal naive on one window.
 
-    The first model becomes champion unless it diverged (non-finite error) or is worse than
-    the seasonal-naive forecast by more than `max_baseline_ratio`.
+    The first model becomes champion unless it diverged (non-finite error), is worse than
+    the seasonal-naive forecast by more than `max_baseline_ratio`, or is not below `max_peer_ratio`
+    times `best_peer` (name, MAE: the best forecaster it was compared with on its backtest days).
     """
 
+    # A challenger that loses to a peer names it, whatever refuses it: that peer may be promoted instead.
+    loses_to = best_peer[0] if best_peer is not None and not challenger_mae < max_peer_ratio * best_peer[1] else None
+
     def decision(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, challenger_mae, champion_mae, seasonal_naive_mae)
+        return Decision(promote, reason, challenger_mae, champion_mae, seasonal_naive_mae, None if promote else loses_to)
 
     figures = f"MAE {challenger_mae:,.0f} vs seasonal naive {seasonal_naive_mae:,.0f}"
     if not math.isfinite(challenger_mae):
         return decision(False, f"diverged: the challenger's test MAE is {challenger_mae}")
     if challenger_mae > max_baseline_ratio * seasonal_naive_mae:
         return decision(False, f"far worse than seasonal naive ({figures}, limit {max_baseline_ratio}x)")
+    if loses_to is not None:
+        limit = f", limit {max_peer_ratio}x" if max_peer_ratio != 1 else ""
+        return decision(
+            False, f"loses to {loses_to} on its backtest days (MAE {challenger_mae:,.0f} vs {best_peer[1]:,.0f}{limit})"
+        )
     if champion_mae is None and champion_version is None:
         return decision(True, f"first model: no champion yet ({figures})")
     if champion_mae is None:

@@ -148,12 +148,15 @@ def decide_champion(settings: Settings, challenger: TrainSummary, champion: Cham
     from tasks.registry import Registry
 
     champion_mae = champion.metrics["mae"] if champion and champion.metrics else None
+    evaluation = challenger.evaluation
     decision = decide(
-        challenger.evaluation.model["mae"],
-        challenger.evaluation.reference["mae"],
+        evaluation.model["mae"],
+        evaluation.reference["mae"],
         champion_mae,
         champion.version if champion else None,
         settings.retrain.max_baseline_ratio,
+        (evaluation.best_peer, evaluation.metrics[evaluation.best_peer]["mae"]),
+        settings.retrain.max_peer_ratio,
     )
     Registry(settings.mlflow).record_decision(
         challenger.model_version, champion.version if champion else None, challenger.run_id, decision
@@ -170,6 +173,7 @@ def summary_markdown(
     champion: ChampionScore | None,
     decision: Decision | None,
     links: dict[str, str],
+    refused: tuple[TrainSummary, Decision] | None = None,
 ) -> str:
     """The run at a glance: new data, metrics side by side, the decision, links into MLflow."""
     lines = [
@@ -197,6 +201,13 @@ def summary_markdown(
         f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |"
         for name, m in rows.items()
     ]
+    if refused is not None:
+        first, why = refused
+        lines += [
+            "",
+            f"The configured {first.kind} (v{first.model_version}) was not promoted: {why.reason}. "
+            f"{challenger.kind} was registered as v{challenger.model_version} and put through the gate instead.",
+        ]
     lines += ["", f"**Decision: {decision.tags()['decision']}** — {decision.reason}", ""]
     lines += [
         f"- MLflow run: [{challenger.run_id}]({links['run']})",
@@ -215,11 +226,12 @@ def publish_summary(
     challenger: TrainSummary | None = None,
     champion: ChampionScore | None = None,
     decision: Decision | None = None,
+    refused: tuple[TrainSummary, Decision] | None = None,
 ) -> str:
     """A Prefect markdown artifact summarising the run; returns its text."""
     from tasks.registry import Registry
 
     links = Registry(settings.mlflow).ui_links(challenger.run_id, challenger.model_version) if challenger else {}
-    markdown = summary_markdown(run_day, trigger, result, challenger, champion, decision, links)
+    markdown = summary_markdown(run_day, trigger, result, challenger, champion, decision, links, refused)
     create_markdown_artifact(markdown=markdown, key="retrain-summary", description=f"retrain {run_day}")
     return markdown

@@ -6,7 +6,8 @@ the steps either are cheap or have side effects (files, MLflow).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +31,9 @@ class Evaluation:
 
     kind: str
     metrics: dict[str, dict[str, float]]  # forecaster -> metrics, the configured kind first
-    coverage: dict[int, float]  # the configured forecaster's interval coverage per level
-    residuals: list[float]  # its log residuals on the test days: the registered model's interval calibration
+    coverages: dict[str, dict[int, float]]  # forecaster -> interval coverage per level
+    all_residuals: dict[str, list[float]]  # forecaster -> log residuals on the test days (a registered model's calibration)
+    runs: dict[str, str]  # forecaster -> the MLflow run holding its backtest (the training run for `kind`)
     first_day: str
     last_day: str
 
@@ -41,17 +43,45 @@ class Evaluation:
         return self.metrics[self.kind]
 
     @property
+    def coverage(self) -> dict[int, float]:
+        return self.coverages[self.kind]
+
+    @property
+    def residuals(self) -> list[float]:
+        return self.all_residuals[self.kind]
+
+    @property
     def reference(self) -> dict[str, float]:
         """Seasonal naive's metrics: the floor of the champion gate."""
         return self.metrics[GATE_REFERENCE]
+
+    @property
+    def best_peer(self) -> str:
+        """The compared forecaster with the lowest MAE on the same days (seasonal naive if compared with nothing else)."""
+        others = {name: m["mae"] for name, m in self.metrics.items() if name != self.kind}
+        return min(others, key=lambda name: others[name] if math.isfinite(others[name]) else math.inf)
+
+    def ratios(self) -> dict[str, float]:
+        """The configured forecaster's MAE over the best peer's and over seasonal naive's (below 1: it wins)."""
+        mae = self.model["mae"]
+        return {
+            "mae_ratio_to_best_peer": mae / self.metrics[self.best_peer]["mae"],
+            "mae_ratio_to_seasonal_naive": mae / self.reference["mae"],
+        }
+
+    def as_kind(self, kind: str) -> Evaluation:
+        """The same backtest with another of its forecasters as the configured one."""
+        return replace(self, kind=kind, metrics={kind: self.metrics[kind]} | self.metrics)
 
     def headline(self) -> str:
         """One line of backtest figures for a model version's description."""
         model, seasonal = self.model, self.reference
         coverage = ", ".join(f"{level}% interval covers {value:.0%}" for level, value in self.coverage.items())
+        ratio = self.ratios()["mae_ratio_to_best_peer"]
         return (
             f"Backtest {self.first_day} .. {self.last_day}: MAE {model['mae']:,.0f}, RMSE {model['rmse']:,.0f}, "
-            f"MAPE {model['mape']:.2f}%, MASE {model['mase']:.3f} ({self.kind}; seasonal-naive MAE {seasonal['mae']:,.0f}); {coverage}."
+            f"MAPE {model['mape']:.2f}%, MASE {model['mase']:.3f} ({self.kind}; seasonal-naive MAE {seasonal['mae']:,.0f}; "
+            f"{ratio:.2f}x the best peer, {self.best_peer}); {coverage}."
         )
 
 
@@ -177,12 +207,13 @@ def child_params(settings: Settings, history: pd.DataFrame) -> dict[str, str]:
     return flatten(shared) | data_fingerprint(history)
 
 
-def log_compared(registry, run_id: str, name: str, scores, folds: pd.DataFrame, params: dict[str, str]) -> None:
-    """A child run of the training run holding one compared forecaster's backtest."""
+def log_compared(registry, run_id: str, name: str, scores, folds: pd.DataFrame, params: dict[str, str]) -> str:
+    """A child run of the training run holding one compared forecaster's backtest; returns its id."""
     tags = {"forecaster": name, "backtest_of": run_id}
     child = registry.start_run(name, tags, params | {"model.kind": name}, [], parent=run_id)
     registry.log_backtest(child, scores, folds)
     registry.end_run(child)
+    return child
 
 
 @task(cache_policy=NO_CACHE)
@@ -219,16 +250,36 @@ def backtest_forecasters(
     folds = lambda name: result.fold_metrics[result.fold_metrics["forecaster"] == name]
     registry.log_backtest(run_id, scores, folds(kind))
     shared = child_params(settings, history)
-    for name, other in result.scores.items():
-        if name != kind:
-            log_compared(registry, run_id, name, other, folds(name), shared)
+    runs = {kind: run_id} | {
+        name: log_compared(registry, run_id, name, other, folds(name), shared)
+        for name, other in result.scores.items()
+        if name != kind
+    }
+    evaluation = Evaluation(
+        kind,
+        result.metrics,
+        {name: s.coverage for name, s in result.scores.items()},
+        {name: s.residuals.tolist() for name, s in result.scores.items()},
+        runs,
+        first,
+        last,
+    )
+    ratios = evaluation.ratios()
+    registry.log_metric_steps(run_id, [(f"backtest_{name}", value, 0) for name, value in ratios.items()])
+    get_run_logger().info(
+        "%s: MAE %.3fx the best peer's (%s), %.3fx seasonal naive's",
+        kind,
+        ratios["mae_ratio_to_best_peer"],
+        evaluation.best_peer,
+        ratios["mae_ratio_to_seasonal_naive"],
+    )
     registry.log_files(run_id, files)
     create_table_artifact(
         key="backtest-metrics",
         table=[{"forecaster": name, **{k: round(v, 4) for k, v in metrics.items()}} for name, metrics in result.metrics.items()],
         description=f"Rolling-origin backtest {first} .. {last}: {kind} and the forecasters it is compared with, on the same days",
     )
-    return Evaluation(kind, result.metrics, scores.coverage, scores.residuals.tolist(), first, last)
+    return evaluation
 
 
 @task(cache_policy=NO_CACHE)
@@ -257,6 +308,7 @@ def fit_forecaster(
     with registry.failing_run(run_id):
         try:
             forecaster.fit(rows)
+            registry.log_metric_steps(run_id, [(name, value, 0) for name, value in forecaster.fit_metrics().items()])
         finally:
             if forecaster.losses:
                 registry.log_epoch_losses(run_id, forecaster.losses)

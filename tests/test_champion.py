@@ -29,3 +29,31 @@ def test_champion_rule(challenger, naive, champion, promote, reason):
 def test_an_unscorable_champion_is_said_so():
     decision = decide(90.0, 100.0, None, "3", max_baseline_ratio=1.5)
     assert decision.promote and decision.reason.startswith("champion v3 could not be scored")
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "reason"),
+    [
+        (96.0, None, "loses to auto_ets on its backtest days (MAE 96 vs 95)"),  # even as the first model
+        (95.0, 120.0, "loses to auto_ets on its backtest days (MAE 95 vs 95)"),  # a tie is a loss
+        (160.0, None, "far worse than seasonal naive"),  # refused for that, still names the peer that beat it
+    ],
+)
+def test_a_challenger_that_loses_to_the_best_peer_is_refused_and_names_it(challenger, champion, reason):
+    decision = decide(
+        challenger, 100.0, champion, "3" if champion else None, max_baseline_ratio=1.5, best_peer=("auto_ets", 95.0)
+    )
+    assert not decision.promote and reason in decision.reason
+    assert decision.peer_instead == "auto_ets" and decision.tags()["best_peer"] == "auto_ets"
+
+
+def test_a_challenger_that_beats_the_best_peer_goes_on_to_the_champion_rule():
+    decision = decide(90.0, 100.0, 92.0, "3", max_baseline_ratio=1.5, best_peer=("auto_ets", 95.0))
+    assert decision.promote and decision.peer_instead is None and "beats the champion" in decision.reason
+
+
+def test_the_peer_limit_can_be_loosened_like_the_baseline_one():
+    decision = decide(120.0, 130.0, None, None, max_baseline_ratio=1.5, best_peer=("auto_ets", 100.0), max_peer_ratio=1.25)
+    assert decision.promote and "first model" in decision.reason
+    refused = decide(130.0, 130.0, None, None, max_baseline_ratio=1.5, best_peer=("auto_ets", 100.0), max_peer_ratio=1.25)
+    assert refused.reason == "loses to auto_ets on its backtest days (MAE 130 vs 100, limit 1.25x)"

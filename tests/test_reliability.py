@@ -36,7 +36,7 @@ def make_workspace(root: Path, extra: str = "") -> Path:
         "[model]\nepochs = 2\nensemble = 1\n[backtest]\ntest_days = 7\ncompare = []\n"  # faults, not peers: seasonal naive only
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n{extra}'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
-        "max_baseline_ratio = 100.0\n"  # two epochs are far from good: let the first model through
+        "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"  # two epochs are far from good: let the first model through
     )
     return config
 
@@ -253,6 +253,29 @@ def test_a_diverging_or_far_worse_challenger_is_never_promoted_and_the_run_says_
     tags = versions(root)["2"]
     assert tags["decision"] == "not promoted" and "seasonal naive" in tags["decision_reason"]
     assert champion(root) == "1"
+
+
+def test_a_challenger_that_loses_to_a_peer_is_refused_and_the_peer_promoted_instead_when_allowed(tmp_path, prefect_env):
+    config = make_workspace(tmp_path)
+    naive = ["--set", "model.kind=naive", "--set", "retrain.max_peer_ratio=1.0"]  # day-before is no match for a week-before
+    refused = retrain(config, prefect_env, *naive, "--set", "retrain.allow_peer_champion=false")
+    assert refused.returncode == 0 and outcome(refused).startswith("not promoted"), refused.stdout
+    assert versions(tmp_path)["1"]["decision_reason"].startswith("loses to seasonal_naive on its backtest days (MAE ")
+    assert versions(tmp_path)["1"]["best_peer"] == "seasonal_naive"
+    assert registry(tmp_path).get_registered_model(MODEL).aliases == {}  # no champion rather than a bad one
+
+    instead = retrain(config, prefect_env, "--force", *naive)
+    assert instead.returncode == 0 and outcome(instead).startswith("promoted"), instead.stdout
+    tags = versions(tmp_path)
+    assert tags["2"]["kind"] == "naive" and tags["2"]["decision"] == "not promoted" and tags["2"]["best_peer"] == "seasonal_naive"
+    assert tags["3"]["kind"] == "seasonal_naive" and tags["3"]["decision"] == "promoted" and champion(tmp_path) == "3"
+    # The peer's version lives on its own child run of the training run, which holds its backtest.
+    peer_run = registry(tmp_path).get_run(registry(tmp_path).get_model_version(MODEL, "3").run_id)
+    assert peer_run.data.tags["mlflow.parentRunId"] == registry(tmp_path).get_model_version(MODEL, "2").run_id
+    assert peer_run.data.tags["forecaster"] == "seasonal_naive" and "backtest_mae" in peer_run.data.metrics
+    assert peer_run.info.status == "FINISHED"
+    forecast = cli(["predict", "--config", str(config), "--days", "3"], prefect_env)
+    assert forecast.returncode == 0, forecast.stderr[-3000:]
 
 
 @pytest.fixture

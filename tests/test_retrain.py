@@ -36,7 +36,7 @@ def workspace(tmp_path_factory):
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
         'cron = "30 5 * * *"\ntimezone = "Europe/Berlin"\n'
-        "max_baseline_ratio = 100.0\n"  # two epochs are far from good: let the first model through
+        "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"  # two epochs are far from good: let the first model through
     )
     return root, config
 

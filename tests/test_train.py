@@ -64,6 +64,15 @@ def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_
         # One fold (refit_every=0): the per-fold metrics are steps, fold 0.
         assert [m.step for m in client.get_metric_history(one.info.run_id, "fold_mae")] == [0]
     assert all(c.info.run_name == c.data.tags["forecaster"] == c.data.params["model.kind"] for c in children)
+    # The ratios the gate reads, on the run itself.
+    best = min(
+        ["seasonal_naive", "naive", "auto_ets", "auto_theta", "auto_arima"], key=lambda n: summary.evaluation.metrics[n]["mae"]
+    )
+    assert summary.evaluation.best_peer == best
+    assert run.data.metrics["backtest_mae_ratio_to_best_peer"] == pytest.approx(
+        summary.evaluation.metrics["lstm"]["mae"] / summary.evaluation.metrics[best]["mae"]
+    )
+    assert f"x the best peer, {best})" in version.description
     # The children share the training run's backtest and data, so the compare view shows no false differences.
     shared = ("backtest.test_days", "backtest.refit_every", "model.interval_levels", "data.target_column", "data.history_sha256")
     assert all(c.data.params[key] == run.data.params[key] for c in children for key in shared)
@@ -77,6 +86,10 @@ def test_run_logs_config_fingerprint_losses_and_files(trained, client):
     assert (run.data.params["data.first_date"], run.data.params["data.last_date"]) == ("2020-03-01", "2024-11-14")
     assert len(run.data.params["data.file_sha256"]) == 64
     assert [m.step for m in client.get_metric_history(summary.run_id, "epoch_loss")] == [1, 2]
+    # The registered fit's combination: one weight per member, from its validation MAE.
+    members = ["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive"]
+    weights = [run.data.metrics[f"combination_weight_{m}"] for m in members]
+    assert sum(weights) == pytest.approx(1) and all(run.data.metrics[f"validation_mae_{m}"] > 0 for m in members)
     assert len(client.get_metric_history(summary.run_id, "epoch_val_loss")) == 2
     files = {f.path for f in client.list_artifacts(summary.run_id)}
     assert {
