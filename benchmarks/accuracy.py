@@ -1,25 +1,30 @@
-"""Accuracy side by side: the default LSTM, the notebook recipe, naive baselines and statistical peers.
+"""Accuracy side by side on the development set: the default LSTM, naive baselines, statistical peers.
 
-Two rolling-origin protocols, one step ahead (as the notebook):
+Every series of the development set (or the --data files), two rolling-origin protocols,
+one step ahead (as the notebook):
   notebook  the first 185 days, the last 31 of them as test, models fitted once before them;
   recent    all days, the last 60 as test, models refitted every 7 days.
 Every model sees only days before each origin, and every one goes through the product's own
 forecaster contract (tasks/forecasters.py) and backtest, the statsforecast peers included.
-Prints MAE (MAPE) per protocol and the prediction-interval coverage, and writes every
-metric to CSV and markdown.
+Prints one table (per series and protocol: each peer and baseline, the default LSTM's mean
+and worst seed, its ratio to the best peer) and writes every metric to CSV and markdown.
+
+--validation runs the procedure that chose the default (tasks/selection.py) instead: each
+protocol moved back before its test days, every candidate weighting scored there against
+the best peer, the lowest geometric mean ratio chosen. No test day is read.
 
     make bench-accuracy
-    .venv/bin/python benchmarks/accuracy.py --data my_city.csv --config my_city.toml --seeds 3
+    .venv/bin/python benchmarks/accuracy.py --data my_city.csv --config my_city.toml [--validation]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
-import statistics
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,26 +39,33 @@ from tasks.backtest import Backtest, run_backtest  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.input_file import read_history_file  # noqa: E402
+from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_peer, validation_protocol  # noqa: E402
 
+DEV_SET = [
+    ROOT / "data/sample/nyc_subway_covid.csv",
+    ROOT / "benchmarks/devset/nyc_bus.csv",
+    ROOT / "benchmarks/devset/nyc_lirr.csv",
+    ROOT / "benchmarks/devset/nyc_metro_north.csv",
+    ROOT / "benchmarks/devset/bart_covid.csv",
+]
 PROTOCOLS = {
     "notebook": BacktestConfig(first_days_only=185, test_days=31, refit_every=0),
     "recent": BacktestConfig(test_days=60, refit_every=7),
 }
 PEERS_AND_BASELINES = ["naive", "seasonal_naive", "auto_ets", "auto_theta", "auto_arima"]
-
-
-@dataclass
-class ModelRuns:
-    """One configuration's backtests, one per seed."""
-
-    label: str
-    runs: list[Backtest]
-    seconds: list[float]
+PEERS = ["auto_ets", "auto_theta", "auto_arima"]
+LSTM = "lstm default"
+RECIPE = "lstm seed (notebook recipe)"
 
 
 def settings_for(config: Path | None, data: Path | None, overrides: list[str]) -> Settings:
     updates = {"data": {"path": str(data)}} if data else None
     return load_settings(config, overrides, updates, root=Path.cwd())
+
+
+def with_seed(settings: Settings, offset: int) -> Settings:
+    model = settings.model.model_copy(update={"random_seed": settings.model.random_seed + offset})
+    return settings.model_copy(update={"model": model})
 
 
 def fit_of(settings: Settings, kind: str):
@@ -62,150 +74,149 @@ def fit_of(settings: Settings, kind: str):
     return lambda train: make_forecaster(kind, settings.data, model).fit(train)
 
 
-def backtest_seeds(settings: Settings, history: pd.DataFrame, protocol: BacktestConfig, seeds: int) -> ModelRuns:
-    runs, seconds = [], []
-    for i in range(seeds):
-        seeded = settings.model_copy(
-            update={"model": settings.model.model_copy(update={"random_seed": settings.model.random_seed + i})}
-        )
-        start = time.perf_counter()
-        runs.append(run_backtest(history, {"lstm": fit_of(seeded, "lstm")}, protocol, seeded.model.horizon))
-        seconds.append(time.perf_counter() - start)
-        print(
-            f"    random seed {seeded.model.random_seed}: MAE {runs[-1].metrics['lstm']['mae']:,.0f} ({seconds[-1]:.0f} s)",
-            flush=True,
-        )
-    return ModelRuns(settings.preset, runs, seconds)
-
-
-def summary_rows(protocol: str, peers: Backtest, peer_seconds: float, model_runs: list[ModelRuns]) -> list[dict]:
-    """Long rows: one per (protocol, peer or baseline), one per (LSTM, seed)."""
-    rows = [
-        {
-            "protocol": protocol,
-            "forecaster": name,
-            "seed": "",
-            **s.metrics,
-            **{f"coverage_{lv}": v for lv, v in s.coverage.items()},
-            "seconds": peer_seconds,
-        }
-        for name, s in peers.scores.items()
+def score_rows(backtest: Backtest, seconds: float, **keys) -> list[dict]:
+    """One row per forecaster of a backtest: its metrics and interval coverage."""
+    return [
+        keys
+        | {"forecaster": name, **s.metrics, **{f"coverage_{lv}": v for lv, v in s.coverage.items()}, "seconds": seconds}
+        | ({"epochs": sum(s.epochs) / len(s.epochs)} if any(s.epochs) else {})
+        for name, s in backtest.scores.items()
     ]
-    for runs in model_runs:
-        for i, run in enumerate(runs.runs):
-            scores = run.scores["lstm"]
-            coverage = {f"coverage_{level}": value for level, value in scores.coverage.items()}
-            rows.append(
-                {
-                    "protocol": protocol,
-                    "forecaster": f"lstm {runs.label}",
-                    "seed": str(i),
-                    **scores.metrics,
-                    **coverage,
-                    "seconds": runs.seconds[i],
-                    "epochs": statistics.mean(scores.epochs),
-                }
-            )
+
+
+def timed_backtest(history: pd.DataFrame, fits: dict, protocol: BacktestConfig, horizon: int) -> tuple[Backtest, float]:
+    start = time.perf_counter()
+    result = run_backtest(history, fits, protocol, horizon)
+    return result, time.perf_counter() - start
+
+
+def run_series(path: Path, args: argparse.Namespace) -> list[dict]:
+    """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed."""
+    default = settings_for(args.config, path, ["preset=default", *args.overrides])
+    recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
+    history = read_history_file(default.data.path, default.data)
+    print(f"\n{path.name}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
+    rows = []
+    for name in args.protocols.split(","):
+        protocol = PROTOCOLS[name]
+        if args.validation:
+            protocol = validation_protocol(protocol, len(history))
+        keys = {"series": path.stem, "protocol": name}
+        peers, seconds = timed_backtest(
+            history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon
+        )
+        rows += score_rows(peers, seconds, **keys, seed="")
+        print(f"  {name}: " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()), flush=True)
+        for i in range(args.seeds):
+            seeded = with_seed(default, i)
+            fits = candidate_fits(seeded.data, seeded.model) if args.validation else {LSTM: fit_of(seeded, "lstm")}
+            result, seconds = timed_backtest(history, fits, protocol, default.model.horizon)
+            rows += score_rows(result, seconds, **keys, seed=str(i))
+            shown = ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in result.scores.items())
+            print(f"    seed {seeded.model.random_seed}: {shown} ({seconds:.0f} s)", flush=True)
+        recipe_seeds = 0 if args.validation else (args.recipe_seeds if name == "notebook" else args.recipe_recent_seeds)
+        for i in range(recipe_seeds):
+            result, seconds = timed_backtest(history, {RECIPE: fit_of(with_seed(recipe, i), "lstm")}, protocol, 1)
+            rows += score_rows(result, seconds, **keys, seed=str(i))
+            print(f"    recipe seed {recipe.model.random_seed + i}: MAE {result.metrics[RECIPE]['mae']:,.0f}", flush=True)
     return rows
 
 
-def table_markdown(rows: pd.DataFrame, seeds: dict[str, int]) -> str:
-    """MAE (MAPE) per protocol: baselines and peers once, each LSTM as the mean over its seeds."""
-    means = rows.groupby(["forecaster", "protocol"], sort=False)[["mae", "mape"]].mean()
-    protocols = list(dict.fromkeys(rows["protocol"]))
-    order = list(dict.fromkeys(rows["forecaster"]))
-    lines = ["| model | " + " | ".join(protocols) + " |", "|---|" + "---|" * len(protocols)]
-    for name in order:
-        cells = []
-        for protocol in protocols:
-            if (name, protocol) in means.index:
-                mae, mape = means.loc[(name, protocol)]
-                n = seeds.get((name, protocol), 1)
-                cells.append(f"{mae:,.0f} ({mape:.1f}%)" + (f", mean of {n} seeds" if n > 1 else ""))
-            else:
-                cells.append("—")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per series and protocol: each peer's and baseline's MAE, each LSTM's mean and worst seed, and the
+    mean's ratio to the best statistical peer and to seasonal naive."""
+    out = []
+    for (series, protocol), group in rows.groupby(["series", "protocol"], sort=False):
+        fixed = group[group["seed"] == ""].set_index("forecaster")["mae"]
+        best = fixed[PEERS].idxmin()
+        line = {"series": series, "protocol": protocol, **fixed.to_dict(), "best peer": best}
+        for name, seeds in group[group["seed"] != ""].groupby("forecaster", sort=False)["mae"]:
+            mean = seeds.mean()
+            line |= {
+                f"{name} mean": mean,
+                f"{name} worst": seeds.max(),
+                f"{name} / best peer": mean / fixed[best],
+                f"{name} / seasonal naive": mean / fixed["seasonal_naive"],
+                f"{name} worst / mean": seeds.max() / mean,
+            }
+        out.append(line)
+    return pd.DataFrame(out)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    header = [*frame.index.names, *frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += [
-        "| " + " | ".join([*map(str, index), *(f"{v:.1f}" for v in row)]) + " |"
-        for index, row in zip(frame.index, frame.to_numpy(), strict=True)
-    ]
+def candidate_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per series, protocol and seed: each candidate's MAE over the best of seasonal naive and the peers."""
+    out = []
+    for _, group in rows.groupby(["series", "protocol"], sort=False):
+        fixed = group[group["seed"] == ""]
+        for _, seeded in group[group["seed"] != ""].groupby("seed"):
+            maes = dict(zip(fixed["forecaster"], fixed["mae"], strict=True)) | dict(
+                zip(seeded["forecaster"], seeded["mae"], strict=True)
+            )
+            out += [{"candidate": c, "ratio": r} for c, r in ratios_to_best_peer(maes, ["seasonal_naive", *PEERS]).items()]
+    return pd.DataFrame(out)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}" if value < 10 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="daily CSV (default: the config's data.path, else the bundled sample)")
+    parser.add_argument("--data", type=Path, action="append", help="daily CSV, repeatable (default: the development set)")
     parser.add_argument("--config", type=Path, help="TOML config: the data format and the default model")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override the default model's config"
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per LSTM on each protocol")
+    parser.add_argument("--recipe-seeds", type=int, default=0, help="seeds of the notebook recipe on 'notebook'")
     parser.add_argument(
         "--recipe-recent-seeds",
         type=int,
-        default=1,
-        help="seeds of the notebook recipe on 'recent' (slow: 9 fits of 200 full-batch epochs)",
+        default=0,
+        help="seeds of the recipe on 'recent' (slow: 9 fits of 200 full-batch epochs)",
     )
-    parser.add_argument("--skip-recipe", action="store_true", help="leave the notebook recipe out (when tuning)")
+    parser.add_argument("--validation", action="store_true", help="score the candidate weightings before the test days")
     parser.add_argument("--protocols", default="notebook,recent")
+    parser.add_argument("--jobs", type=int, default=1, help="series run side by side in separate processes")
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    # The config supplies the data format (and any model settings); the rows are the default preset and the recipe.
-    default = settings_for(args.config, args.data, ["preset=default", *args.overrides])
-    recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
-    history = read_history_file(default.data.path, default.data)
-    print(f"{default.data.path}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
-
-    rows, seeds = [], {}
-    for name in args.protocols.split(","):
-        protocol = PROTOCOLS[name]
-        print(f"\nprotocol {name}: {protocol.model_dump()}", flush=True)
-        start = time.perf_counter()
-        peers = run_backtest(
-            history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon
-        )
-        peer_seconds = time.perf_counter() - start
-        print(
-            "  " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()) + f" ({peer_seconds:.0f} s)",
-            flush=True,
-        )
-        print("  default LSTM", flush=True)
-        runs = [backtest_seeds(default, history, protocol, args.seeds)]
-        if not args.skip_recipe:
-            print("  notebook recipe (seed preset)", flush=True)
-            runs.append(backtest_seeds(recipe, history, protocol, args.recipe_recent_seeds if name == "recent" else args.seeds))
-            runs[1].label = "seed (notebook recipe)"
-        seeds |= {(f"lstm {r.label}", name): len(r.runs) for r in runs}
-        rows += summary_rows(name, peers, peer_seconds, runs)
-
-    table = pd.DataFrame(rows)
-    markdown = table_markdown(table, seeds)
+    paths = args.data or DEV_SET
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_series = list(pool.map(run_series, paths, [args] * len(paths)))
+    else:
+        per_series = [run_series(path, args) for path in paths]
+    rows = pd.DataFrame([row for series in per_series for row in series])
+    table = summary_table(rows)
+    took = time.perf_counter() - started
+    what = "validation windows (before the test days)" if args.validation else "test days"
+    text = f"MAE in travellers, one step ahead, on the {what}:\n\n{markdown(table)}\n"
+    if args.validation:
+        choice, means = choose(candidate_ratios(rows))
+        text += "\nGeometric mean of MAE / best of seasonal naive and the peers, over every series, protocol and seed:\n\n"
+        text += "\n".join(f"- {c}: {means[c]:.3f}" for c in CANDIDATES) + f"\n\nChosen: **{choice}**\n"
     coverage = (
-        table.dropna(subset=["coverage_80"])
-        .groupby(["forecaster", "protocol"], sort=False)[["coverage_80", "coverage_95"]]
+        rows.dropna(subset=["coverage_80"])
+        .groupby(["series", "protocol", "forecaster"], sort=False)[["coverage_80", "coverage_95"]]
         .mean()
     )
-    took = time.perf_counter() - started
-    print(f"\nMAE in travellers (MAPE), one step ahead, {default.data.path.name}:\n\n{markdown}")
-    print(f"\nprediction-interval coverage (nominal 80% / 95%):\n{(coverage * 100).round(1).to_string()}")
+    print(f"\n{text}\nprediction-interval coverage (nominal 80% / 95%):\n{(coverage * 100).round(1).to_string()}")
     print(f"\nbenchmark took {took / 60:.1f} min")
-
-    out = args.out / f"accuracy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    out = args.out / f"accuracy{'-validation' if args.validation else ''}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "accuracy.csv", index=False)
-    (out / "accuracy.md").write_text(
-        f"# Accuracy, {default.data.path.name}\n\nMAE in travellers (MAPE), one step ahead.\n\n{markdown}\n\n"
-        f"Interval coverage (%, nominal 80 / 95):\n\n{_markdown(coverage * 100)}\n\nTook {took / 60:.1f} min.\n"
-    )
-    print(f"written: {out}/accuracy.csv, accuracy.md")
+    rows.to_csv(out / "accuracy.csv", index=False)
+    table.to_csv(out / "summary.csv", index=False)
+    (out / "accuracy.md").write_text(f"# Accuracy\n\n{text}\nTook {took / 60:.1f} min.\n")
+    print(f"written: {out}/accuracy.csv, summary.csv, accuracy.md")
 
 
 if __name__ == "__main__":

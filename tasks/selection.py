@@ -1,0 +1,82 @@
+"""Choosing the default model's settings without looking at any test day.
+
+Each backtest protocol is moved back by its own test days: its validation window ends
+where its test days begin, and is the same protocol in every other way (as many days
+forecast, the same refits). The candidates are scored there, on every series of the
+development set, against the best peer on the same days; the candidate with the lowest
+geometric mean ratio is the default. Test days are scored only after the choice.
+
+The candidates are ways to weight the LSTM's members (tasks/combination.py), all read off
+the same fitted networks and peers: the networks alone, or combined by one of the rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+from schemas.daily import DATE
+from tasks.backtest import Fit
+from tasks.combination import combination_weights
+from tasks.config import BacktestConfig, CombinationRule, DataConfig, ModelConfig
+from tasks.lstm import NETWORKS, LstmForecaster
+
+NETWORKS_ALONE = "networks"  # the candidate that gives the networks all the weight
+CANDIDATES: list[str] = [NETWORKS_ALONE, "inverse_mae", "inverse_mse", "equal", "trimmed", "best"]
+
+
+def validation_protocol(protocol: BacktestConfig, n_days: int) -> BacktestConfig:
+    """The protocol moved back by its test days: it uses the days before them only."""
+    used = protocol.first_days_only or n_days
+    return protocol.model_copy(update={"first_days_only": used - protocol.test_days})
+
+
+def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
+    """A copy of a fitted combined forecaster with the candidate's weights (from the same validation errors)."""
+    weights = (
+        {name: float(name == NETWORKS) for name in forecaster.validation_errors}
+        if candidate == NETWORKS_ALONE
+        else combination_weights(forecaster.validation_errors, _rule(candidate))
+    )
+    other = copy.copy(forecaster)
+    other.weights = weights
+    return other
+
+
+def candidate_fits(data: DataConfig, model: ModelConfig, candidates: Iterable[str] = CANDIDATES) -> dict[str, Fit]:
+    """One backtest fit per candidate, all sharing one fit of the networks and peers per fold."""
+    fitted: dict[pd.Timestamp, LstmForecaster] = {}
+
+    def fit_once(train: pd.DataFrame) -> LstmForecaster:
+        last = train[DATE].iloc[-1]
+        if last not in fitted:
+            fitted.clear()  # folds come in order: keep the current one only
+            fitted[last] = LstmForecaster(data, model).fit(train)
+        return fitted[last]
+
+    return {f"lstm {c}": (lambda train, c=c: reweighted(fit_once(train), c)) for c in candidates}
+
+
+def ratios_to_best_peer(maes: dict[str, float], peers: list[str]) -> dict[str, float]:
+    """Each candidate's MAE (named `lstm <candidate>`) over the lowest MAE among `peers`, on the same days."""
+    best = min(maes[peer] for peer in peers)
+    return {name.removeprefix("lstm "): mae / best for name, mae in maes.items() if name.startswith("lstm ")}
+
+
+def choose(ratios: pd.DataFrame) -> tuple[str, pd.Series]:
+    """The candidate with the lowest geometric mean of its MAE / best peer MAE over every row.
+
+    `ratios` has columns candidate, ratio (one row per series, protocol and seed). Ties go to
+    the candidate listed first. Returns the choice and every candidate's geometric mean.
+    """
+    means = ratios.groupby("candidate", sort=False)["ratio"].apply(lambda r: math.exp(r.map(math.log).mean()))
+    return str(means.idxmin()), means
+
+
+def _rule(candidate: str) -> CombinationRule:
+    if candidate not in CANDIDATES:
+        raise ValueError(f"unknown candidate {candidate!r}; choose from {CANDIDATES}")
+    return candidate  # type: ignore[return-value]

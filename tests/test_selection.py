@@ -1,0 +1,57 @@
+"""The procedure that chooses the default weighting: validation windows before the test days only."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.backtest import run_backtest
+from tasks.config import BacktestConfig, DataConfig, ModelConfig
+from tasks.forecasters import make_forecaster
+from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_peer, validation_protocol
+from tests.test_forecasters import weekly
+
+DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
+MODEL = ModelConfig(lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2)
+PROTOCOL = BacktestConfig(test_days=14, refit_every=7)
+
+
+def test_the_validation_window_ends_where_the_test_days_begin():
+    notebook = validation_protocol(BacktestConfig(first_days_only=185, test_days=31), 1720)
+    recent = validation_protocol(BacktestConfig(test_days=60, refit_every=7), 1720)
+    assert (notebook.first_days_only, notebook.test_days, notebook.refit_every) == (154, 31, 0)
+    assert (recent.first_days_only, recent.test_days, recent.refit_every) == (1660, 60, 7)
+
+
+def test_ratios_and_the_choice_by_hand():
+    maes = {"seasonal_naive": 100.0, "auto_ets": 80.0, "lstm networks": 120.0, "lstm inverse_mae": 72.0}
+    assert ratios_to_best_peer(maes, ["seasonal_naive", "auto_ets"]) == {"networks": 1.5, "inverse_mae": 0.9}
+    ratios = pd.DataFrame(
+        {"candidate": ["networks", "networks", "equal", "equal", "best", "best"], "ratio": [2.0, 0.5, 0.8, 1.25, 1.0, 1.0]}
+    )
+    choice, means = choose(ratios)  # geometric means 1.0, 1.0, 1.0: the first listed wins the tie
+    assert choice == "networks" and means.to_dict() == pytest.approx({"networks": 1.0, "equal": 1.0, "best": 1.0})
+    assert choose(ratios.assign(ratio=[2.0, 0.5, 0.8, 1.0, 1.0, 1.0]))[0] == "equal"
+    assert math.isclose(choose(ratios)[1]["equal"], math.sqrt(0.8 * 1.25))
+
+
+def validation_choice(history: pd.DataFrame) -> tuple[str, dict[str, float]]:
+    """The procedure on one series: peers and every candidate on the validation window, the choice."""
+    window = validation_protocol(PROTOCOL, len(history))
+    peers = ["seasonal_naive", "auto_ets"]
+    fits = {kind: (lambda t, k=kind: make_forecaster(k, DATA, MODEL.model_copy(update={"kind": k})).fit(t)) for kind in peers}
+    result = run_backtest(history, fits | candidate_fits(DATA, MODEL), window)
+    ratios = ratios_to_best_peer({name: m["mae"] for name, m in result.metrics.items()}, peers)
+    return choose(pd.DataFrame({"candidate": list(ratios), "ratio": list(ratios.values())}))[0], ratios
+
+
+def test_the_choice_is_the_same_when_the_test_days_are_garbled():
+    history = weekly(140)
+    garbled = history.copy()
+    test_days = garbled.index[-PROTOCOL.test_days :]
+    garbled.loc[test_days, "travellers"] = np.random.default_rng(1).integers(1, 10_000_000, len(test_days))
+    garbled.loc[test_days, "day_type"] = 2
+    original, after = validation_choice(history), validation_choice(garbled)
+    assert set(original[1]) == set(CANDIDATES)
+    assert original == after  # the same ratios to the digit, the same choice
