@@ -39,7 +39,7 @@ from tasks.backtest import Backtest, run_backtest  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.input_file import read_history_file  # noqa: E402
-from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_peer, validation_protocol  # noqa: E402
+from tasks.selection import CANDIDATES, NETWORKS_ALONE, candidate_fits, choose, ratios_to_best_peer, validation_protocol  # noqa: E402
 
 DEV_SET = [
     ROOT / "data/sample/nyc_subway_covid.csv",
@@ -55,6 +55,7 @@ PROTOCOLS = {
 PEERS_AND_BASELINES = ["naive", "seasonal_naive", "auto_ets", "auto_theta", "auto_arima"]
 PEERS = ["auto_ets", "auto_theta", "auto_arima"]
 LSTM = "lstm default"
+NETWORKS = "lstm networks alone"
 RECIPE = "lstm seed (notebook recipe)"
 
 
@@ -109,7 +110,13 @@ def run_series(path: Path, args: argparse.Namespace) -> list[dict]:
         print(f"  {name}: " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()), flush=True)
         for i in range(args.seeds):
             seeded = with_seed(default, i)
-            fits = candidate_fits(seeded.data, seeded.model) if args.validation else {LSTM: fit_of(seeded, "lstm")}
+            if args.validation:
+                fits = candidate_fits(seeded.data, seeded.model)
+            elif seeded.model.combine_with:  # the networks alone (the default before combining) from the same fits
+                both = candidate_fits(seeded.data, seeded.model, [seeded.model.combination, NETWORKS_ALONE])
+                fits = {LSTM: both[f"lstm {seeded.model.combination}"], NETWORKS: both[f"lstm {NETWORKS_ALONE}"]}
+            else:
+                fits = {LSTM: fit_of(seeded, "lstm")}
             result, seconds = timed_backtest(history, fits, protocol, default.model.horizon)
             rows += score_rows(result, seconds, **keys, seed=str(i))
             shown = ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in result.scores.items())

@@ -102,7 +102,8 @@ class ModelConfig(_Strict):
         description="Peers whose forecasts are combined with the networks' (tasks/combination.py); [] = the networks alone.",
     )
     combination: CombinationRule = Field(
-        "inverse_mae", description="How the members are weighted from their errors on the validation days."
+        "inverse_mse",
+        description="How the members are weighted from their errors on the validation days (chosen by tasks/selection.py).",
     )
 
     @field_validator("dense_activation", mode="before")

@@ -37,7 +37,7 @@ class LstmForecaster(Forecaster):
     intervals: their residuals are in-sample, so those intervals are optimistic.
 
     With `combine_with` peers, each peer is fitted on the rows before the validation days
-    and forecasts them; the members' validation MAEs give the weights; the peers are then
+    and forecasts them; the members' validation errors give the weights; the peers are then
     refitted on every row. The networks never learn from the validation days either (they
     only stop early on them), so every member is weighted on days it was not fitted on.
     """
@@ -161,6 +161,9 @@ class LstmForecaster(Forecaster):
 
         self.encoder = joblib.load(directory / ENCODER_FILE)
         self.network = keras.models.load_model(directory / KERAS_FILE, compile=False)
+        if not (directory / WEIGHTS_FILE).exists():  # saved before the combination existed: the networks alone
+            self.model = self.model.model_copy(update={"combine_with": []})
+            return
         combination = json.loads((directory / WEIGHTS_FILE).read_text())
         self.weights = combination["weights"]
         self.validation_errors = {name: np.asarray(e) for name, e in combination["validation_errors"].items()}

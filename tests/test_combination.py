@@ -1,5 +1,6 @@
 """Combining the networks with the peers: weights from validation errors only, exact by hand."""
 
+import json
 import re
 
 import numpy as np
@@ -46,8 +47,8 @@ def test_the_combined_lstm_forecasts_the_weighted_sum_of_its_members_and_saves_i
     history = weekly(120)
     lstm = make_forecaster("lstm", DATA, COMBINED).fit(history.iloc[:110])
     assert set(lstm.weights) == {"lstm", "auto_ets", "seasonal_naive"} and sum(lstm.weights.values()) == pytest.approx(1)
-    # The weights are 1 / validation MAE, normalised; the peers were fitted before the validation days.
-    inverse = {name: 1 / mae for name, mae in lstm.validation_mae.items()}
+    # The weights (the default rule) are 1 / validation MSE, normalised; the peers were fitted before the validation days.
+    inverse = {name: 1 / np.mean(e**2) for name, e in lstm.validation_errors.items()}
     assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
     assert lstm.peers["auto_ets"].fitted_through == history["date"].iloc[109]
     rows = np.arange(110, 120)
@@ -71,3 +72,18 @@ def test_combining_needs_validation_days_and_the_recipe_has_no_peers():
     with pytest.raises(ValueError, match=re.escape("model.validation_days >= 7, or model.combine_with = []")):
         ModelConfig(validation_days=0)
     assert load_settings(None, ["preset=seed"]).model.combine_with == []
+
+
+def test_an_lstm_saved_before_the_combination_loads_as_the_networks_alone(tmp_path):
+    history = weekly(120)
+    networks = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"combine_with": []})).fit(history.iloc[:110])
+    folder = networks.save(tmp_path / "model")
+    (folder / "combination.json").unlink()  # what a version registered before the combination holds
+    spec = json.loads((folder / "forecaster.json").read_text())
+    for key in ("combine_with", "combination"):
+        del spec["model"][key]
+    (folder / "forecaster.json").write_text(json.dumps(spec))
+    old = load_forecaster(folder)
+    assert old.model.combine_with == [] and old.weights == {"lstm": 1.0}
+    rows = np.arange(110, 120)
+    np.testing.assert_allclose(old.forecast_rows(history, rows), networks.forecast_rows(history, rows))
