@@ -201,6 +201,12 @@ def summary_markdown(
         f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |"
         for name, m in rows.items()
     ]
+    ratios, best = challenger.evaluation.ratios(), challenger.evaluation.best_peer
+    lines += [
+        "",
+        f"The challenger's MAE is {ratios['mae_ratio_to_best_peer']:.3f}x the best compared forecaster's ({best}) "
+        f"and {ratios['mae_ratio_to_seasonal_naive']:.3f}x seasonal naive's.",
+    ]
     if refused is not None:
         first, why = refused
         lines += [

@@ -86,7 +86,7 @@ def test_backtest_command_scores_without_registering(cli_env, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Backtest 2024-11-01 .. 2024-11-14, one step ahead" in result.stdout
     assert re.search(
-        r"lstm: MAE \d\.\d{3}x the best peer's \((auto_\w+|seasonal_naive)\), \d\.\d{3}x seasonal naive's", result.stdout
+        r"lstm: MAE \d+\.\d{3}x the best peer's \((auto_\w+|seasonal_naive|naive)\), \d+\.\d{3}x seasonal naive's", result.stdout
     )
     assert registered_versions(tmp_path, "travel-forecast") == []
     folds = pd.read_csv(next((tmp_path / "out").glob("backtest-*/fold_metrics.csv")))

@@ -3,6 +3,7 @@ deployment, `prefect deployment run`, a data-arrival event, `predict`, and `mlfl
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -143,6 +144,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert len(texts) == 3
     assert "No new data" in texts[-1]
     assert "Decision: promoted" in texts[0] and "| challenger v1 (lstm) |" in texts[0]
+    assert re.search(r"The challenger's MAE is \d+\.\d{3}x the best compared forecaster's \(\w+\)", texts[0])
     assert "| champion v1 |" in texts[1] and "2024-11-13.csv | added" in texts[1]
     assert f"/#/models/{MODEL}/versions/2" in texts[1]
 
