@@ -86,7 +86,7 @@ def test_run_logs_config_fingerprint_losses_and_files(trained, client):
     assert (run.data.params["data.first_date"], run.data.params["data.last_date"]) == ("2020-03-01", "2024-11-14")
     assert len(run.data.params["data.file_sha256"]) == 64
     assert [m.step for m in client.get_metric_history(summary.run_id, "epoch_loss")] == [1, 2]
-    # The registered fit's combination: one weight per member, from its validation MAE.
+    # The registered fit's combination: one weight per member, from its validation errors.
     members = ["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive"]
     weights = [run.data.metrics[f"combination_weight_{m}"] for m in members]
     assert sum(weights) == pytest.approx(1) and all(run.data.metrics[f"validation_mae_{m}"] > 0 for m in members)
