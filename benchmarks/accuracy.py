@@ -71,8 +71,7 @@ def with_seed(settings: Settings, offset: int) -> Settings:
 
 def fit_of(settings: Settings, kind: str):
     """The backtest's fit function of one forecaster kind with these settings."""
-    model = settings.model.model_copy(update={"kind": kind})
-    return lambda train: make_forecaster(kind, settings.data, model).fit(train)
+    return lambda train: make_forecaster(kind, settings.data, settings.model).fit(train)
 
 
 def score_rows(backtest: Backtest, seconds: float, **keys) -> list[dict]:

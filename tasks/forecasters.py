@@ -308,8 +308,8 @@ def forecaster_classes() -> dict[str, type[Forecaster]]:
 
 
 def make_forecaster(kind: str, data: DataConfig, model: ModelConfig, report: EpochReport | None = None) -> Forecaster:
-    """An unfitted forecaster of this kind."""
-    return forecaster_classes()[kind](data, model, report)
+    """An unfitted forecaster of this kind; its model config says so (`model.kind`), whatever kind `model` was for."""
+    return forecaster_classes()[kind](data, model.model_copy(update={"kind": kind}), report)
 
 
 def load_forecaster(directory: Path) -> Forecaster:

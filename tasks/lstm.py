@@ -88,7 +88,7 @@ class LstmForecaster(Forecaster):
 
     def peer(self, kind: str) -> Forecaster:
         """An unfitted peer with this forecaster's data format and horizon."""
-        return make_forecaster(kind, self.data, self.model.model_copy(update={"kind": kind}))
+        return make_forecaster(kind, self.data, self.model)
 
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
         from tasks.encoding import fit_encoder

@@ -172,7 +172,7 @@ def backtest_fits(settings: Settings, fitted: Forecaster | None = None) -> dict:
     from tasks.forecasters import make_forecaster
 
     def fit(kind: str, train: pd.DataFrame) -> Forecaster:
-        return make_forecaster(kind, settings.data, settings.model.model_copy(update={"kind": kind})).fit(train)
+        return make_forecaster(kind, settings.data, settings.model).fit(train)
 
     kinds = dict.fromkeys([settings.model.kind, *settings.backtest.compare, GATE_REFERENCE])
     fits = {kind: partial(fit, kind) for kind in kinds}

@@ -40,7 +40,7 @@ def validation_choice(history: pd.DataFrame) -> tuple[str, dict[str, float]]:
     """The procedure on one series: peers and every candidate on the validation window, the choice."""
     window = validation_protocol(PROTOCOL, len(history))
     peers = ["seasonal_naive", "auto_ets"]
-    fits = {kind: (lambda t, k=kind: make_forecaster(k, DATA, MODEL.model_copy(update={"kind": k})).fit(t)) for kind in peers}
+    fits = {kind: (lambda t, k=kind: make_forecaster(k, DATA, MODEL).fit(t)) for kind in peers}
     result = run_backtest(history, fits | candidate_fits(DATA, MODEL), window)
     ratios = ratios_to_best_peer({name: m["mae"] for name, m in result.metrics.items()}, peers)
     return choose(pd.DataFrame({"candidate": list(ratios), "ratio": list(ratios.values())}))[0], ratios
