@@ -131,6 +131,8 @@ def _retrain(args: argparse.Namespace) -> int:
         f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised{earlier}"
         + (f"; model version {summary.model_version}: {summary.reason}" if summary.model_version else "")
     )
+    for line in summary.held_back:
+        print(f"  held back: {line}")
     return 0
 
 
@@ -143,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from flows.retrain import EVENT_DATA_ARRIVED
-    from flows.serve import announce_arrival
+    from flows.serve import announce_arrival, prefect_api_problem
     from tasks.landing import WaitingFileExists, drop_into_landing
 
     settings = _settings(args, None)
@@ -155,6 +157,10 @@ def _ingest(args: argparse.Namespace) -> int:
     print(f"{target}: in the landing folder")
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: no server to announce it to; the next scheduled or manual retrain picks it up")
+        return 0
+    problem = prefect_api_problem(os.environ["PREFECT_API_URL"])
+    if problem:
+        print(f"not announced: {problem}; the file waits for the next scheduled or manual retrain", file=sys.stderr)
         return 0
     announce_arrival(args.file.name, str(target))
     print(f"announced as {EVENT_DATA_ARRIVED}: the served deployment starts a retrain run")

@@ -34,6 +34,7 @@ class RetrainSummary:
     model_version: str | None = None
     reason: str | None = None
     earlier_changes: int = 0  # stored by runs that did not finish, trained on now
+    held_back: tuple[str, ...] = ()  # "<file>: waiting|rejected (<reason>)", so a run that added nothing says why
 
 
 @flow(name="retrain", flow_run_name="retrain-{trigger}")
@@ -50,7 +51,7 @@ def retrain(
         arrived = ingest_new_data(settings)
         if not (arrived.untrained_changes or force):
             publish_summary(settings, today, trigger, arrived)
-            return RetrainSummary("no new data", today, 0, 0)
+            return RetrainSummary("no new data", today, 0, 0, held_back=arrived.held_back)
         run_dir = create_run_dir(settings.output_dir, "retrain")
         write_ingest_report(arrived, run_dir)
         history = load_history(settings)
@@ -74,4 +75,5 @@ def retrain(
         challenger.model_version,
         decision.reason,
         arrived.earlier_changes,
+        arrived.held_back,
     )

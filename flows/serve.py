@@ -25,6 +25,17 @@ def serve_retrain(settings: Settings) -> None:
     )
 
 
+def prefect_api_problem(api_url: str) -> str | None:
+    """Why the Prefect API at `api_url` cannot take an event now, or None when it answers."""
+    import httpx
+
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as error:
+        return f"the Prefect API at {api_url} does not answer ({type(error).__name__})"
+    return None
+
+
 def announce_arrival(file_name: str, landing_file: str) -> None:
     """Emit the event that the deployment trigger turns into a retrain run."""
     from prefect.events import emit_event

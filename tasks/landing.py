@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,14 +72,24 @@ class IngestResult:
         return self.untrained_changes - self.days_added - self.days_revised
 
     @property
+    def held_back(self) -> tuple[str, ...]:
+        """`<file>: waiting|rejected (<reason>)` per file that added nothing, so a run with no new data says why."""
+        return tuple(f"{f.name}: {f.outcome} ({f.reason})" for f in self.files if f.outcome in ("waiting", "rejected"))
+
+    @property
     def changed(self) -> bool:
         """Whether the stored history gained or changed any day."""
         return self.days_added + self.days_revised > 0
 
 
+def is_csv(path: Path) -> bool:
+    """Whether a name ends in .csv, in any case (`DAY.CSV` from a Windows share counts)."""
+    return path.suffix.lower() == ".csv"
+
+
 def landing_name(name: str) -> str:
     """A file name safe to create in the landing folder: a plain `*.csv` name, no folders, not hidden."""
-    if Path(name).name != name or "\\" in name or name.startswith(".") or not name.endswith(".csv"):
+    if Path(name).name != name or "\\" in name or name.startswith(".") or not is_csv(Path(name)):
         raise ValueError(f"{name!r}: a landing file name must be a plain name ending in .csv, with no folder or '..' in it")
     return name
 
@@ -89,16 +101,24 @@ class WaitingFileExists(FileExistsError):
 def drop_into_landing(source: Path, landing: Path) -> Path:
     """Copy a file into the landing folder under its checked name; it appears whole or not at all.
 
-    A file still waiting there under the same name is never overwritten.
+    A file waiting there under the same name is never overwritten, even by a drop started at the
+    same moment: each copy goes to its own hidden partial file, which is then linked to the name
+    (creating a link fails if the name exists, atomically; a rename would replace it).
     """
     name = landing_name(source.name)
+    if not source.is_file():
+        raise ValueError(f"{source}: {'is a folder' if source.is_dir() else 'no such file'}; ingest takes one CSV file")
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / name
-    if target.exists():
-        raise WaitingFileExists(f"{target} is already in the landing folder and not yet ingested: rename the new file")
-    partial = landing / f".{name}.partial"
-    shutil.copyfile(source, partial)
-    partial.rename(target)  # a running ingest never sees half a file
+    handle, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=landing)
+    try:
+        with os.fdopen(handle, "wb") as copy, source.open("rb") as original:
+            shutil.copyfileobj(original, copy)
+        os.link(partial, target)  # a running ingest never sees half a file
+    except FileExistsError:
+        raise WaitingFileExists(f"{target} is already in the landing folder and not yet ingested: rename the new file") from None
+    finally:
+        os.unlink(partial)
     return target
 
 
@@ -207,6 +227,18 @@ def ingest_one(
     ), merged
 
 
+def copy_outcome(path: Path, original: str, outcomes: list[FileOutcome]) -> FileOutcome:
+    """The outcome of a file with the same bytes as `original` in the same delivery: the original's."""
+    fate = next(o.outcome for o in outcomes if o.name == original)
+    reason = f"the same content as {original}"
+    if fate == "waiting":
+        return FileOutcome(path.name, "waiting", f"{reason}, which waits")
+    if fate == "rejected":
+        return reject(path, reason_report(path, f"{reason}, which was rejected"), f"{reason}, which was rejected")
+    move_into(path, path.parent / "processed")
+    return FileOutcome(path.name, "duplicate", f"{reason}, ingested in this run")
+
+
 def open_history(settings: Settings) -> tuple[history_store.Store, FileOutcome | None]:
     """The history store, started from the configured data file (the bundled sample) the first time."""
     store = history_store.open_store(settings.retrain.store_url, value_columns(settings.data))
@@ -227,7 +259,9 @@ def ingest_landing(settings: Settings) -> IngestResult:
     folder.mkdir(parents=True, exist_ok=True)
     outcomes: list[FileOutcome] = [started] if started else []
     pending: list[tuple[Path, pd.DataFrame, str]] = []
-    for path in sorted(folder.glob("*.csv")):
+    first_with_sha: dict[str, str] = {}
+    copies: list[tuple[Path, str]] = []
+    for path in sorted(p for p in folder.iterdir() if is_csv(p)):
         if path.is_symlink() or not path.is_file():  # never follow a link out of the store's folders
             outcomes.append(
                 reject(path, reason_report(path, "not a regular file (a link or a folder): not read"), "not a regular file")
@@ -238,6 +272,10 @@ def ingest_landing(settings: Settings) -> IngestResult:
             move_into(path, folder / "processed")
             outcomes.append(FileOutcome(path.name, "duplicate", "the same file was ingested before"))
             continue
+        if sha in first_with_sha:  # the same bytes under two names in one delivery: it shares the first's fate
+            copies.append((path, first_with_sha[sha]))
+            continue
+        first_with_sha[sha] = path.name
         try:
             pending.append((path, read_history_file(path, settings.data), sha))
         except (InputValidationError, ValueError) as error:
@@ -262,6 +300,7 @@ def ingest_landing(settings: Settings) -> IngestResult:
     for path, _, _ in pending:
         logger.info("%s waits: %s", path.name, waits[path].reason)
     outcomes += [waits[path] for path, _, _ in pending]
+    outcomes += [copy_outcome(path, original, outcomes) for path, original in copies]
     last = stored[DATE].max().strftime("%Y-%m-%d") if len(stored) else None
     changes = history_store.changes_count(store)
     return IngestResult(outcomes, last, changes, changes - history_store.trained_through(store))

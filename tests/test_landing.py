@@ -186,3 +186,74 @@ def test_an_absurd_jump_is_held_back_with_its_day_and_ratio_and_can_be_let_throu
     (incoming / "rejected" / "typo.csv").rename(incoming / "typo.csv")  # the value was real after all
     result = ingest_landing(settings.model_copy(update={"retrain": settings.retrain.model_copy(update={"outlier_factor": 0})}))
     assert result.days_added == 2
+
+
+def test_two_drops_of_one_name_at_once_keep_exactly_one_file_whole(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from tasks.landing import WaitingFileExists, drop_into_landing
+
+    sources = []
+    for who in ("a", "b"):
+        (tmp_path / who).mkdir()
+        source = tmp_path / who / "day.csv"
+        source.write_bytes(who.encode() * 4_000_000)  # large enough that the copies overlap
+        sources.append(source)
+    for attempt in range(6):
+        landing, start = tmp_path / f"landing{attempt}", Barrier(2)
+
+        def drop(source, landing=landing, start=start):
+            start.wait()  # both pass any "is it there yet?" check together
+            try:
+                drop_into_landing(source, landing)
+            except Exception as error:
+                return type(error).__name__
+            return "accepted"
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(drop, sources))
+        assert sorted(results) == [WaitingFileExists.__name__, "accepted"]
+        accepted = sources[results.index("accepted")]
+        assert (landing / "day.csv").read_bytes() == accepted.read_bytes()
+        assert [p.name for p in landing.iterdir()] == ["day.csv"]  # no partial file left behind
+
+
+def test_ingest_of_a_missing_file_or_a_folder_says_so(tmp_path):
+    from tasks.landing import drop_into_landing
+
+    with pytest.raises(ValueError, match=r"missing\.csv: no such file; ingest takes one CSV file"):
+        drop_into_landing(tmp_path / "missing.csv", tmp_path / "landing")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(ValueError, match=r"folder\.csv: is a folder"):
+        drop_into_landing(tmp_path / "folder.csv", tmp_path / "landing")
+
+
+def test_an_upper_case_csv_name_is_read(setup):
+    settings, _, drop = setup
+    ingest_landing(settings)
+    drop("DAY101.CSV", ROWS.iloc[100:102])
+    result = ingest_landing(settings)
+    assert [(f.name, f.outcome, f.days_added) for f in result.files] == [("DAY101.CSV", "added", 2)]
+
+
+def test_the_same_content_under_two_names_is_added_once_and_the_copy_reported(setup):
+    settings, incoming, drop = setup
+    ingest_landing(settings)
+    drop("a.csv", ROWS.iloc[100:102])
+    drop("b.csv", ROWS.iloc[100:102])
+    drop("later.csv", ROWS.iloc[104:105])
+    drop("later2.csv", ROWS.iloc[104:105])
+    result = ingest_landing(settings)
+    assert [(f.name, f.outcome, f.reason) for f in result.files] == [
+        ("a.csv", "added", "adds 2 day(s), revises 0 day(s)"),
+        ("later.csv", "waiting", "starts 2020-06-13 but the history ends 2020-06-10: waiting for 2020-06-11 .. 2020-06-12"),
+        ("b.csv", "duplicate", "the same content as a.csv, ingested in this run"),
+        ("later2.csv", "waiting", "the same content as later.csv, which waits"),
+    ]
+    assert listing(incoming) == ["later.csv", "later2.csv", "processed/a.csv", "processed/b.csv"]
+    assert result.held_back == (
+        "later.csv: waiting (starts 2020-06-13 but the history ends 2020-06-10: waiting for 2020-06-11 .. 2020-06-12)",
+        "later2.csv: waiting (the same content as later.csv, which waits)",
+    )
+    assert len(stored(settings)) == 102
