@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
+
+
+def _positive(text: str) -> int:
+    number = int(text) if text.strip().lstrip("+").isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expects a whole number of days of at least 1, got {text!r}")
+    return number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path, help="input CSV to check")
     retrain = commands.add_parser("retrain", parents=[common], help="ingest the landing folder and retrain once, now")
     retrain.add_argument("--force", action="store_true", help="retrain even if no new data arrived")
-    retrain.add_argument("--epochs", type=int, help="override model.epochs for this run")
+    retrain.add_argument("--epochs", type=int, help="override model.epochs for this run (checked as the setting is)")
     commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
     ingest = commands.add_parser(
         "ingest",
@@ -45,23 +53,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("file", type=Path, help="CSV with one or more new days, in the input format")
     predict = commands.add_parser("predict", parents=[common], help="forecast the next days with the champion")
-    predict.add_argument("--days", type=int, default=1, help="how many days ahead (default 1)")
+    predict.add_argument("--days", type=_positive, default=1, help="how many days ahead (default 1)")
     return parser
 
 
-def _settings(args: argparse.Namespace, data: Path | None):
+def _settings(args: argparse.Namespace):
+    """The run's settings, checked before anything starts; paths typed on the command line are under the working directory."""
     from tasks.config import load_settings
 
-    updates: dict = {"data": {"path": str(data)}} if data else {}
+    data = getattr(args, "data", None) or (args.file if args.command == "validate" else None)
+    updates: dict = {"data": {"path": str(data.absolute())}} if data else {}
     if os.environ.get("MLFLOW_TRACKING_URI"):  # the standard MLflow variable points at a server
         updates["mlflow"] = {"tracking_uri": os.environ["MLFLOW_TRACKING_URI"]}
-    return load_settings(args.config, args.overrides, updates=updates)
+    if getattr(args, "epochs", None) is not None:
+        updates["model"] = {"epochs": args.epochs}
+    return load_settings(args.config.absolute() if args.config else None, args.overrides, updates=updates)
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _preflight(command: str, settings) -> None:
+    """Fail before Prefect starts on what a run would only find out seconds later."""
+    from tasks.errors import InputUnreadable
+
+    if command in ("train", "backtest") and not settings.data.path.is_file():
+        raise InputUnreadable(f"{settings.data.path}: no such input file (--data, or data.path in the config)")
+
+
+def _validate(args: argparse.Namespace, settings) -> int:
     from tasks.input_file import InputValidationError, format_report, read_history_file
 
-    settings = _settings(args, args.file)
     try:
         history = read_history_file(settings.data.path, settings.data)
     except InputValidationError as error:
@@ -89,11 +108,10 @@ def _print_backtest(evaluation) -> None:
     )
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, settings) -> int:
     from flows.train import train
     from tasks.input_file import InputValidationError, format_report
 
-    settings = _settings(args, args.data)
     try:
         summary = train(settings)
     except InputValidationError as error:
@@ -108,12 +126,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backtest(args: argparse.Namespace) -> int:
+def _backtest(args: argparse.Namespace, settings) -> int:
     from flows.backtest import backtest
     from tasks.input_file import InputValidationError, format_report
 
     try:
-        evaluation = backtest(_settings(args, args.data))
+        evaluation = backtest(settings)
     except InputValidationError as error:
         print(f"\n{error.path}: {len(error.report)} validation failure(s); nothing was backtested", file=sys.stderr)
         print(format_report(error.report), file=sys.stderr)
@@ -122,10 +140,10 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _retrain(args: argparse.Namespace) -> int:
+def _retrain(args: argparse.Namespace, settings) -> int:
     from flows.retrain import retrain
 
-    summary = retrain(_settings(args, None), force=args.force, epochs=args.epochs, trigger="manual")
+    summary = retrain(settings, force=args.force, trigger="manual")  # --epochs is in the settings, checked
     earlier = f", {summary.earlier_changes} stored by an earlier unfinished run" if summary.earlier_changes > 0 else ""
     print(
         f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised{earlier}"
@@ -136,23 +154,22 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, settings) -> int:
     from flows.serve import serve_retrain
 
-    serve_retrain(_settings(args, None))
+    serve_retrain(settings)
     return 0
 
 
-def _ingest(args: argparse.Namespace) -> int:
+def _ingest(args: argparse.Namespace, settings) -> int:
     from flows.retrain import EVENT_DATA_ARRIVED
     from flows.serve import announce_arrival, prefect_api_problem
     from tasks.landing import WaitingFileExists, drop_into_landing
 
-    settings = _settings(args, None)
     try:
         target = drop_into_landing(args.file, settings.retrain.incoming_dir)
     except (ValueError, WaitingFileExists) as error:
-        print(error, file=sys.stderr)
+        print(f"ingest stopped: {error}", file=sys.stderr)
         return 1
     print(f"{target}: in the landing folder")
     if not os.environ.get("PREFECT_API_URL"):
@@ -167,13 +184,13 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _predict(args: argparse.Namespace, settings) -> int:
     import pandas as pd
 
     from flows.predict import predict
 
     try:
-        path = predict(_settings(args, None), days=args.days)
+        path = predict(settings, days=args.days)
     except LookupError as error:
         print(error, file=sys.stderr)
         return 1
@@ -182,6 +199,14 @@ def _predict(args: argparse.Namespace) -> int:
     print(forecast.to_string(index=False, formatters=numbers))
     print(f"\nwritten to {path}")
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the run unwinds as from Ctrl-C: MLflow runs end KILLED, child servers stop."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("stopped by SIGTERM")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,17 +222,28 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": _ingest,
         "predict": _predict,
     }
-    from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime
+    from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime, quiet_known_errors
     from tasks.errors import RunStopped
 
+    quiet_known_errors()
+    signal.signal(signal.SIGTERM, _raise_terminated)  # the default would end the process with nothing cleaned up
     try:
+        settings = _settings(args)  # a bad setting is reported before Prefect starts
+        _preflight(args.command, settings)
         if args.command not in FLOW_IMPORTS:
-            return handlers[args.command](args)
+            return handlers[args.command](args, settings)
         with one_off_flow_runtime(args.command):
-            return handlers[args.command](args)
+            return handlers[args.command](args, settings)
     except RunStopped as error:
         print(f"\n{args.command} stopped: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as error:
+        how = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
+        print(
+            f"\n{args.command} stopped: {how}; its MLflow runs are marked KILLED, stored data is as of the last whole step",
+            file=sys.stderr,
+        )
+        return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.train import register_peer_instead, train_on_history
 from tasks.config import Settings
+from tasks.registry import runs_end_truthfully
 from tasks.retrain_tasks import (
     decide_champion,
     exclusive_retrain,
@@ -47,7 +48,7 @@ def retrain(
     """
     settings = with_run_parameters(settings, epochs)
     today = run_date(settings.retrain.timezone)
-    with exclusive_retrain(settings):
+    with exclusive_retrain(settings), runs_end_truthfully(settings.mlflow):
         arrived = ingest_new_data(settings)
         if not (arrived.untrained_changes or force):
             publish_summary(settings, today, trigger, arrived)

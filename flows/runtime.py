@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,13 +25,42 @@ def start_temporary_server() -> threading.Thread | None:
         return None
 
     def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        SubprocessASGIServer().start()  # the instance the first flow run then finds running
+        detached_server_class()().start()  # the instance the first flow run then finds running
 
     thread = threading.Thread(target=start, daemon=True)
     thread.start()
     return thread
+
+
+def detached_server_class():
+    """Prefect's temporary server, started in its own process group.
+
+    Ctrl-C in a terminal signals the whole foreground group: the server died with the command,
+    which then spent ~70 s retrying to report its run as crashed. In its own group the server
+    outlives the interrupt, the crash is recorded, and Prefect's exit hook stops it.
+    """
+    import os
+    import subprocess
+    import sys
+
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class DetachedServer(SubprocessASGIServer):
+        # SubprocessASGIServer._run_uvicorn_command of Prefect 3.9.1, plus process_group=0.
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+            app = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app"]
+            options = ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+            settings = get_current_settings().to_environment_variables(exclude_unset=True)
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", *app, *options],
+                env={**os.environ, **server_env, **settings},
+                process_group=0,
+            )
+
+    return DetachedServer
 
 
 @contextmanager
@@ -50,3 +80,23 @@ def one_off_flow_runtime(command: str) -> Iterator[None]:
         server.join()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+class KnownErrorsWithoutTraceback(logging.Filter):
+    """Drop the traceback Prefect logs with a task or flow that stopped for a known reason (RunStopped).
+
+    The message keeps the reason; the command line prints it once more as its last line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tasks.errors import RunStopped
+
+        if record.exc_info and isinstance(record.exc_info[1], RunStopped):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_known_errors() -> None:
+    """Install the filter on the loggers Prefect's engines report failures with."""
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(KnownErrorsWithoutTraceback())

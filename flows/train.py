@@ -6,6 +6,7 @@ import pandas as pd
 from prefect import flow
 
 from tasks.config import Settings
+from tasks.registry import runs_end_truthfully
 from tasks.train_tasks import (
     TrainSummary,
     backtest_forecasters,
@@ -13,6 +14,7 @@ from tasks.train_tasks import (
     fit_forecaster,
     read_input,
     register_forecaster,
+    require_enough_history,
     start_tracking,
     validate_input,
 )
@@ -21,10 +23,11 @@ from tasks.train_tasks import (
 @flow(name="train", flow_run_name="train-{settings.preset}", validate_parameters=False)
 def train(settings: Settings) -> TrainSummary:
     """Train, evaluate and register one model on the configured daily CSV."""
-    run_dir = create_run_dir(settings.output_dir, "train")
-    raw = read_input(settings.data)
-    history = validate_input(raw, settings.data, run_dir)
-    return train_on_history(settings, history, run_dir, "train", tags={"trigger": "manual"}, source=settings.data.path)
+    with runs_end_truthfully(settings.mlflow):  # a stop ends its MLflow runs as KILLED, not FINISHED
+        run_dir = create_run_dir(settings.output_dir, "train")
+        raw = read_input(settings.data)
+        history = validate_input(raw, settings.data, run_dir)
+        return train_on_history(settings, history, run_dir, "train", tags={"trigger": "manual"}, source=settings.data.path)
 
 
 def train_on_history(
@@ -36,6 +39,7 @@ def train_on_history(
     the ones it is compared with; then the registered model is fitted on the whole history
     (or, with backtest.refit_final off, is the one fit before the test days, scored as reported).
     """
+    require_enough_history(history, settings)
     run_id = start_tracking(settings, history, run_dir, kind, tags, source)
     if settings.backtest.refit_final:
         evaluation = backtest_forecasters(history, settings, run_id, run_dir)

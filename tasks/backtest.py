@@ -19,6 +19,7 @@ import pandas as pd
 
 from schemas.daily import DATE, TARGET
 from tasks.config import BacktestConfig
+from tasks.errors import HistoryTooShort
 from tasks.evaluation import forecast_metrics, seasonal_naive_mae
 from tasks.forecasters import Forecaster
 from tasks.intervals import log_residuals
@@ -43,7 +44,7 @@ def plan_folds(n_rows: int, config: BacktestConfig, horizon: int = 1) -> list[Fo
     first_test = n_rows - config.test_days
     rows = np.arange(first_test, n_rows - horizon + 1)
     if first_test <= 0 or not len(rows):
-        raise ValueError(f"{n_rows} days cannot hold a backtest of {config.test_days} test days (horizon {horizon})")
+        raise HistoryTooShort(f"{n_rows} days cannot hold a backtest of {config.test_days} test days (horizon {horizon})")
     size = config.refit_every or len(rows)
     folds = []
     for index, start in enumerate(range(0, len(rows), size)):
@@ -51,6 +52,19 @@ def plan_folds(n_rows: int, config: BacktestConfig, horizon: int = 1) -> list[Fo
         train_start = max(0, origin - config.window_days) if config.window_days else 0
         folds.append(Fold(index, train_start, origin, rows[start : start + size]))
     return folds
+
+
+def check_history_length(history: pd.DataFrame, config: BacktestConfig, min_fit_days: int, fitted: str) -> None:
+    """Refuse, before anything is fitted or logged, a history too short to fit `fitted` ahead of the backtest's test days."""
+    window = backtest_window(history, config)
+    need = min_fit_days + config.test_days
+    if len(window) >= need:
+        return
+    span = f" ({window[DATE].iloc[0]:%Y-%m-%d} .. {window[DATE].iloc[-1]:%Y-%m-%d})" if len(window) else ""
+    raise HistoryTooShort(
+        f"{len(window)} day(s) of history{span}; {fitted} needs {min_fit_days} days to fit before the "
+        f"{config.test_days} backtest days (backtest.test_days), {need} in all: give a longer history or lower backtest.test_days"
+    )
 
 
 def backtest_window(history: pd.DataFrame, config: BacktestConfig) -> pd.DataFrame:

@@ -63,8 +63,12 @@ def decide(
         )
     if champion_mae is None and champion_version is None:
         return decision(True, f"first model: no champion yet ({figures})")
-    if champion_mae is None:
-        return decision(True, f"champion v{champion_version} could not be scored on this data ({figures})")
+    if champion_mae is None:  # never replace a champion unseen: a lost artifact must not look like a win
+        return decision(
+            False,
+            f"champion v{champion_version} could not be loaded or scored (the run summary says why): it stays champion "
+            "until its artifacts are restored or the alias is moved by hand",
+        )
     versus = f"MAE {challenger_mae:,.0f} vs champion v{champion_version} {champion_mae:,.0f}"
     if not challenger_mae < champion_mae:
         return decision(False, f"does not beat the champion ({versus})")

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import codecs
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # relative paths in settings are under it, wherever a command runs
 
 DAY_TYPE_CODES = (0, 1, 2)  # workday, weekend, public holiday
 
@@ -16,6 +22,9 @@ ForecasterKind = Literal["lstm", "auto_ets", "auto_theta", "auto_arima", "season
 CombinationRule = Literal["inverse_mae", "inverse_mse", "equal", "trimmed", "best"]  # tasks/combination.py
 PeerKind = Literal["auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
 GATE_REFERENCE: ForecasterKind = "seasonal_naive"  # always backtested: the champion gate's floor
+Activation = Literal["tanh", "relu", "sigmoid", "elu", "gelu", "swish", "linear"]
+Loss = Literal["mae", "mse", "huber", "log_cosh"]
+Units = Annotated[int, Field(ge=1)]
 
 
 class _Strict(BaseModel):
@@ -84,14 +93,14 @@ class ModelConfig(_Strict):
     ensemble: int = Field(
         3, ge=1, description="Networks trained side by side from different initial weights; forecasts are their mean."
     )
-    lstm_units: list[int] = [32]
-    activation: str = "tanh"
+    lstm_units: list[Units] = Field([32], min_length=1)
+    activation: Activation = "tanh"
     dropout: float = Field(0.0, ge=0, lt=1)
-    dense_units: list[int] = [16]
-    dense_activation: str | None = "relu"
+    dense_units: list[Units] = [16]
+    dense_activation: Activation | None = "relu"
     dense_dropout: bool = False
-    loss: str = "mae"
-    learning_rate: float = 3e-4
+    loss: Loss = "mae"
+    learning_rate: float = Field(3e-4, gt=0)
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(64, ge=0, description="0 trains on the full batch.")
     shuffle: bool = True
@@ -217,6 +226,22 @@ class RetrainConfig(_Strict):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'America/New_York' or 'UTC'") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _five_cron_fields(cls, value: str) -> str:
+        if len(value.split()) != 5 or not all(re.fullmatch(r"[0-9A-Za-z*/,?#-]+", f) for f in value.split()):
+            raise ValueError(f"{value!r} is not a cron expression of five fields (minute hour day month weekday)")
+        return value
+
     @property
     def store_url(self) -> str:
         """The history store's SQLAlchemy URL."""
@@ -233,6 +258,25 @@ class Settings(_Strict):
     mlflow: MlflowConfig = MlflowConfig()
     retrain: RetrainConfig = RetrainConfig()
     output_dir: Path = Path("outputs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_per_registered_model(cls, values: Any) -> Any:
+        # One registered model, one history and landing folder: a config for another model (another
+        # input format, say) that names no store gets its own, never the default's by accident.
+        if not isinstance(values, dict):
+            return values
+        mlflow, default = values.get("mlflow") or {}, MlflowConfig.model_fields["registered_model"].default
+        name = mlflow.registered_model if isinstance(mlflow, MlflowConfig) else mlflow.get("registered_model", default)
+        retrain = values.get("retrain") or {}
+        if name == default or not isinstance(retrain, dict):
+            return values
+        own = {"history_path": Path("data") / name / "history.db", "incoming_dir": Path("data") / name / "incoming"}
+        return values | {"retrain": own | retrain}
+
+    def updated(self, changes: dict[str, Any]) -> Settings:
+        """A copy with nested `changes` applied, validated as a loaded config is (ConfigError)."""
+        return validated(merge(self.model_dump(), changes))
 
     def resolved(self, root: Path) -> Settings:
         """Return a copy whose relative paths are absolute under `root`."""
@@ -312,16 +356,42 @@ def nest(path: list[str], value: Any) -> dict[str, Any]:
     return value
 
 
+def validated(values: dict[str, Any]) -> Settings:
+    """Settings from nested values; ConfigError naming every bad key on one line."""
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            message = e["msg"].removeprefix("Value error, ")
+            shown = "" if isinstance(e["input"], dict) or repr(e["input"]) in message else f" (got {e['input']!r})"
+            problems.append(f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {message}{shown}")
+        raise ConfigError(f"invalid setting{'s' if len(problems) > 1 else ''} {'; '.join(problems)}") from None
+
+
 def build_settings(file_values: dict[str, Any], overrides: list[str], updates: dict[str, Any] | None = None) -> Settings:
     """Layer preset < file < `--set` overrides < explicit updates (CLI options) and validate."""
     layered = merge(file_values, {})
     for text in overrides:
-        layered = merge(layered, nest(*parse_override(text)))
+        try:
+            layered = merge(layered, nest(*parse_override(text)))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     layered = merge(layered, updates or {})
     preset = layered.get("preset", "default")
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return Settings.model_validate(merge(PRESETS[preset], layered))
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return validated(merge(PRESETS[preset], layered))
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML config file's values; ConfigError naming the file when it cannot be read or parsed."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
 
 
 def load_settings(
@@ -330,6 +400,6 @@ def load_settings(
     updates: dict[str, Any] | None = None,
     root: Path | None = None,
 ) -> Settings:
-    """Read the TOML file (if any), apply overrides, resolve relative paths under `root` (default: cwd)."""
-    file_values = tomllib.loads(config_file.read_text()) if config_file else {}
-    return build_settings(file_values, list(overrides), updates).resolved(root or Path.cwd())
+    """Read the TOML file (if any), apply overrides, resolve relative paths under `root` (default: the project folder)."""
+    file_values = read_config_file(config_file) if config_file else {}
+    return build_settings(file_values, list(overrides), updates).resolved(root or PROJECT_ROOT)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from schemas.daily import DATE, DAY_TYPE, TARGET
 from tasks.config import DataConfig, ForecasterKind, ModelConfig
+from tasks.errors import HistoryTooShort
 from tasks.evaluation import SEASON
 from tasks.intervals import conformal_quantiles, interval_bounds, log_residuals
 
@@ -82,7 +83,9 @@ class Forecaster(ABC):
     def fit(self, history: pd.DataFrame) -> Forecaster:
         """Fit on every row of `history`; calibrate the intervals; return self."""
         if len(history) < self.min_fit_days:
-            raise ValueError(f"training history has {len(history)} days; {self.describe()} needs at least {self.min_fit_days}")
+            raise HistoryTooShort(
+                f"training history has {len(history)} days; {self.describe()} needs at least {self.min_fit_days}"
+            )
         self.calibration = self._fit(history)
         self.fitted_through = pd.Timestamp(history[DATE].iloc[-1])
         return self

@@ -37,6 +37,10 @@ def writing(store_url: str) -> Iterator[None]:
         raise StoreUnwritable(f"history store {store_url} cannot be written ({reason}): nothing was changed") from error
 
 
+class StoreUnreadable(RunStopped):
+    """The history store cannot be opened as one (not a database, other columns, server gone)."""
+
+
 @dataclass(frozen=True)
 class Store:
     """An open history store: the engine and its three tables."""
@@ -99,11 +103,20 @@ def open_store(url: str, value_columns: list[str]) -> Store:
         sa.event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 30000"))
     metadata = sa.MetaData()
     days, files, revisions, trainings = _tables(metadata, value_columns)
-    with writing(str(engine.url)):  # the URL as SQLAlchemy prints it: no password
-        metadata.create_all(engine)
-    stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history")]
+    try:
+        with writing(str(engine.url)):  # the URL as SQLAlchemy prints it: no password
+            metadata.create_all(engine)
+        stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history")]
+    except sa.exc.DatabaseError as error:
+        raise StoreUnreadable(
+            f"history store {engine.url} cannot be read ({str(error.orig).strip()}): restore it from a backup, "
+            "or point retrain.history_path (history_url) at the right store; nothing was changed"
+        ) from error
     if stored != [DATE, *value_columns]:
-        raise ValueError(f"history store {engine.url!r} has columns {stored}; the config expects {[DATE, *value_columns]}")
+        raise StoreUnreadable(
+            f"history store {engine.url} has columns {stored}; the config expects {[DATE, *value_columns]}: "
+            "a store belongs to one input format, give this config its own retrain.history_path"
+        )
     return Store(engine, days, files, revisions, trainings, value_columns)
 
 

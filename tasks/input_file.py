@@ -15,6 +15,7 @@ import pandera.errors
 from schemas.daily import DATE, DAY_TYPE, TARGET, DailyHistory, input_schema
 from tasks.calendar import derive_day_types
 from tasks.config import DataConfig
+from tasks.errors import InputUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +61,18 @@ def line_of(data: bytes, offset: int) -> int:
 def read_text(path: Path, config: DataConfig) -> str:
     """The file as text, refused with its name when it is missing, too big, binary or in another encoding."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such input file")
+        raise InputUnreadable(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such input file'}")
     size = path.stat().st_size
     if size > config.max_file_bytes:  # refused unread: memory stays bounded whatever lands
-        raise ValueError(f"{path}: {size:,} bytes, over the {config.max_file_bytes:,}-byte limit (data.max_file_bytes)")
+        raise InputUnreadable(f"{path}: {size:,} bytes, over the {config.max_file_bytes:,}-byte limit (data.max_file_bytes)")
     data = path.read_bytes()
     if (nul := data.find(b"\0")) >= 0:
-        raise ValueError(f"{path}: line {line_of(data, nul)}: binary content, not a CSV text file")
+        raise InputUnreadable(f"{path}: line {line_of(data, nul)}: binary content, not a CSV text file")
     try:
         return data.decode(config.encoding)
     except UnicodeDecodeError as error:
         line = line_of(data, error.start)
-        raise ValueError(
+        raise InputUnreadable(
             f"{path}: line {line}: byte {data[error.start]:#04x} is not {config.encoding} text; "
             "if the file uses another encoding (e.g. gbk), set data.encoding"
         ) from None
@@ -83,14 +84,14 @@ def read_csv(path: Path, config: DataConfig) -> pd.DataFrame:
     try:
         raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, sep=config.delimiter)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise ValueError(f"{path}: not a readable CSV file ({error})") from error
+        raise InputUnreadable(f"{path}: not a readable CSV file ({error})") from error
     if len(raw.columns) == 1 and len(config.required_columns) > 1:
         header = raw.columns[0]
         found = [d for d in ",;\t|" if d != config.delimiter and d in header]
         hint = f" the header seems separated by {found[0]!r}, not {config.delimiter!r} (data.delimiter)" if found else ""
-        raise ValueError(f"{path}: line 1: one column {header!r};{hint or ' expected ' + repr(config.required_columns)}")
+        raise InputUnreadable(f"{path}: line 1: one column {header!r};{hint or ' expected ' + repr(config.required_columns)}")
     if raw.empty:
-        raise ValueError(f"{path}: a header and no data rows")
+        raise InputUnreadable(f"{path}: a header and no data rows")
     return raw
 
 

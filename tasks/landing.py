@@ -105,9 +105,9 @@ def drop_into_landing(source: Path, landing: Path) -> Path:
     same moment: each copy goes to its own hidden partial file, which is then linked to the name
     (creating a link fails if the name exists, atomically; a rename would replace it).
     """
-    name = landing_name(source.name)
     if not source.is_file():
         raise ValueError(f"{source}: {'is a folder' if source.is_dir() else 'no such file'}; ingest takes one CSV file")
+    name = landing_name(source.name)
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / name
     handle, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=landing)

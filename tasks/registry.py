@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -88,6 +90,57 @@ def fold_metric_steps(fold_rows: pd.DataFrame) -> list[tuple[str, float, int]]:
     ]
 
 
+def owner_tags() -> dict[str, str]:
+    """Which process and Prefect flow run own a run: how a stop or a later run finds what was left open."""
+    from prefect.runtime import flow_run
+
+    return {"host": socket.gethostname(), "pid": str(os.getpid())} | ({"prefect_flow_run": flow_run.id} if flow_run.id else {})
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def stop_reason(error: BaseException) -> str:
+    """How a run ended early, for its `failure` tag."""
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(error, TerminationSignal):
+        return f"stopped by signal {error.signal} (SIGTERM: a stop or a cancellation)"
+    if isinstance(error, KeyboardInterrupt):
+        return "stopped by Ctrl-C (SIGINT)" if type(error) is KeyboardInterrupt else f"stopped: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+@contextmanager
+def runs_end_truthfully(config: MlflowConfig) -> Iterator[None]:
+    """End the MLflow runs this flow run left open when it stops early: KILLED on a signal or Ctrl-C, FAILED on an error.
+
+    Without it an aborted run stays RUNNING for good, or is shown FINISHED by MLflow's exit hook.
+    """
+    from prefect.runtime import flow_run
+
+    try:
+        yield
+    except BaseException as error:
+        if flow_run.id:
+            try:
+                registry = Registry(config)
+                status = "FAILED" if isinstance(error, Exception) else "KILLED"
+                registry.end_runs(registry.open_runs(prefect_flow_run=flow_run.id), status, stop_reason(error))
+            except Exception as unreachable:  # the store itself is gone: the next run ends them (end_runs_of_dead_processes)
+                logging.getLogger(__name__).warning("could not end the open MLflow runs: %s", unreachable)
+        raise
+
+
 class Registry:
     """The configured MLflow store: experiment, runs, registered model and its champion alias."""
 
@@ -147,7 +200,7 @@ class Registry:
         from mlflow.entities import Param
         from mlflow.tracking.context.registry import resolve_tags
 
-        tags = resolve_tags(tags | ({"mlflow.parentRunId": parent} if parent else {}))
+        tags = resolve_tags(tags | owner_tags() | ({"mlflow.parentRunId": parent} if parent else {}))
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         items = [Param(key, value[:6000]) for key, value in params.items()]
         for start in range(0, len(items), 100):  # the tracking API takes 100 params per batch
@@ -157,6 +210,28 @@ class Registry:
 
     def end_run(self, run_id: str) -> None:
         self.client.set_terminated(run_id, status="FINISHED")
+
+    def open_runs(self, **tags: str) -> list[str]:
+        """Ids of the experiment's RUNNING runs carrying every one of these tags."""
+        conditions = ["attributes.status = 'RUNNING'", *(f"tags.{key} = '{value}'" for key, value in tags.items())]
+        runs = self.client.search_runs([self.experiment_id], " and ".join(conditions), max_results=1000)
+        return [run.info.run_id for run in runs]
+
+    def end_runs(self, run_ids: list[str], status: str, reason: str) -> None:
+        """End runs as FAILED or KILLED, the reason as their `failure` tag."""
+        for run_id in run_ids:
+            self.client.set_tag(run_id, "failure", reason[:5000])
+            self.client.set_terminated(run_id, status=status)
+
+    def end_runs_of_dead_processes(self) -> list[str]:
+        """End as KILLED the runs left RUNNING by processes of this machine that no longer exist (SIGKILL, power loss)."""
+        dead = [
+            run_id
+            for run_id in self.open_runs(host=socket.gethostname())
+            if not process_alive(int(self.client.get_run(run_id).data.tags.get("pid", "0")))
+        ]
+        self.end_runs(dead, "KILLED", "its process ended without closing the run (killed, or the machine stopped)")
+        return dead
 
     @contextmanager
     def failing_run(self, run_id: str) -> Iterator[None]:

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from schemas.daily import DATE, TARGET
 from tasks import evaluation as ev
 from tasks.champion import Decision, decide
-from tasks.config import Settings
+from tasks.config import PROJECT_ROOT, Settings
 from tasks.errors import RunStopped
 from tasks.landing import IngestResult, ingest_landing, open_history
 from tasks.train_tasks import TrainSummary
@@ -40,11 +40,9 @@ def run_date(timezone: str) -> str:
 
 @task(cache_policy=NO_CACHE)
 def with_run_parameters(settings: Settings | None, epochs: int | None) -> Settings:
-    """Settings for this run (the defaults if none): relative paths anchored at the working directory, epochs overridden."""
-    settings = (settings or Settings()).resolved(Path.cwd())
-    if epochs is None:
-        return settings
-    return settings.model_copy(update={"model": settings.model.model_copy(update={"epochs": epochs})})
+    """Settings for this run (the defaults if none): relative paths under the project folder, epochs overridden and checked."""
+    settings = (settings or Settings()).resolved(PROJECT_ROOT)
+    return settings if epochs is None else settings.updated({"model": {"epochs": epochs}})
 
 
 class RetrainBusy(RunStopped):
@@ -131,7 +129,7 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
         forecast = registry.load(current).predict(history.loc[: days[days].index.max()], history.loc[days, DATE])
     except UntrustedModel:
         raise
-    except Exception as error:  # a champion from another input format cannot be scored: say so, decide without it
+    except Exception as error:  # artifacts lost, another input format: say so; the gate then keeps the champion
         get_run_logger().warning("champion v%s could not be scored: %s", current.version, error)
         return ChampionScore(str(current.version), None, str(error))
     actual = history[TARGET].to_numpy(dtype=float)

@@ -144,6 +144,17 @@ def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.D
 
 
 @task(cache_policy=NO_CACHE)
+def require_enough_history(history: pd.DataFrame, settings: Settings) -> None:
+    """Stop before any MLflow run opens when the history cannot fit every forecaster ahead of the backtest days."""
+    from tasks.backtest import check_history_length
+    from tasks.forecasters import make_forecaster
+
+    kinds = dict.fromkeys([settings.model.kind, *settings.backtest.compare, GATE_REFERENCE])
+    longest = max((make_forecaster(kind, settings.data, settings.model) for kind in kinds), key=lambda f: f.min_fit_days)
+    check_history_length(history, settings.backtest, longest.min_fit_days, longest.describe())
+
+
+@task(cache_policy=NO_CACHE)
 def start_tracking(
     settings: Settings, history: pd.DataFrame, run_dir: Path, kind: str, tags: dict[str, str], source: Path | None = None
 ) -> str:
@@ -151,6 +162,8 @@ def start_tracking(
     from tasks.registry import Registry, data_fingerprint, flatten
 
     registry = Registry(settings.mlflow)
+    for abandoned in registry.end_runs_of_dead_processes():
+        get_run_logger().warning("MLflow run %s was left running by a process that is gone: ended as KILLED", abandoned)
     fingerprint = data_fingerprint(history, source)
     run_tags = {
         "preset": settings.preset,

@@ -26,9 +26,9 @@ def test_champion_rule(challenger, naive, champion, promote, reason):
     assert decision.tags()["decision"] == ("promoted" if promote else "not promoted")
 
 
-def test_an_unscorable_champion_is_said_so():
+def test_an_unscorable_champion_is_kept_and_said_so():
     decision = decide(90.0, 100.0, None, "3", max_baseline_ratio=1.5)
-    assert decision.promote and decision.reason.startswith("champion v3 could not be scored")
+    assert not decision.promote and decision.reason.startswith("champion v3 could not be loaded or scored")
 
 
 @pytest.mark.parametrize(

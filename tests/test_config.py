@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from tasks.config import PRESETS, load_settings, parse_override
+from tasks.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,13 +63,54 @@ def test_empty_day_type_column_means_derive_from_calendar(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("model.epochs=0", "greater than or equal to 1"), ("model.unknown=1", "Extra inputs"), ("data.gap_policy=skip", "reject")],
+    [
+        ("model.epochs=0", r"^invalid setting model\.epochs: Input should be greater than or equal to 1 \(got 0\)$"),
+        ("model.unknown=1", r"^invalid setting model\.unknown: Extra inputs are not permitted \(got 1\)$"),
+        ("data.gap_policy=skip", r"^invalid setting data\.gap_policy: Input should be 'reject' or 'interpolate' \(got 'skip'\)$"),
+        ("model.learning_rate=-1", r"^invalid setting model\.learning_rate: Input should be greater than 0 \(got -1\)$"),
+        ("model.lstm_units=[0]", r"^invalid setting model\.lstm_units\.0: Input should be greater than or equal to 1 \(got 0\)$"),
+        ("model.loss=mea", r"^invalid setting model\.loss: Input should be 'mae', 'mse', 'huber' or 'log_cosh' \(got 'mea'\)$"),
+        ('retrain.timezone="Mars/Base"', r"^invalid setting retrain\.timezone: unknown time zone 'Mars/Base'; use an IANA name"),
+        ('retrain.cron="daily"', r"^invalid setting retrain\.cron: 'daily' is not a cron expression of five fields"),
+        ("model.epochs=abc", r"^invalid setting model\.epochs: Input should be a valid integer, unable to parse string"),
+        ("epochs", r"^--set expects key=value, got 'epochs'$"),
+    ],
 )
 def test_invalid_settings_are_refused_with_the_field_named(tmp_path, override, message):
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load_settings(None, [override], root=tmp_path)
 
 
 def test_unknown_preset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         load_settings(None, ["preset=fast"], root=tmp_path)
+
+
+def test_a_broken_or_missing_config_file_is_named(tmp_path):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[model\nepochs = 1\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML \(Expected '\]' at the end of a table declaration"):
+        load_settings(broken)
+    with pytest.raises(ConfigError, match=r"missing\.toml: cannot be read \(No such file or directory\)"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_relative_paths_are_under_the_project_folder_wherever_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().data.path == ROOT / "data" / "sample" / "nyc_subway_covid.csv"
+
+
+def test_a_config_for_another_registered_model_gets_its_own_history_and_landing_folder():
+    own = load_settings(ROOT / "config" / "seed-format.toml")
+    assert own.retrain.history_path == ROOT / "data" / "travel-forecast-seed-format" / "history.db"
+    assert own.retrain.incoming_dir == ROOT / "data" / "travel-forecast-seed-format" / "incoming"
+    assert load_settings().retrain.history_path == ROOT / "data" / "history.db"
+    named = load_settings(ROOT / "config" / "seed-format.toml", ['retrain.history_path="/srv/h.db"'])
+    assert named.retrain.history_path == Path("/srv/h.db")
+
+
+def test_run_parameters_are_checked_as_settings_are():
+    settings = load_settings()
+    assert settings.updated({"model": {"epochs": 3}}).model.epochs == 3
+    with pytest.raises(ConfigError, match=r"^invalid setting model\.epochs: Input should be greater than or equal to 1"):
+        settings.updated({"model": {"epochs": 0}})

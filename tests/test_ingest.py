@@ -10,6 +10,7 @@ import pytest
 
 from schemas.daily import DailyHistory
 from tasks.config import DataConfig
+from tasks.errors import InputUnreadable
 from tasks.input_file import InputValidationError, read_history_file, write_report
 
 CONFIG = DataConfig()  # the sample's format: date, riders, cumulative_cases, day_type
@@ -125,8 +126,11 @@ def test_report_is_written_as_csv_and_json(tmp_path):
 
 
 def test_unreadable_or_missing_file_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.csv: no such input file"):
+    with pytest.raises(InputUnreadable, match=r"nope\.csv: no such input file"):
         read_history_file(tmp_path / "nope.csv", CONFIG)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(InputUnreadable, match=r"folder\.csv: a folder, not a file"):
+        read_history_file(tmp_path / "folder.csv", CONFIG)
     with pytest.raises(ValueError, match=r"empty\.csv: not a readable CSV"):
         read_history_file(write(tmp_path, "", "empty.csv"), CONFIG)
 

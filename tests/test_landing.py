@@ -166,8 +166,19 @@ def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
 def test_history_store_refuses_a_config_with_other_columns(setup):
     settings, _, _ = setup
     ingest_landing(settings)
-    with pytest.raises(ValueError, match="the config expects"):
+    with pytest.raises(
+        history_store.StoreUnreadable, match=r"the config expects .*give this config its own retrain\.history_path"
+    ):
         history_store.open_store(settings.retrain.store_url, ["travellers", "other", "day_type"])
+
+
+def test_a_corrupt_history_store_is_named_and_left_as_it_was(tmp_path):
+    corrupt = tmp_path / "history.db"
+    corrupt.write_bytes(b"not a database, whatever the name says\n" * 100)
+    before = corrupt.read_bytes()
+    with pytest.raises(history_store.StoreUnreadable, match=r"history\.db cannot be read \(file is not a database\): restore"):
+        history_store.open_store(f"sqlite:///{corrupt}", ["travellers", "day_type"])
+    assert corrupt.read_bytes() == before
 
 
 def test_an_absurd_jump_is_held_back_with_its_day_and_ratio_and_can_be_let_through(setup):

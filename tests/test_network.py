@@ -100,7 +100,8 @@ def test_loss_falls_and_the_model_beats_naive_on_a_seasonal_series():
 def test_early_stopping_needs_validation_samples():
     samples = _seasonal_samples(60)
     validation = select(samples, samples.target_rows >= 50)
-    config = ModelConfig(lstm_units=[4], dense_units=[], epochs=30, learning_rate=0.0, early_stopping_patience=1, ensemble=2)
+    config = ModelConfig(lstm_units=[4], dense_units=[], epochs=30, early_stopping_patience=1, ensemble=2)
+    config = config.model_copy(update={"learning_rate": 0.0})  # out of a user's range (> 0): here, so nothing improves
     assert len(fit_network(config, samples, select(samples, np.zeros(len(samples), bool)))[1]["loss"]) == 30
     assert len(fit_network(config, samples, validation)[1]["loss"]) < 30  # lr 0: no improvement, stops early
 

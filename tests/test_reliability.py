@@ -79,6 +79,24 @@ def versions(root: Path) -> dict[str, dict[str, str]]:
     return {str(v.version): v.tags for v in registry(root).search_model_versions(f"name='{MODEL}'")}
 
 
+def runs(root: Path) -> list:
+    client = registry(root)
+    return client.search_runs([client.get_experiment_by_name("travel-forecast").experiment_id], max_results=1000)
+
+
+def session_processes(session: int) -> list[str]:
+    """Command lines of the processes still in a session (a command started with start_new_session leads its own)."""
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:  # after the state: ppid, pgrp, session
+                left.append((stat.parent / "cmdline").read_text().replace("\0", " "))
+        except (OSError, IndexError):
+            pass
+    return left
+
+
 def champion(root: Path) -> str:
     return str(registry(root).get_model_version_by_alias(MODEL, "champion").version)
 
@@ -116,6 +134,7 @@ def assert_next_run_completes(root: Path, config: Path, env: dict, day: str) -> 
     assert outcome(result).startswith(("promoted", "not promoted")), result.stdout
     newest = max(versions(root), key=int)
     assert "decision" in versions(root)[newest]
+    assert [r.info.run_name for r in runs(root) if r.info.status == "RUNNING"] == []  # nothing aborted is shown running
     assert registry(root).get_run(registry(root).get_model_version(MODEL, newest).run_id).data.tags["data_through"] == day
 
 
@@ -146,6 +165,47 @@ def test_a_run_killed_mid_way_leaves_the_champion_and_history_and_the_next_run_c
         assert outcome(retrain(config, prefect_env)).startswith("no new data")
     else:
         assert_next_run_completes(root, config, prefect_env, "2024-11-12")
+
+
+@pytest.mark.parametrize(("stop", "said", "code"), [("SIGTERM", "SIGTERM", 143), ("SIGINT", "Ctrl-C", 130)])
+def test_a_stopped_retrain_ends_its_mlflow_runs_as_killed_leaves_no_process_and_the_next_run_completes(
+    with_champion, prefect_env, stop, said, code
+):
+    root, config = with_champion
+    arrive(root, "2024-11-12")
+    # No PREFECT_API_URL: the command starts Prefect's temporary server as its child, as on a user's first day.
+    env = {k: v for k, v in prefect_env.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(root / "prefect-home")}
+    log = root / f"{stop}.log"
+    # As from a terminal: SIGINT handled (a test runner in the background may have it ignored, and children inherit that).
+    process = subprocess.Popen(
+        [*CLI, "retrain", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        wait_until(lambda: "MLflow run " in log.read_text(), 300, "training to start", process)
+        time.sleep(1.0)  # the backtest fit is under way
+        if stop == "SIGTERM":
+            os.kill(process.pid, signal.SIGTERM)  # `kill PID`, a service manager's stop
+        else:
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole foreground group
+        assert process.wait(timeout=120) == code, log.read_text()[-3000:]
+        wait_until(lambda: not session_processes(process.pid), 30, "the command's child processes to end")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL) if session_processes(process.pid) else None
+    output = log.read_text()
+    stopped = [line for line in output.splitlines() if line.startswith("retrain stopped: ")]  # then Prefect's exit lines
+    assert stopped == [f"retrain stopped: {said}; its MLflow runs are marked KILLED, stored data is as of the last whole step"]
+    assert "Traceback" not in output
+    stopped_runs = [r for r in runs(root) if r.data.tags.get("pid") == str(process.pid)]  # the parent run, any child
+    assert stopped_runs and {r.info.status for r in stopped_runs} == {"KILLED"}
+    assert all(r.data.tags["failure"].startswith("stopped by") for r in stopped_runs), [r.data.tags for r in stopped_runs]
+    assert champion(root) == "1" and stored_days(root)["date"].iloc[-1] == "2024-11-12"
+    assert_next_run_completes(root, config, prefect_env, "2024-11-12")
 
 
 def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landing_folder(tmp_path):
