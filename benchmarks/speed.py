@@ -171,7 +171,7 @@ def main() -> None:
         root = Path(tmp)
         config = workspace_config(root, args.config, args.data)
         env |= {"PREFECT_HOME": str(root / "prefect-home-temporary")}  # the temporary servers' database, not ~/.prefect
-        timed([cli, "retrain", "--config", str(config)], env)  # seeds the history and a champion (not timed)
+        timed([cli, "retrain", "--init", "--config", str(config)], env)  # starts the history and a champion (not timed)
         commands = {
             "bare": [
                 sys.executable,

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path, help="input CSV to check")
     retrain = commands.add_parser("retrain", parents=[common], help="ingest the landing folder and retrain once, now")
     retrain.add_argument("--force", action="store_true", help="retrain even if no new data arrived")
+    retrain.add_argument("--init", action="store_true", help="start an empty history store from data.path (first run)")
     retrain.add_argument("--epochs", type=int, help="override model.epochs for this run (checked as the setting is)")
     commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
     ingest = commands.add_parser(
@@ -143,7 +144,7 @@ def _backtest(args: argparse.Namespace, settings) -> int:
 def _retrain(args: argparse.Namespace, settings) -> int:
     from flows.retrain import retrain
 
-    summary = retrain(settings, force=args.force, trigger="manual")  # --epochs is in the settings, checked
+    summary = retrain(settings, force=args.force, trigger="manual", init=args.init)  # --epochs is in the settings, checked
     earlier = f", {summary.earlier_changes} stored by an earlier unfinished run" if summary.earlier_changes > 0 else ""
     print(
         f"{summary.status}: {summary.days_added} new day(s), {summary.days_revised} revised{earlier}"
@@ -195,7 +196,8 @@ def _predict(args: argparse.Namespace, settings) -> int:
         print(error, file=sys.stderr)
         return 1
     forecast = pd.read_csv(path)
-    numbers = {c: "{:,.0f}".format for c in forecast.columns if c == "forecast" or c.startswith(("lower_", "upper_"))}
+    digits = "{:,.0f}" if settings.data.target_unit == 1 else "{:,.2f}"  # whole travellers, or the file's unit
+    numbers = {c: digits.format for c in forecast.columns if c == "forecast" or c.startswith(("lower_", "upper_"))}
     print(forecast.to_string(index=False, formatters=numbers))
     print(f"\nwritten to {path}")
     return 0

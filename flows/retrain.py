@@ -40,16 +40,21 @@ class RetrainSummary:
 
 @flow(name="retrain", flow_run_name="retrain-{trigger}")
 def retrain(
-    settings: Settings | None = None, force: bool = False, epochs: int | None = None, trigger: str = "manual"
+    settings: Settings | None = None,
+    force: bool = False,
+    epochs: int | None = None,
+    trigger: str = "manual",
+    init: bool = False,
 ) -> RetrainSummary:
     """Retrain on the full history when days arrived or were revised since the last completed retrain (or when forced).
 
     No settings = the defaults. One retrain runs at a time; a second waits for the first.
+    `init` starts an empty history store from data.path (never done unasked).
     """
     settings = with_run_parameters(settings, epochs)
     today = run_date(settings.retrain.timezone)
     with exclusive_retrain(settings), runs_end_truthfully(settings.mlflow):
-        arrived = ingest_new_data(settings)
+        arrived = ingest_new_data(settings, init)
         if not (arrived.untrained_changes or force):
             publish_summary(settings, today, trigger, arrived)
             return RetrainSummary("no new data", today, 0, 0, held_back=arrived.held_back)

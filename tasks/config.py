@@ -38,6 +38,12 @@ class DataConfig(_Strict):
     date_column: str = "date"
     date_format: str = "%Y-%m-%d"
     target_column: str = "riders"
+    target_unit: float = Field(
+        1,
+        gt=0,
+        description="Travellers per unit of the target column: 10000 for counts published in 10,000s with decimals "
+        "(1085.26 = 10,852,600 travellers). Stored and modelled in travellers; forecasts are written in this unit.",
+    )
     case_columns: list[str] = ["cumulative_cases"]
     cumulative_columns: list[str] = ["cumulative_cases"]
     count_columns: list[str] = Field(default=[], description="Further columns that must hold non-negative whole numbers.")

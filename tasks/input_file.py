@@ -130,9 +130,18 @@ def parse_input(raw: pd.DataFrame, config: DataConfig) -> ParsedInput:
     numeric = [TARGET, DAY_TYPE, *config.case_columns, *config.cumulative_columns, *config.count_columns]
     for column in dict.fromkeys(c for c in numeric if c in parsed):
         parsed[column] = pd.to_numeric(parsed[column].astype(str).str.strip(), errors="coerce").astype(float)
+    if TARGET in parsed and config.target_unit != 1:
+        parsed[TARGET] = in_travellers(parsed[TARGET], config.target_unit)
     if DATE in parsed:
         parsed = parsed.sort_values(DATE, kind="stable", na_position="last")
     return ParsedInput(raw=raw, parsed=parsed)
+
+
+def in_travellers(values: pd.Series, unit: float) -> pd.Series:
+    """Counts in `unit`s as travellers; products within a millionth of a whole number are that number (1085.26 x 10000)."""
+    scaled = values * unit
+    whole = scaled.round()
+    return whole.where((scaled - whole).abs() < 1e-6, scaled)
 
 
 def latest_possible_day() -> pd.Timestamp:
@@ -247,6 +256,8 @@ def to_input_format(history: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     """DailyHistory back in the configured input format (the inverse of parsing)."""
     frame = history.copy()
     frame[DATE] = frame[DATE].dt.strftime(config.date_format)
+    if config.target_unit != 1:
+        frame[TARGET] = frame[TARGET] / config.target_unit
     if not config.day_type_column:
         frame = frame.drop(columns=DAY_TYPE)
     return frame.rename(columns={canonical: name for name, canonical in canonical_names(config).items()})

@@ -22,6 +22,7 @@ import pandas as pd
 from schemas.daily import DATE, TARGET
 from tasks import arrivals, history_store
 from tasks.config import Settings
+from tasks.errors import RunStopped
 from tasks.input_file import (
     REPORT_COLUMNS,
     InputValidationError,
@@ -239,22 +240,43 @@ def copy_outcome(path: Path, original: str, outcomes: list[FileOutcome]) -> File
     return FileOutcome(path.name, "duplicate", f"{reason}, ingested in this run")
 
 
-def open_history(settings: Settings) -> tuple[history_store.Store, FileOutcome | None]:
-    """The history store, started from the configured data file (the bundled sample) the first time."""
-    store = history_store.open_store(settings.retrain.store_url, value_columns(settings.data))
+class HistoryStoreMissing(RunStopped):
+    """The configured history store holds nothing and the run was not asked to start it."""
+
+
+def open_history(settings: Settings, init: bool = False) -> tuple[history_store.Store, FileOutcome | None]:
+    """The history store; with `init`, started from the configured data file when it holds nothing yet.
+
+    Never started unasked: a mistyped or lost retrain.history_path would otherwise become a new
+    store seeded from the bundled sample, and a model trained and registered on it.
+    """
+    url = settings.retrain.store_url
+    if not init and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise HistoryStoreMissing(missing_store_message(settings))
+    store = history_store.open_store(url, value_columns(settings.data))
     if not history_store.read_history(store).empty:
         return store, None
+    if not init:
+        raise HistoryStoreMissing(missing_store_message(settings))
     path = settings.data.path
     initial = read_history_file(path, settings.data)
     span = (initial[DATE].min(), initial[DATE].max())
     history_store.apply_file(store, file_sha256(path), path.name, initial, pd.DataFrame(columns=arrivals.REVISION_COLUMNS), span)
-    logger.info("history store started with %d days from %s", len(initial), path)
+    logger.warning("history store %s started with %d days from %s", url, len(initial), path)
     return store, FileOutcome(path.name, "started", f"history store started from {path}", days_added=len(initial))
 
 
-def ingest_landing(settings: Settings) -> IngestResult:
-    """Process every CSV in the landing folder; return what happened to each."""
-    store, started = open_history(settings)
+def missing_store_message(settings: Settings) -> str:
+    return (
+        f"no history in the store {settings.retrain.store_url}: start it from {settings.data.path} with "
+        "`travel-forecast retrain --init` (a deployment run: --param init=true), or point retrain.history_path "
+        "(history_url) at the existing store; nothing was trained or registered"
+    )
+
+
+def ingest_landing(settings: Settings, init: bool = False) -> IngestResult:
+    """Process every CSV in the landing folder; return what happened to each (`init`: see open_history)."""
+    store, started = open_history(settings, init)
     folder = settings.retrain.incoming_dir
     folder.mkdir(parents=True, exist_ok=True)
     outcomes: list[FileOutcome] = [started] if started else []

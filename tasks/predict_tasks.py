@@ -11,6 +11,12 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import Settings
 
 
+def amount(value: float, unit: float, named: bool = True) -> str:
+    """A forecast as the input file writes it: whole travellers, or units of `unit` travellers with two decimals."""
+    text = f"{value:,.0f}" if unit == 1 else f"{value:,.2f}"
+    return text if not named else f"{text} travellers" if unit == 1 else f"{text} x {unit:,g} travellers"
+
+
 @task(cache_policy=NO_CACHE)
 def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int) -> pd.DataFrame:
     """The next `days` days from the champion: date, forecast, intervals, model version and kind."""
@@ -22,14 +28,21 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int)
         raise LookupError(f"no '{CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
     forecaster = registry.load(champion)
     forecast = forecaster.predict_days(history, days).drop(columns="step")
+    unit = settings.data.target_unit
+    values = [c for c in forecast.columns if c == "forecast" or c.startswith(("lower_", "upper_"))]
+    forecast[values] = forecast[values] / unit  # in the input file's unit (data.target_unit)
     forecast = forecast.assign(
         date=forecast["date"].dt.strftime("%Y-%m-%d"), model_version=str(champion.version), kind=forecaster.kind
     )
     logger = get_run_logger()
     for row in forecast.to_dict("records"):
-        bounds = ", ".join(f"{c[6:]}%: {row[c]:,.0f}..{row['upper_' + c[6:]]:,.0f}" for c in row if c.startswith("lower_"))
+        bounds = ", ".join(
+            f"{c[6:]}%: {amount(row[c], unit, False)}..{amount(row['upper_' + c[6:]], unit, False)}"
+            for c in row
+            if c.startswith("lower_")
+        )
         logger.info(
-            "%s: %.0f travellers (%s; champion v%s, %s)", row["date"], row["forecast"], bounds, row["model_version"], row["kind"]
+            "%s: %s (%s; champion v%s, %s)", row["date"], amount(row["forecast"], unit), bounds, row["model_version"], row["kind"]
         )
     return forecast
 

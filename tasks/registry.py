@@ -131,7 +131,8 @@ def runs_end_truthfully(config: MlflowConfig) -> Iterator[None]:
     try:
         yield
     except BaseException as error:
-        if flow_run.id:
+        no_store_yet = not config.tracking_uri and not (config.store_dir / "mlflow.db").exists()  # nothing to end: create none
+        if flow_run.id and not no_store_yet:
             try:
                 registry = Registry(config)
                 status = "FAILED" if isinstance(error, Exception) else "KILLED"

@@ -78,9 +78,9 @@ def exclusive_retrain(settings: Settings) -> Iterator[None]:
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def ingest_new_data(settings: Settings) -> IngestResult:
-    """Move the landing folder's files into the history store (started from the sample on first use)."""
-    result = ingest_landing(settings)
+def ingest_new_data(settings: Settings, init: bool = False) -> IngestResult:
+    """Move the landing folder's files into the history store (started from data.path when `init` and empty)."""
+    result = ingest_landing(settings, init)
     logger = get_run_logger()
     for outcome in result.files:
         logger.info("%s: %s (%s)", outcome.name, outcome.outcome, outcome.reason)

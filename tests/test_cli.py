@@ -136,6 +136,10 @@ def test_an_auto_ets_version_registers_and_predict_uses_it_when_champion(cli_env
         "--set",
         f'retrain.incoming_dir="{tmp_path / "incoming"}"',
     ]
+    from tasks.config import load_settings
+    from tasks.landing import open_history
+
+    open_history(load_settings(None, [store[1], store[3]]), init=True)  # the store a first `retrain --init` starts
     predicted = run(["predict", "--days", "7", *store], cli_env, tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     forecast = pd.read_csv(next((tmp_path / "out").glob("forecast-*.csv")))

@@ -13,6 +13,8 @@ from tasks.config import DataConfig
 from tasks.errors import InputUnreadable
 from tasks.input_file import InputValidationError, read_history_file, write_report
 
+ROOT = Path(__file__).resolve().parents[1]
+
 CONFIG = DataConfig()  # the sample's format: date, riders, cumulative_cases, day_type
 GOOD = """date,riders,cumulative_cases,day_type,note
 2024-07-01,100,5,0,x
@@ -195,3 +197,21 @@ def test_history_schema_refuses_a_gap():
     )
     with pytest.raises(pandera.errors.SchemaError, match="consecutive_days"):
         DailyHistory.validate(history)
+
+
+def test_counts_published_in_ten_thousands_with_decimals_are_read_as_travellers_with_one_setting(tmp_path):
+    from tasks.config import load_settings
+    from tasks.input_file import to_input_format
+
+    rows = pd.read_csv(ROOT / "data" / "examples" / "seed_format.csv", dtype=str).iloc[:10]
+    rows["Num"] = [f"{int(n) / 10000:.2f}" for n in rows["Num"]]  # 2212965 -> "221.30", as a Chinese operator publishes
+    path = tmp_path / "wan.csv"
+    rows.to_csv(path, index=False)
+    config = load_settings(ROOT / "config" / "seed-format.toml").data
+    with pytest.raises(InputValidationError, match="a whole number"):
+        read_history_file(path, config)
+    config = config.model_copy(update={"target_unit": 10000})
+    history = read_history_file(path, config)
+    assert history["travellers"].tolist()[:3] == [2213000, 5329900, 5481100]
+    assert rows["Num"].tolist()[:3] == ["221.30", "532.99", "548.11"]
+    assert to_input_format(history, config)["Num"].tolist()[:3] == [221.3, 532.99, 548.11]  # back in the file's unit

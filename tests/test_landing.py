@@ -43,9 +43,20 @@ def listing(folder) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+def test_an_empty_or_missing_store_is_refused_unless_asked_to_start_it(setup):
+    from tasks.landing import HistoryStoreMissing
+
+    settings, _, _ = setup
+    with pytest.raises(
+        HistoryStoreMissing, match=r"no history in the store sqlite:///.*history\.db: start it from .*initial\.csv with"
+    ):
+        ingest_landing(settings)
+    assert not settings.retrain.history_path.exists()  # a mistyped path creates nothing
+
+
 def test_first_use_seeds_the_history_from_the_sample(setup):
     settings, _, _ = setup
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert [(f.outcome, f.days_added) for f in result.files] == [("started", 100)]
     assert result.changed and result.last_date == "2020-06-08"
     assert len(stored(settings)) == 100
@@ -53,13 +64,13 @@ def test_first_use_seeds_the_history_from_the_sample(setup):
 
 def test_new_days_are_appended_and_the_same_file_twice_adds_nothing(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     drop("day101.csv", ROWS.iloc[100:102])
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert [(f.name, f.outcome, f.days_added) for f in result.files] == [("day101.csv", "added", 2)]
     drop("day101.csv", ROWS.iloc[100:102])  # delivered again, same bytes
     drop("copy.csv", ROWS.iloc[99:102])  # other bytes, same days and values
-    again = ingest_landing(settings)
+    again = ingest_landing(settings, init=True)
     assert {f.name: f.outcome for f in again.files} == {"day101.csv": "duplicate", "copy.csv": "nothing_new"}
     assert not again.changed and len(stored(settings)) == 102
     processed = listing(incoming)
@@ -69,11 +80,11 @@ def test_new_days_are_appended_and_the_same_file_twice_adds_nothing(setup):
 
 def test_revisions_inside_the_window_are_applied_and_recorded(setup):
     settings, _, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     revised = ROWS.iloc[95:101].copy()
     revised.loc[97, "riders"] = "512345"  # 2020-06-06, three days before the last stored day
     drop("revised.csv", revised)
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert (result.files[0].outcome, result.days_added, result.days_revised) == ("added", 1, 1)
     assert stored(settings).set_index("date").loc["2020-06-06", "travellers"] == 512345
     change = revisions(settings).iloc[0]
@@ -82,12 +93,12 @@ def test_revisions_inside_the_window_are_applied_and_recorded(setup):
 
 def test_changes_outside_the_window_reject_the_file_and_store_nothing(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     before = stored(settings)
     old = ROWS.iloc[50:101].copy()
     old.loc[50, "riders"] = "1"  # 2020-04-20: far older than 14 days
     drop("old.csv", old)
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert result.files[0].outcome == "rejected" and "revision window" in result.files[0].reason
     pd.testing.assert_frame_equal(stored(settings), before)
     assert revisions(settings).empty
@@ -98,26 +109,26 @@ def test_changes_outside_the_window_reject_the_file_and_store_nothing(setup):
 
 def test_a_file_after_a_gap_waits_until_the_gap_is_filled(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     drop("later.csv", ROWS.iloc[103:105])
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert result.files[0].outcome == "waiting" and "waiting for 2020-06-09 .. 2020-06-11" in result.files[0].reason
     assert listing(incoming) == ["later.csv"] and len(stored(settings)) == 100
     drop("fill.csv", ROWS.iloc[100:103])
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert [(f.name, f.outcome) for f in result.files] == [("fill.csv", "added"), ("later.csv", "added")]
     assert len(stored(settings)) == 105 and result.last_date == "2020-06-13"
 
 
 def test_a_bad_file_is_rejected_with_its_report_and_the_history_is_unchanged(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     before = stored(settings)
     bad = ROWS.iloc[100:103].copy()
     bad.loc[101, "riders"] = "-7"
     bad.loc[102, "date"] = "2020-06-31"
     drop("bad.csv", bad)
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert (result.files[0].outcome, result.files[0].reason) == ("rejected", "2 validation failure(s)")
     report = pd.read_json(incoming / "rejected" / "bad.csv.report.json")
     assert report[["line", "column", "value"]].values.tolist() == [[3, "riders", "-7"], [4, "date", "2020-06-31"]]
@@ -126,11 +137,11 @@ def test_a_bad_file_is_rejected_with_its_report_and_the_history_is_unchanged(set
 
 def test_a_cumulative_count_falling_across_files_is_rejected(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     falling = ROWS.iloc[100:101].copy()
     falling.loc[100, "cumulative_cases"] = "10"
     drop("falling.csv", falling)
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert result.files[0].outcome == "rejected"
     report = pd.read_csv(incoming / "rejected" / "falling.csv.report.csv")
     assert report[["line", "column", "check"]].values.tolist() == [[2, "cumulative_cases", "non_decreasing"]]
@@ -139,7 +150,7 @@ def test_a_cumulative_count_falling_across_files_is_rejected(setup):
 
 def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
     settings, incoming, drop = setup
-    store, _ = open_history(settings)
+    store, _ = open_history(settings, init=True)
     before = stored(settings)
     # The database itself fails on the third new day, after two rows and a revision were written.
     with store.engine.begin() as connection:
@@ -153,19 +164,19 @@ def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
     rows.loc[98, "riders"] = "477777"  # a revision in the same file
     drop("three.csv", rows)
     with pytest.raises(sa.exc.DatabaseError, match="simulated crash mid-ingest"):
-        ingest_landing(settings)
+        ingest_landing(settings, init=True)
     pd.testing.assert_frame_equal(stored(settings), before)
     assert revisions(settings).empty
     assert listing(incoming) == ["three.csv"]  # not moved: the next run tries again
     with store.engine.begin() as connection:
         connection.execute(sa.text("DROP TRIGGER crash"))
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert (result.days_added, result.days_revised) == (3, 1) and len(stored(settings)) == 103
 
 
 def test_history_store_refuses_a_config_with_other_columns(setup):
     settings, _, _ = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     with pytest.raises(
         history_store.StoreUnreadable, match=r"the config expects .*give this config its own retrain\.history_path"
     ):
@@ -183,12 +194,12 @@ def test_a_corrupt_history_store_is_named_and_left_as_it_was(tmp_path):
 
 def test_an_absurd_jump_is_held_back_with_its_day_and_ratio_and_can_be_let_through(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     before = stored(settings)
     typo = ROWS.iloc[100:102].copy()
     typo.loc[101, "riders"] = str(int(typo.loc[101, "riders"]) * 100)
     drop("typo.csv", typo)
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert result.files[0].outcome == "rejected" and not result.changed
     report = pd.read_csv(incoming / "rejected" / "typo.csv.report.csv")
     assert report[["line", "column", "check"]].values.tolist() == [[3, "riders", "outlier"]]
@@ -242,20 +253,20 @@ def test_ingest_of_a_missing_file_or_a_folder_says_so(tmp_path):
 
 def test_an_upper_case_csv_name_is_read(setup):
     settings, _, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     drop("DAY101.CSV", ROWS.iloc[100:102])
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert [(f.name, f.outcome, f.days_added) for f in result.files] == [("DAY101.CSV", "added", 2)]
 
 
 def test_the_same_content_under_two_names_is_added_once_and_the_copy_reported(setup):
     settings, incoming, drop = setup
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     drop("a.csv", ROWS.iloc[100:102])
     drop("b.csv", ROWS.iloc[100:102])
     drop("later.csv", ROWS.iloc[104:105])
     drop("later2.csv", ROWS.iloc[104:105])
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert [(f.name, f.outcome, f.reason) for f in result.files] == [
         ("a.csv", "added", "adds 2 day(s), revises 0 day(s)"),
         ("later.csv", "waiting", "starts 2020-06-13 but the history ends 2020-06-10: waiting for 2020-06-11 .. 2020-06-12"),

@@ -30,7 +30,7 @@ def template(tmp_path_factory) -> Path:
     """A history store started once; each example works on its own copy."""
     root = tmp_path_factory.mktemp("fuzz-template")
     ROWS.to_csv(root / "initial.csv", index=False)
-    ingest_landing(workspace_settings(root))
+    ingest_landing(workspace_settings(root), init=True)
     return root
 
 

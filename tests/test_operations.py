@@ -138,3 +138,21 @@ def test_paths_on_the_command_line_are_under_the_working_folder_and_settings_und
     code = "from tasks.config import load_settings; print(load_settings().data.path)"
     default = subprocess.run([*CLI[:1], "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
     assert default.stdout.strip() == str(SAMPLE)
+
+
+def test_a_file_in_ten_thousands_trains_and_forecasts_in_its_unit_with_one_setting(tmp_path, prefect_env):
+    rows = pd.read_csv(ROOT / "data" / "examples" / "seed_format.csv", dtype=str)
+    rows["Num"] = [f"{int(n) / 10000:.2f}" for n in rows["Num"]]  # as Chinese operators publish daily trips
+    wan = tmp_path / "wan.csv"
+    rows.to_csv(wan, index=False)
+    settings = ["--config", str(ROOT / "config" / "seed-format.toml"), "--set", f'data.path="{wan}"', "--set", "model.epochs=2"]
+    settings += ["--set", "data.target_unit=10000"]  # the one line
+    api = prefect_env["PREFECT_API_URL"]
+    retrain = command(["retrain", "--init", *settings], tmp_path, api)
+    assert retrain.returncode == 0 and retrain.stdout.strip().splitlines()[-1].startswith("promoted"), retrain.stderr[-3000:]
+    predict = command(["predict", "--days", "2", *settings], tmp_path, api)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    forecast = pd.read_csv(predict.stdout.strip().splitlines()[-1].removeprefix("written to "))
+    last_week = rows["Num"].astype(float).iloc[-7:]
+    assert forecast["date"].tolist() == ["2020-09-01", "2020-09-02"]
+    assert last_week.min() / 3 < forecast["forecast"].mean() < last_week.max() * 3  # in 10,000s, not in travellers

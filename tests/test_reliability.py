@@ -121,7 +121,7 @@ def kill_when(args: list[str], env: dict, marker: str, delay: float, log: Path, 
 def with_champion(tmp_path, prefect_env):
     """A workspace whose first retrain ran: history stored, v1 registered and champion."""
     config = make_workspace(tmp_path)
-    first = retrain(config, prefect_env)
+    first = retrain(config, prefect_env, "--init")
     assert first.returncode == 0, first.stderr[-3000:]
     assert champion(tmp_path) == "1"
     return tmp_path, config
@@ -216,7 +216,8 @@ def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landin
     ingest = [
         sys.executable,
         "-c",
-        f"from tasks.config import load_settings; from tasks.landing import ingest_landing; from pathlib import Path; ingest_landing(load_settings(Path({str(config)!r}), []))",
+        "from tasks.config import load_settings; from tasks.landing import ingest_landing; from pathlib import Path; "
+        f"ingest_landing(load_settings(Path({str(config)!r}), []), init=True)",
     ]
     assert subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, timeout=120).returncode == 0  # starts the store
     before = stored_days(tmp_path)
@@ -270,7 +271,7 @@ def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_train
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     config = make_workspace(tmp_path, extra=f'tracking_uri = "{uri}"\nrequest_retries = 2\nrequest_backoff_seconds = 1\n')
-    down = retrain(config, prefect_env)
+    down = retrain(config, prefect_env, "--init")
     assert down.returncode == 1
     assert f"retrain stopped: MLflow tracking server {uri} did not answer after 2 retries" in down.stderr
     assert stored_days(tmp_path)["date"].iloc[-1] == "2024-11-11"  # the initial history is stored
@@ -318,7 +319,7 @@ def test_a_diverging_or_far_worse_challenger_is_never_promoted_and_the_run_says_
 def test_a_challenger_that_loses_to_a_peer_is_refused_and_the_peer_promoted_instead_when_allowed(tmp_path, prefect_env):
     config = make_workspace(tmp_path)
     naive = ["--set", "model.kind=naive", "--set", "retrain.max_peer_ratio=1.0"]  # day-before is no match for a week-before
-    refused = retrain(config, prefect_env, *naive, "--set", "retrain.allow_peer_champion=false")
+    refused = retrain(config, prefect_env, "--init", *naive, "--set", "retrain.allow_peer_champion=false")
     assert refused.returncode == 0 and outcome(refused).startswith("not promoted"), refused.stdout
     assert versions(tmp_path)["1"]["decision_reason"].startswith("loses to seasonal_naive on its backtest days (MAE ")
     assert versions(tmp_path)["1"]["best_peer"] == "seasonal_naive"
@@ -361,7 +362,7 @@ def test_a_full_disk_stops_the_ingest_clearly_and_corrupts_nothing(small_disk):
     from tasks.landing import ingest_landing
 
     settings = landing_settings(small_disk)
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     before = stored_days(small_disk)
     arrive(small_disk, "2024-11-12")
     filler = small_disk / "filler"
@@ -376,11 +377,11 @@ def test_a_full_disk_stops_the_ingest_clearly_and_corrupts_nothing(small_disk):
         StoreUnwritable,
         match=rf"history store sqlite:///{small_disk}/history.db cannot be written \(.*full.*\): nothing was changed",
     ):
-        ingest_landing(settings)
+        ingest_landing(settings, init=True)
     filler.unlink()
     pd.testing.assert_frame_equal(stored_days(small_disk), before)
     assert (small_disk / "incoming" / "2024-11-12.csv").exists()
-    assert ingest_landing(settings).days_added == 1
+    assert ingest_landing(settings, init=True).days_added == 1
 
 
 def test_a_read_only_store_stops_the_ingest_clearly_and_corrupts_nothing(small_disk, tmp_path):
@@ -388,7 +389,7 @@ def test_a_read_only_store_stops_the_ingest_clearly_and_corrupts_nothing(small_d
     from tasks.landing import ingest_landing
 
     settings = landing_settings(small_disk)
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     before = stored_days(small_disk)
     arrive(small_disk, "2024-11-12")
     # The same store seen through a read-only mount, as on a read-only volume.
@@ -408,7 +409,7 @@ def test_a_read_only_store_stops_the_ingest_clearly_and_corrupts_nothing(small_d
         subprocess.run(["umount", "-l", str(view)], check=True)
     pd.testing.assert_frame_equal(stored_days(small_disk), before)
     assert (small_disk / "incoming" / "2024-11-12.csv").exists()
-    assert ingest_landing(settings).days_added == 1
+    assert ingest_landing(settings, init=True).days_added == 1
 
 
 def test_landing_names_cannot_leave_the_folder_and_links_are_not_followed(tmp_path):
@@ -420,11 +421,11 @@ def test_landing_names_cannot_leave_the_folder_and_links_are_not_followed(tmp_pa
     assert landing_name("2024-11-12.csv") == "2024-11-12.csv"
 
     settings = landing_settings(tmp_path)
-    ingest_landing(settings)
+    ingest_landing(settings, init=True)
     secret = tmp_path / "secret.txt"
     secret.write_text("password=hunter2\n")
     (tmp_path / "incoming" / "link.csv").symlink_to(secret)
-    result = ingest_landing(settings)
+    result = ingest_landing(settings, init=True)
     assert [(f.name, f.outcome, f.reason) for f in result.files] == [("link.csv", "rejected", "not a regular file")]
     report = (tmp_path / "incoming" / "rejected" / "link.csv.report.csv").read_text()
     assert "hunter2" not in report and "not a regular file" in report

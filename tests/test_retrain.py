@@ -91,8 +91,8 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert schedule["parameters"] == {"trigger": "schedule"} and served["paused"] is False
     assert served["global_concurrency_limit"]["limit"] == 1
 
-    # 1. First run, started by hand: the history store starts and the first model becomes champion.
-    first = prefect(["deployment", "run", "retrain/daily", "--watch"], prefect_env)
+    # 1. First run, started by hand with init: the history store starts and the first model becomes champion.
+    first = prefect(["deployment", "run", "retrain/daily", "--param", "init=true", "--watch"], prefect_env)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     client = registry(root)
     champion = client.get_model_version_by_alias(MODEL, "champion")
