@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the log
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's "Created version ..." lines: ours say it once
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handlers = {
         "train": _train,
         "backtest": _backtest,
@@ -224,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": _ingest,
         "predict": _predict,
     }
-    from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime, quiet_known_errors
+    from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime, quiet_command_line_logs
     from tasks.errors import RunStopped
 
-    quiet_known_errors()
+    quiet_command_line_logs()
     signal.signal(signal.SIGTERM, _raise_terminated)  # the default would end the process with nothing cleaned up
     try:
         settings = _settings(args)  # a bad setting is reported before Prefect starts

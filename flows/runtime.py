@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,12 +78,47 @@ def one_off_flow_runtime(command: str) -> Iterator[None]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     server = start_temporary_server()
-    for module in FLOW_IMPORTS[command]:
+    modules = FLOW_IMPORTS[command]
+    for module in [m for m in modules if m != "keras"]:
         importlib.import_module(module)
     if server is not None:
-        server.join()
+        server.join()  # before stderr is redirected: the server process must not inherit the redirection
+    if "keras" in modules:
+        with native_noise_filtered():
+            importlib.import_module("keras")
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+# What TensorFlow's C++ runtime writes to stderr on import whatever TF_CPP_MIN_LOG_LEVEL says (it logs
+# before absl's logging is initialised): the same lines on every command, never about this run.
+NATIVE_NOISE = re.compile(r"absl::InitializeLog\(\)|oneDNN custom operations are on|use_unbounded_threadpool|cpu_feature_guard")
+
+
+@contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2 meanwhile; pass on every line but known noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines() if not NATIVE_NOISE.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+class QuietCompletedTasks(logging.Filter):
+    """Drop "Task run ... Finished in state Completed()" lines at the command line: failures and flow lines stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "prefect.task_runs" and record.getMessage() == "Finished in state Completed()")
 
 
 class KnownErrorsWithoutTraceback(logging.Filter):
@@ -96,7 +135,8 @@ class KnownErrorsWithoutTraceback(logging.Filter):
         return True
 
 
-def quiet_known_errors() -> None:
-    """Install the filter on the loggers Prefect's engines report failures with."""
+def quiet_command_line_logs() -> None:
+    """At the command line: no traceback for a known stop, no line per completed task."""
     for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(KnownErrorsWithoutTraceback())
+    logging.getLogger("prefect.task_runs").addFilter(QuietCompletedTasks())

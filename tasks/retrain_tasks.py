@@ -94,6 +94,9 @@ def mark_trained(settings: Settings, arrived: IngestResult, challenger: TrainSum
     from tasks.history_store import record_training
 
     record_training(open_history(settings)[0], arrived.changes_through, challenger.model_version, challenger.run_id)
+    get_run_logger().info(
+        "the history's %d change(s) are marked trained on (version %s)", arrived.changes_through, challenger.model_version
+    )
 
 
 @task(cache_policy=NO_CACHE)

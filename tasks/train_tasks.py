@@ -251,14 +251,9 @@ def backtest_forecasters(
     first, last = (pd.Timestamp(result.dates[i]).strftime("%Y-%m-%d") for i in (0, -1))
     scores = result.scores[kind]
     coverage = ", ".join(f"{level}%: {value:.0%}" for level, value in scores.coverage.items())
-    get_run_logger().info(
-        "backtest %s .. %s, %d fold(s), %s interval coverage %s:\n%s",
-        first,
-        last,
-        result.fold.max() + 1,
-        kind,
-        coverage,
-        ev.format_metrics(ev.metrics_table(result.metrics)),
+    maes = ", ".join(f"{name} {metrics['mae']:,.0f}" for name, metrics in result.metrics.items())
+    get_run_logger().info(  # one line; the full table is the run's table artifact and metrics.csv
+        "backtest %s .. %s, %d fold(s): MAE %s; %s interval coverage %s", first, last, result.fold.max() + 1, maes, kind, coverage
     )
     folds = lambda name: result.fold_metrics[result.fold_metrics["forecaster"] == name]
     registry.log_backtest(run_id, scores, folds(kind))
@@ -295,6 +290,28 @@ def backtest_forecasters(
     return evaluation
 
 
+class FitProgress:
+    """Per network of a fit: epochs run and the best validation loss, for one log line each (epochs at DEBUG)."""
+
+    def __init__(self, max_epochs: int):
+        self.max_epochs = max_epochs
+        self.members: dict[int, dict[str, float]] = {}
+
+    def record(self, epoch: int, logs: dict[str, float]) -> None:
+        member = self.members.setdefault(int(logs.get("member", 1)), {"epochs": 0, "best": math.inf, "best_epoch": 0})
+        member["epochs"] = epoch
+        loss = logs.get("val_loss", logs.get("loss", math.inf))
+        if loss < member["best"]:
+            member["best"], member["best_epoch"] = loss, epoch
+
+    def summary(self) -> list[str]:
+        return [
+            f"network {index}: {m['epochs']:.0f} of {self.max_epochs} epochs, best at epoch {m['best_epoch']:.0f} "
+            f"(loss {m['best']:.4f}{'' if m['epochs'] == self.max_epochs else ', stopped early'})"
+            for index, m in sorted(self.members.items())
+        ]
+
+
 @task(cache_policy=NO_CACHE)
 def fit_forecaster(
     history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, before_test: bool = False
@@ -310,9 +327,11 @@ def fit_forecaster(
 
     logger, model = get_run_logger(), settings.model
 
+    progress = FitProgress(model.epochs)
+
     def report(epoch: int, logs: dict[str, float]) -> None:
-        shown = " ".join(f"{key}={value:.5f}" for key, value in logs.items())
-        logger.info("epoch %d/%d %s", epoch, model.epochs, shown)
+        progress.record(epoch, logs)
+        logger.debug("epoch %d/%d %s", epoch, model.epochs, " ".join(f"{key}={value:.5f}" for key, value in logs.items()))
 
     rows = history_before_test(history, settings.backtest, model.horizon) if before_test else history
     forecaster = make_forecaster(model.kind, settings.data, model, report)
@@ -321,6 +340,8 @@ def fit_forecaster(
     with registry.failing_run(run_id):
         try:
             forecaster.fit(rows)
+            for line in progress.summary():
+                logger.info(line)
             registry.log_metric_steps(run_id, [(name, value, 0) for name, value in forecaster.fit_metrics().items()])
         finally:
             if forecaster.losses:

@@ -93,6 +93,19 @@ def test_backtest_command_scores_without_registering(cli_env, tmp_path):
     assert folds.groupby("fold")["days"].first().tolist() == [7, 7]
 
 
+def test_train_says_what_happened_in_at_most_40_lines_without_third_party_noise(cli_env, tmp_path):
+    env = {k: v for k, v in cli_env.items() if not k.startswith(("TF_CPP", "MLFLOW_"))}  # as a user's shell has them
+    result = run(["train", "--set", "model.epochs=3"], env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) <= 40, "\n".join(lines)
+    for noise in ("oneDNN", "absl::InitializeLog", "Downloading artifacts", "epoch 1/3"):
+        assert noise not in result.stdout + result.stderr
+    assert not re.search(r"Task run '[^']+' - Finished in state Completed\(\)", result.stderr)  # the flow's own line stays
+    fits = [line for line in lines if re.search(r"network \d: \d+ of 3 epochs, best at epoch \d", line)]
+    assert len(fits) == 3  # one line per network of the ensemble
+
+
 def test_train_on_a_bad_file_prints_the_report_and_registers_nothing(cli_env, tmp_path):
     bad = pd.read_csv(SAMPLE, dtype=str)
     bad.loc[4, "riders"] = "many"
