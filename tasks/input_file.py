@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 from dataclasses import dataclass
@@ -78,11 +79,28 @@ def read_text(path: Path, config: DataConfig) -> str:
         ) from None
 
 
+def refuse_values_past_the_header(text: str, path: Path, delimiter: str) -> None:
+    """Refuse rows with values in fields the header does not name; empty ones (a trailing delimiter) are harmless."""
+    rows = csv.reader(io.StringIO(text), delimiter=delimiter)
+    width = len(next(rows, []))
+    lines = [line for line, row in enumerate(rows, start=2) if len(row) > width and any(cell.strip() for cell in row[width:])]
+    if lines:
+        shown = ", ".join(str(line) for line in lines[:5]) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+        raise InputUnreadable(
+            f"{path}: line {shown}: more values than the header has columns ({width}); add the column's name or remove the values"
+        )
+
+
 def read_csv(path: Path, config: DataConfig) -> pd.DataFrame:
     """Read every cell as written so the report can quote it."""
     text = read_text(path, config)
+    refuse_values_past_the_header(text, path, config.delimiter)
     try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, sep=config.delimiter)
+        # index_col=False: rows one field longer than the header (a trailing delimiter) must not turn the
+        # first column into the index and shift every other column one place left.
+        raw = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True, sep=config.delimiter, index_col=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise InputUnreadable(f"{path}: not a readable CSV file ({error})") from error
     if len(raw.columns) == 1 and len(config.required_columns) > 1:

@@ -215,3 +215,17 @@ def test_counts_published_in_ten_thousands_with_decimals_are_read_as_travellers_
     assert history["travellers"].tolist()[:3] == [2213000, 5329900, 5481100]
     assert rows["Num"].tolist()[:3] == ["221.30", "532.99", "548.11"]
     assert to_input_format(history, config)["Num"].tolist()[:3] == [221.3, 532.99, 548.11]  # back in the file's unit
+
+
+def test_a_trailing_delimiter_on_every_row_does_not_shift_the_columns(tmp_path):
+    rows = "".join(",".join(line.split(",")[:4]) + ",\n" for line in GOOD.splitlines()[1:])  # "2024-07-01,100,5,0,"
+    for header in ("date,riders,cumulative_cases,day_type\n", "date,riders,cumulative_cases,day_type,\n"):
+        history = read_history_file(write(tmp_path, header + rows), CONFIG)
+        assert history["travellers"].tolist() == [100, 110, 120, 90, 130]
+        assert history["cumulative_cases"].tolist() == [5, 7, 7, 9, 12]
+
+
+def test_values_in_fields_the_header_does_not_name_are_refused_with_their_lines(tmp_path):
+    rows = ["date,riders,cumulative_cases,day_type", "2024-07-01,100,5,0", "2024-07-02,110,7,0,9", "2024-07-03,120,7,0"]
+    with pytest.raises(InputUnreadable, match=r"in\.csv: line 3: more values than the header has columns \(4\)"):
+        read_history_file(write(tmp_path, "\n".join(rows) + "\n"), CONFIG)
