@@ -80,17 +80,33 @@ def _preflight(command: str, settings) -> None:
 
 
 def _validate(args: argparse.Namespace, settings) -> int:
-    from tasks.input_file import InputValidationError, format_report, read_history_file
+    from datetime import UTC, datetime
+
+    from tasks.input_file import SUMMARY_LIMIT, InputValidationError, read_history_file, write_report
 
     try:
         history = read_history_file(settings.data.path, settings.data)
     except InputValidationError as error:
-        print(f"{error.path}: {len(error.report)} validation failure(s)", file=sys.stderr)
-        print(format_report(error.report), file=sys.stderr)
-        return 1
+        if len(error.report) > SUMMARY_LIMIT:  # the screen gets the summary, the file every row
+            folder = settings.output_dir / f"validate-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+            raise InputValidationError(error.path, error.report, write_report(error.report, folder)[0]) from None
+        raise
     first, last = history["date"].min().date(), history["date"].max().date()
     print(f"{settings.data.path}: valid, {len(history)} days from {first} to {last}")
     return 0
+
+
+NOTHING_DONE = {"train": "; nothing was trained or registered", "backtest": "; nothing was backtested"}
+
+
+def _print_invalid(command: str, error) -> None:
+    """A file's validation failures: the count, the table or its summary per rule and column, where every row is."""
+    from tasks.input_file import summarize_report
+
+    print(f"\n{error.path}: {len(error.report)} validation failure(s){NOTHING_DONE.get(command, '')}", file=sys.stderr)
+    print(summarize_report(error.report), file=sys.stderr)
+    if error.report_file:
+        print(f"every failure: {error.report_file}", file=sys.stderr)
 
 
 def _print_backtest(evaluation) -> None:
@@ -111,14 +127,8 @@ def _print_backtest(evaluation) -> None:
 
 def _train(args: argparse.Namespace, settings) -> int:
     from flows.train import train
-    from tasks.input_file import InputValidationError, format_report
 
-    try:
-        summary = train(settings)
-    except InputValidationError as error:
-        print(f"\n{error.path}: {len(error.report)} validation failure(s); nothing was trained or registered", file=sys.stderr)
-        print(format_report(error.report), file=sys.stderr)
-        return 1
+    summary = train(settings)
     _print_backtest(summary.evaluation)
     print(
         f"\nRegistered model '{summary.model_name}' version {summary.model_version}, {summary.kind} (MLflow run {summary.run_id})"
@@ -129,15 +139,8 @@ def _train(args: argparse.Namespace, settings) -> int:
 
 def _backtest(args: argparse.Namespace, settings) -> int:
     from flows.backtest import backtest
-    from tasks.input_file import InputValidationError, format_report
 
-    try:
-        evaluation = backtest(settings)
-    except InputValidationError as error:
-        print(f"\n{error.path}: {len(error.report)} validation failure(s); nothing was backtested", file=sys.stderr)
-        print(format_report(error.report), file=sys.stderr)
-        return 1
-    _print_backtest(evaluation)
+    _print_backtest(backtest(settings))
     return 0
 
 
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime, quiet_command_line_logs
     from tasks.errors import RunStopped
+    from tasks.input_file import InputValidationError
 
     quiet_command_line_logs()
     signal.signal(signal.SIGTERM, _raise_terminated)  # the default would end the process with nothing cleaned up
@@ -238,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             return handlers[args.command](args, settings)
         with one_off_flow_runtime(args.command):
             return handlers[args.command](args, settings)
+    except InputValidationError as error:
+        _print_invalid(args.command, error)
+        return 1
     except RunStopped as error:
         print(f"\n{args.command} stopped: {error}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import pandera.errors
 from schemas.daily import DATE, DAY_TYPE, TARGET, DailyHistory, input_schema
 from tasks.calendar import derive_day_types
 from tasks.config import DataConfig
-from tasks.errors import InputUnreadable
+from tasks.errors import InputUnreadable, RunStopped
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ RULE_TEXT = {
 }
 
 
-class InputValidationError(ValueError):
+class InputValidationError(RunStopped, ValueError):
     """The input file broke one or more rules; `report` lists every failure."""
 
-    def __init__(self, path: Path, report: pd.DataFrame):
-        self.path, self.report = path, report
-        super().__init__(f"{path}: {len(report)} validation failure(s)\n{format_report(report)}")
+    def __init__(self, path: Path, report: pd.DataFrame, report_file: Path | None = None):
+        self.path, self.report, self.report_file = path, report, report_file  # report_file: every row, when written
+        super().__init__(f"{path}: {len(report)} validation failure(s)\n{summarize_report(report)}")
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,23 @@ def _report_rows(failures: pd.DataFrame, raw: pd.DataFrame, config: DataConfig, 
 def format_report(report: pd.DataFrame) -> str:
     """The report as an aligned text table."""
     return report.to_string(index=False, na_rep="-") if len(report) else "no failures"
+
+
+SUMMARY_LIMIT = 20  # longer reports are summarised per rule and column on screen; the file has every row
+
+
+def summarize_report(report: pd.DataFrame, limit: int = SUMMARY_LIMIT) -> str:
+    """Up to `limit` failures as the table; more as one line per rule and column: count, first lines, example values."""
+    if len(report) <= limit:
+        return format_report(report)
+    lines = []
+    for (rule, column), group in report.groupby(["rule", "column"], sort=False, dropna=False):
+        rows = group["line"].dropna().astype(int).tolist()
+        shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+        where = f"line{'s' if len(rows) > 1 else ''} {shown}" if rows else "the whole file"
+        examples = ", ".join(repr(v) for v in list(dict.fromkeys(group["value"].astype(str)))[:3] if v != "")
+        lines.append(f"{len(group)} x {column or '-'}: {rule} ({where}{'; e.g. ' + examples if examples else ''})")
+    return "\n".join(lines)
 
 
 def write_report(report: pd.DataFrame, directory: Path, stem: str = "validation_report") -> list[Path]:

@@ -137,7 +137,7 @@ def validate_input(raw: pd.DataFrame, config: DataConfig, run_dir: Path) -> pd.D
     paths = input_file.write_report(report, run_dir)
     if len(report):
         logger.error("%s failed validation (%d failures); report: %s", config.path, len(report), paths[0])
-        raise input_file.InputValidationError(config.path, report)
+        raise input_file.InputValidationError(config.path, report, paths[0])
     history = input_file.to_history(parsed.parsed, config)
     logger.info("validated %d days, %s .. %s", len(history), history["date"].min().date(), history["date"].max().date())
     return history

@@ -11,7 +11,7 @@ import pytest
 from schemas.daily import DailyHistory
 from tasks.config import DataConfig
 from tasks.errors import InputUnreadable
-from tasks.input_file import InputValidationError, read_history_file, write_report
+from tasks.input_file import InputValidationError, format_report, read_history_file, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,3 +229,16 @@ def test_values_in_fields_the_header_does_not_name_are_refused_with_their_lines(
     rows = ["date,riders,cumulative_cases,day_type", "2024-07-01,100,5,0", "2024-07-02,110,7,0,9", "2024-07-03,120,7,0"]
     with pytest.raises(InputUnreadable, match=r"in\.csv: line 3: more values than the header has columns \(4\)"):
         read_history_file(write(tmp_path, "\n".join(rows) + "\n"), CONFIG)
+
+
+def test_a_long_report_is_summarised_per_rule_and_column_with_lines_and_examples(tmp_path):
+    from tasks.input_file import summarize_report
+
+    rows = [f"2024-07-{day:02d},{-day},5,0" for day in range(1, 32)] + ["2024-08-01,7,5,9"]
+    report = failures(tmp_path, "date,riders,cumulative_cases,day_type\n" + "\n".join(rows) + "\n")
+    assert len(report) == 32
+    assert summarize_report(report).splitlines() == [
+        "31 x riders: not negative (lines 2, 3, 4, 5, 6, ...; e.g. '-1', '-2', '-3')",
+        "1 x day_type: one of the day-type codes in data.day_type_codes (line 33; e.g. '9')",
+    ]
+    assert summarize_report(report.iloc[:3]) == format_report(report.iloc[:3])  # short reports stay whole

@@ -156,3 +156,17 @@ def test_a_file_in_ten_thousands_trains_and_forecasts_in_its_unit_with_one_setti
     last_week = rows["Num"].astype(float).iloc[-7:]
     assert forecast["date"].tolist() == ["2020-09-01", "2020-09-02"]
     assert last_week.min() / 3 < forecast["forecast"].mean() < last_week.max() * 3  # in 10,000s, not in travellers
+
+
+def test_a_file_with_one_repeated_problem_prints_a_summary_and_where_every_failure_is(tmp_path):
+    rows = pd.read_csv(SAMPLE, dtype=str)
+    rows["riders"] = "-" + rows["riders"]  # every one of 1,720 rows breaks the same rule
+    bad = tmp_path / "bad.csv"
+    rows.to_csv(bad, index=False)
+    result = command(["validate", str(bad)], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"{bad}: 1720 validation failure(s)"
+    assert lines[1].startswith("1720 x riders: not negative (lines 2, 3, 4, 5, 6, ...; e.g. '-")
+    assert lines[2].startswith(f"every failure: {tmp_path / 'out'}/validate-") and len(lines) == 3
+    assert len(pd.read_csv(lines[2].removeprefix("every failure: "))) == 1720
