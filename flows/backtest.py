@@ -2,6 +2,7 @@
 
 from prefect import flow
 
+from flows.runtime import dated_run_name
 from tasks.config import Settings
 from tasks.registry import runs_end_truthfully
 from tasks.train_tasks import (
@@ -16,7 +17,7 @@ from tasks.train_tasks import (
 )
 
 
-@flow(name="backtest", flow_run_name="backtest-{settings.preset}", validate_parameters=False)
+@flow(name="backtest", flow_run_name=dated_run_name, validate_parameters=False)
 def backtest(settings: Settings) -> Evaluation:
     """Score the configured forecaster beside the ones it is compared with, each test day forecast from fits before it."""
     with runs_end_truthfully(settings.mlflow):

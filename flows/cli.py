@@ -118,11 +118,7 @@ def _print_backtest(evaluation) -> None:
         f"Prediction intervals of {evaluation.kind}: "
         + ", ".join(f"{lv}% covered {v:.0%} of the days" for lv, v in evaluation.coverage.items())
     )
-    ratios = evaluation.ratios()
-    print(
-        f"{evaluation.kind}: MAE {ratios['mae_ratio_to_best_peer']:.3f}x the best peer's ({evaluation.best_peer}), "
-        f"{ratios['mae_ratio_to_seasonal_naive']:.3f}x seasonal naive's (below 1: it wins)"
-    )
+    print(f"{evaluation.kind}: MAE {evaluation.comparison()} (below 1: it wins)")
 
 
 def _train(args: argparse.Namespace, settings) -> int:

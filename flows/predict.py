@@ -4,12 +4,13 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.runtime import dated_run_name
 from tasks.config import Settings
 from tasks.predict_tasks import forecast_with_champion, write_forecast
 from tasks.retrain_tasks import load_history, run_date, with_run_parameters
 
 
-@flow(name="predict", flow_run_name="predict-{days}d")
+@flow(name="predict", flow_run_name=dated_run_name)
 def predict(settings: Settings | None = None, days: int = 1) -> Path:
     """Write the next `days` days' forecast (date, forecast, model version) to CSV; no settings = the defaults."""
     settings = with_run_parameters(settings, None)

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from prefect import flow
 
+from flows.runtime import dated_run_name
 from flows.train import register_peer_instead, train_on_history
 from tasks.config import Settings
 from tasks.registry import runs_end_truthfully
@@ -38,7 +39,7 @@ class RetrainSummary:
     held_back: tuple[str, ...] = ()  # "<file>: waiting|rejected (<reason>)", so a run that added nothing says why
 
 
-@flow(name="retrain", flow_run_name="retrain-{trigger}")
+@flow(name="retrain", flow_run_name=dated_run_name)
 def retrain(
     settings: Settings | None = None,
     force: bool = False,

@@ -140,3 +140,18 @@ def quiet_command_line_logs() -> None:
     for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(KnownErrorsWithoutTraceback())
     logging.getLogger("prefect.task_runs").addFilter(QuietCompletedTasks())
+
+
+def dated_run_name() -> str:
+    """`<flow>-<date>-<what>`: runs of one flow told apart in Prefect's list (retrain-2026-12-01-event, train-2026-12-01-default)."""
+    from datetime import datetime
+
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    settings = parameters.get("settings")  # a Settings object, or its JSON form in a deployment run
+    preset = settings.get("preset", "default") if isinstance(settings, dict) else getattr(settings, "preset", "default")
+    what = {"retrain": parameters.get("trigger", "manual"), "predict": f"{parameters.get('days', 1)}d"}.get(
+        flow_run.flow_name, preset
+    )
+    return f"{flow_run.flow_name}-{datetime.now().astimezone():%Y-%m-%d}-{what}"

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow
 
+from flows.runtime import dated_run_name
 from tasks.config import Settings
 from tasks.registry import runs_end_truthfully
 from tasks.train_tasks import (
@@ -20,7 +21,7 @@ from tasks.train_tasks import (
 )
 
 
-@flow(name="train", flow_run_name="train-{settings.preset}", validate_parameters=False)
+@flow(name="train", flow_run_name=dated_run_name, validate_parameters=False)
 def train(settings: Settings) -> TrainSummary:
     """Train, evaluate and register one model on the configured daily CSV."""
     with runs_end_truthfully(settings.mlflow):  # a stop ends its MLflow runs as KILLED, not FINISHED

@@ -156,7 +156,7 @@ def decide_champion(settings: Settings, challenger: TrainSummary, champion: Cham
         champion_mae,
         champion.version if champion else None,
         settings.retrain.max_baseline_ratio,
-        (evaluation.best_peer, evaluation.metrics[evaluation.best_peer]["mae"]),
+        (evaluation.best_peer, evaluation.metrics[evaluation.best_peer]["mae"]) if evaluation.best_peer else None,
         settings.retrain.max_peer_ratio,
     )
     Registry(settings.mlflow).record_decision(
@@ -202,12 +202,7 @@ def summary_markdown(
         f"| {name} | {m['rmse']:,.0f} | {m['mae']:,.0f} | {m['mape']:.2f}% | {m['r2']:.3f} | {m['mase']:.3f} |"
         for name, m in rows.items()
     ]
-    ratios, best = challenger.evaluation.ratios(), challenger.evaluation.best_peer
-    lines += [
-        "",
-        f"The challenger's MAE is {ratios['mae_ratio_to_best_peer']:.3f}x the best compared forecaster's ({best}) "
-        f"and {ratios['mae_ratio_to_seasonal_naive']:.3f}x seasonal naive's.",
-    ]
+    lines += ["", f"The challenger's MAE is {challenger.evaluation.comparison()}."]
     if refused is not None:
         first, why = refused
         lines += [

@@ -56,18 +56,22 @@ class Evaluation:
         return self.metrics[GATE_REFERENCE]
 
     @property
-    def best_peer(self) -> str:
-        """The compared forecaster with the lowest MAE on the same days (seasonal naive if compared with nothing else)."""
+    def best_peer(self) -> str | None:
+        """The compared forecaster with the lowest MAE on the same days; None when compared with none (seasonal naive alone)."""
         others = {name: m["mae"] for name, m in self.metrics.items() if name != self.kind}
-        return min(others, key=lambda name: others[name] if math.isfinite(others[name]) else math.inf)
+        return min(others, key=lambda name: others[name] if math.isfinite(others[name]) else math.inf) if others else None
 
     def ratios(self) -> dict[str, float]:
-        """The configured forecaster's MAE over the best peer's and over seasonal naive's (below 1: it wins)."""
-        mae = self.model["mae"]
-        return {
-            "mae_ratio_to_best_peer": mae / self.metrics[self.best_peer]["mae"],
-            "mae_ratio_to_seasonal_naive": mae / self.reference["mae"],
-        }
+        """The configured forecaster's MAE over the best peer's (if any) and over seasonal naive's (below 1: it wins)."""
+        mae, best = self.model["mae"], self.best_peer
+        peer = {"mae_ratio_to_best_peer": mae / self.metrics[best]["mae"]} if best else {}
+        return peer | {"mae_ratio_to_seasonal_naive": mae / self.reference["mae"]}
+
+    def comparison(self) -> str:
+        """The ratios in words: "0.769x the best peer's (auto_ets), 0.536x seasonal naive's"."""
+        ratios = self.ratios()
+        peer = f"{ratios['mae_ratio_to_best_peer']:.3f}x the best peer's ({self.best_peer}), " if self.best_peer else ""
+        return f"{peer}{ratios['mae_ratio_to_seasonal_naive']:.3f}x seasonal naive's"
 
     def as_kind(self, kind: str) -> Evaluation:
         """The same backtest with another of its forecasters as the configured one."""
@@ -77,11 +81,10 @@ class Evaluation:
         """One line of backtest figures for a model version's description."""
         model, seasonal = self.model, self.reference
         coverage = ", ".join(f"{level}% interval covers {value:.0%}" for level, value in self.coverage.items())
-        ratio = self.ratios()["mae_ratio_to_best_peer"]
         return (
             f"Backtest {self.first_day} .. {self.last_day}: MAE {model['mae']:,.0f}, RMSE {model['rmse']:,.0f}, "
             f"MAPE {model['mape']:.2f}%, MASE {model['mase']:.3f} ({self.kind}; seasonal-naive MAE {seasonal['mae']:,.0f}; "
-            f"{ratio:.2f}x the best peer, {self.best_peer}); {coverage}."
+            f"MAE {self.comparison()}); {coverage}."
         )
 
 
@@ -274,13 +277,7 @@ def backtest_forecasters(
     )
     ratios = evaluation.ratios()
     registry.log_metric_steps(run_id, [(f"backtest_{name}", value, 0) for name, value in ratios.items()])
-    get_run_logger().info(
-        "%s: MAE %.3fx the best peer's (%s), %.3fx seasonal naive's",
-        kind,
-        ratios["mae_ratio_to_best_peer"],
-        evaluation.best_peer,
-        ratios["mae_ratio_to_seasonal_naive"],
-    )
+    get_run_logger().info("%s: MAE %s", kind, evaluation.comparison())
     registry.log_files(run_id, files)
     create_table_artifact(
         key="backtest-metrics",

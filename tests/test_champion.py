@@ -57,3 +57,15 @@ def test_the_peer_limit_can_be_loosened_like_the_baseline_one():
     assert decision.promote and "first model" in decision.reason
     refused = decide(130.0, 130.0, None, None, max_baseline_ratio=1.5, best_peer=("auto_ets", 100.0), max_peer_ratio=1.25)
     assert refused.reason == "loses to auto_ets on its backtest days (MAE 130 vs 100, limit 1.25x)"
+
+
+def test_the_backtest_compares_with_the_best_peer_or_says_there_is_none():
+    from tasks.train_tasks import Evaluation
+
+    maes = {"lstm": 80.0, "seasonal_naive": 100.0, "auto_ets": 90.0, "naive": float("nan")}
+    evaluation = Evaluation("lstm", {k: {"mae": v} for k, v in maes.items()}, {}, {}, {}, "2024-11-01", "2024-11-14")
+    assert evaluation.best_peer == "auto_ets"
+    assert evaluation.comparison() == "0.889x the best peer's (auto_ets), 0.800x seasonal naive's"
+    alone = Evaluation("seasonal_naive", {"seasonal_naive": {"mae": 100.0}}, {}, {}, {}, "2024-11-01", "2024-11-14")
+    assert alone.best_peer is None and alone.ratios() == {"mae_ratio_to_seasonal_naive": 1.0}
+    assert alone.comparison() == "1.000x seasonal naive's"

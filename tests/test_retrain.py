@@ -144,7 +144,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert len(texts) == 3
     assert "No new data" in texts[-1]
     assert "Decision: promoted" in texts[0] and "| challenger v1 (lstm) |" in texts[0]
-    assert re.search(r"The challenger's MAE is \d+\.\d{3}x the best compared forecaster's \(\w+\)", texts[0])
+    assert re.search(r"The challenger's MAE is \d+\.\d{3}x the best peer's \(\w+\), \d+\.\d{3}x seasonal naive's", texts[0])
     assert "| champion v1 |" in texts[1] and "2024-11-13.csv | added" in texts[1]
     assert f"/#/models/{MODEL}/versions/2" in texts[1]
 

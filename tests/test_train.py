@@ -72,7 +72,7 @@ def test_run_registers_a_version_with_its_backtest_and_a_child_run_per_compared_
     assert run.data.metrics["backtest_mae_ratio_to_best_peer"] == pytest.approx(
         summary.evaluation.metrics["lstm"]["mae"] / summary.evaluation.metrics[best]["mae"]
     )
-    assert f"x the best peer, {best})" in version.description
+    assert f"x the best peer's ({best}), " in version.description
     # The children share the training run's backtest and data, so the compare view shows no false differences.
     shared = ("backtest.test_days", "backtest.refit_every", "model.interval_levels", "data.target_column", "data.history_sha256")
     assert all(c.data.params[key] == run.data.params[key] for c in children for key in shared)
