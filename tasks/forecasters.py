@@ -138,12 +138,20 @@ class Forecaster(ABC):
             frame[f"lower_{level}"], frame[f"upper_{level}"] = interval_bounds(frame["forecast"].to_numpy(), width, ahead)
         return frame
 
+    def require_history(self, history: pd.DataFrame) -> None:
+        """Refuse, by its numbers, a history too short to forecast from."""
+        if len(history) < self.min_history_days:
+            raise HistoryTooShort(
+                f"{len(history)} day(s) of history given; {self.describe()} forecasts from at least {self.min_history_days}"
+            )
+
     def predict_days(self, history: pd.DataFrame, days: int) -> pd.DataFrame:
         """The next `days` days after the history, one at a time, each forecast fed back as that day's travellers.
 
         Case counts are carried forward from the last stored day; day types come from the
         calendar; intervals widen with the square root of the days ahead.
         """
+        self.require_history(history)
         context = self.context_days
         frame = (history.tail(context) if context else history).reset_index(drop=True)
         forecasts = []
@@ -275,6 +283,7 @@ class StatsForecaster(Forecaster):
 
     def predict_days(self, history: pd.DataFrame, days: int) -> pd.DataFrame:
         """The model's own multi-step forecast from the whole history (no feeding back)."""
+        self.require_history(history)
         actual = history[TARGET].to_numpy(dtype=float)
         mean = self.fitted.forward(y=actual, h=days)["mean"] if days else np.zeros(0)
         dates = pd.date_range(history[DATE].iloc[-1] + pd.Timedelta(days=1), periods=days).to_numpy()

@@ -14,6 +14,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from schemas.daily import DATE
+from tasks.errors import HistoryTooShort
 from tasks.forecasters import Forecaster, load_forecaster
 
 ARTIFACT = "forecaster"  # the pyfunc artifact holding the forecaster's folder
@@ -22,8 +23,8 @@ ARTIFACT = "forecaster"  # the pyfunc artifact holding the forecaster's folder
 def forecast_windows(forecaster: Forecaster, history: pd.DataFrame) -> pd.DataFrame:
     """Forecasts for every day from the first with enough history through the day after the history."""
     if len(history) < forecaster.min_history_days:
-        raise ValueError(
-            f"model input has {len(history)} days; {forecaster.describe()} needs at least {forecaster.min_history_days}"
+        raise HistoryTooShort(
+            f"model input has {len(history)} day(s); {forecaster.describe()} needs at least {forecaster.min_history_days}"
         )
     first = history[DATE].iloc[0] + pd.Timedelta(days=forecaster.min_history_days)
     days = pd.date_range(first, history[DATE].iloc[-1] + pd.Timedelta(days=1))
@@ -37,10 +38,23 @@ class ForecasterModel(mlflow.pyfunc.PythonModel):
         self.forecaster = load_forecaster(Path(context.artifacts[ARTIFACT]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from tasks.errors import RunStopped
+
+        try:
+            return self.forecast(model_input, int((params or {}).get("days", 0)))
+        except (RunStopped, ValueError) as error:  # the caller's input: a 400 with the reason over REST, not a 500
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
+
+    def forecast(self, model_input: pd.DataFrame, days: int) -> pd.DataFrame:
+        """`days` days after the input, or (0) every day the input allows."""
         from tasks.input_file import history_from_frame
 
+        if days < 0:
+            raise ValueError(f"params days must be 0 (every day the input allows) or more, got {days}")
         history = history_from_frame(model_input, self.forecaster.data, source="<model input>")
-        days = int((params or {}).get("days", 0))
         if days:
             return self.forecaster.predict_days(history, days).assign(date=lambda f: f["date"].dt.strftime("%Y-%m-%d"))
         return forecast_windows(self.forecaster, history)

@@ -128,3 +128,13 @@ def test_a_multi_day_lstm_forecasts_days_ahead_from_its_first_step():
 def test_too_short_history_is_refused_with_the_numbers():
     with pytest.raises(ValueError, match="training history has 10 days; auto_ets needs at least 15"):
         make_forecaster("auto_ets", DATA, ModelConfig()).fit(small_history())
+
+
+def test_forecasting_from_too_short_a_history_says_how_many_days_it_needs():
+    from tasks.errors import HistoryTooShort
+
+    history = weekly(60)
+    for kind in ("seasonal_naive", "auto_ets"):
+        forecaster = make_forecaster(kind, DATA, ModelConfig()).fit(history)
+        with pytest.raises(HistoryTooShort, match=rf"^3 day\(s\) of history given; {kind} .*forecasts from at least \d+$"):
+            forecaster.predict_days(history.tail(3), 2)

@@ -125,6 +125,14 @@ def test_registered_version_loads_and_forecasts_travellers(trained):
     # The same model forecasts the days after its input when asked for them.
     week = model.predict(recent, params={"days": 7})
     assert week["date"].tolist()[::6] == ["2024-11-15", "2024-11-21"] and week["step"].tolist() == list(range(1, 8))
+    # Too little input is the caller's error, said with the numbers (a 400 over REST), for both ways of asking.
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=r"model input has 5 day\(s\); lstm .* needs at least 21") as caught:
+        model.predict(recent.tail(5))
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match=r"5 day\(s\) of history given; lstm .* forecasts from at least 21"):
+        model.predict(recent.tail(5), params={"days": 3})
 
 
 def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained, tmp_path):
