@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--init", action="store_true", help="start an empty history store from data.path (first run)")
     retrain.add_argument("--epochs", type=int, help="override model.epochs for this run (checked as the setting is)")
     commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
+    serve_model = commands.add_parser(
+        "serve-model", parents=[common], help="serve the champion (or --version N) over HTTP: POST /invocations"
+    )
+    serve_model.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1 (default 5001)")
+    serve_model.add_argument("--version", help="a registered version instead of the champion")
     ingest = commands.add_parser(
         "ingest",
         parents=[common],
@@ -161,6 +166,23 @@ def _serve(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def _serve_model(args: argparse.Namespace, settings) -> int:
+    """Replace this process by MLflow's scoring server on the champion, with this environment's tools on PATH."""
+    from tasks.errors import RunStopped
+    from tasks.registry import CHAMPION, Registry
+
+    registry, name = Registry(settings.mlflow), settings.mlflow.registered_model
+    if args.version is None and registry.champion() is None:
+        raise RunStopped(f"no '{CHAMPION}' alias on model '{name}': run `travel-forecast retrain --init` first")
+    model = f"models:/{name}/{args.version}" if args.version else f"models:/{name}@{CHAMPION}"
+    tools = Path(sys.executable).parent  # `mlflow models serve` runs uvicorn from PATH: this venv's
+    env = os.environ | {"PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": registry.uri}
+    serve = ["models", "serve", "-m", model, "--env-manager", "local", "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"serving {model} on http://127.0.0.1:{args.port}/invocations (Ctrl-C stops it)", flush=True)
+    os.execve(tools / "mlflow", [str(tools / "mlflow"), *serve], env)
+    return 0  # not reached: the process is MLflow's server now
+
+
 def _ingest(args: argparse.Namespace, settings) -> int:
     from flows.retrain import EVENT_DATA_ARRIVED
     from flows.serve import announce_arrival, prefect_api_problem
@@ -222,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": _validate,
         "retrain": _retrain,
         "serve": _serve,
+        "serve-model": _serve_model,
         "ingest": _ingest,
         "predict": _predict,
     }

@@ -506,3 +506,28 @@ def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
     finally:
         stop(prefect)
         stop(mlflow_ui)
+
+
+def test_the_served_champion_forecasts_over_http_and_refuses_short_input_with_the_reason(with_champion, prefect_env):
+    import httpx
+
+    root, config = with_champion
+    port = free_port()
+    env = {k: v for k, v in prefect_env.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}  # the venv not activated
+    server = start([*CLI, "serve-model", "--config", str(config), "--port", str(port)], env, root / "serve-model.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/ping", timeout=5).status_code == 200, 180, "the model server", server)
+        recent = pd.read_csv(SAMPLE).tail(70)[["date", "riders", "cumulative_cases", "day_type"]]
+        body = {"dataframe_split": recent.to_dict(orient="split", index=False), "params": {"days": 3}}
+        answer = httpx.post(f"{url}/invocations", json=body, timeout=120)
+        assert answer.status_code == 200, answer.text
+        forecast = pd.DataFrame(answer.json()["predictions"])
+        assert forecast["date"].tolist() == ["2024-11-15", "2024-11-16", "2024-11-17"]
+        assert forecast["forecast"].between(1e5, 2e7).all() and (forecast["upper_95"] > forecast["forecast"]).all()
+        short = {"dataframe_split": recent.tail(5).to_dict(orient="split", index=False), "params": {"days": 3}}
+        refused = httpx.post(f"{url}/invocations", json=short, timeout=60)
+        assert refused.status_code == 400 and "5 day(s) of history given" in refused.json()["message"], refused.text
+    finally:
+        stop(server)
+    assert "serving models:/travel-forecast-faults@champion" in (root / "serve-model.log").read_text()
