@@ -331,9 +331,18 @@ class Registry:
         mlflow.set_tracking_uri(self.uri)
         return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
 
-    def record_decision(self, challenger: str, champion: str | None, run_id: str, decision) -> None:
-        """Tag both versions and the run with the decision; move the alias only on promotion."""
+    def record_decision(
+        self, challenger: str, champion: str | None, run_id: str, decision, champion_metrics: dict[str, float] | None = None
+    ) -> None:
+        """Tag both versions and the run with the decision; move the alias only on promotion.
+
+        The champion's scores on the challenger's backtest days go on the challenger's run as
+        `champion_backtest_<metric>` beside its own `backtest_<metric>`, with `promoted` (1/0):
+        the compare view shows why each decision went the way it did.
+        """
         client, name = self.client, self.config.registered_model
+        scores = [(f"champion_backtest_{metric}", value, 0) for metric, value in (champion_metrics or {}).items()]
+        self.log_metric_steps(run_id, [*scores, ("promoted", float(decision.promote), 0)])
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, challenger, key, value)
         if champion is not None:

@@ -160,7 +160,11 @@ def decide_champion(settings: Settings, challenger: TrainSummary, champion: Cham
         settings.retrain.max_peer_ratio,
     )
     Registry(settings.mlflow).record_decision(
-        challenger.model_version, champion.version if champion else None, challenger.run_id, decision
+        challenger.model_version,
+        champion.version if champion else None,
+        challenger.run_id,
+        decision,
+        champion.metrics if champion else None,
     )
     get_run_logger().info("v%s %s: %s", challenger.model_version, decision.tags()["decision"], decision.reason)
     return decision
