@@ -16,5 +16,5 @@ def predict(settings: Settings | None = None, days: int = 1) -> Path:
     settings = with_run_parameters(settings, None)
     today = run_date(settings.retrain.timezone)
     history = load_history(settings)
-    forecast = forecast_with_champion(settings, history, days)
+    forecast = forecast_with_champion(settings, history, days, today)
     return write_forecast(forecast, settings.output_dir, today)

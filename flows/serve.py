@@ -39,9 +39,11 @@ def prefect_api_problem(api_url: str) -> str | None:
 def announce_arrival(file_name: str, landing_file: str) -> None:
     """Emit the event that the deployment trigger turns into a retrain run."""
     from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
 
     emit_event(
         event=EVENT_DATA_ARRIVED,
         resource={"prefect.resource.id": f"travel-forecast.file.{file_name}", "prefect.resource.name": file_name},
         payload={"path": landing_file},
     )
+    EventsWorker.drain_all(timeout=30)  # sent before the command ends (not "Still processing items" at exit)

@@ -18,7 +18,7 @@ def amount(value: float, unit: float, named: bool = True) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int) -> pd.DataFrame:
+def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int, today: str) -> pd.DataFrame:
     """The next `days` days from the champion: date, forecast, intervals, model version and kind."""
     from tasks.registry import CHAMPION, Registry
 
@@ -27,6 +27,16 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int)
     if champion is None:
         raise LookupError(f"no '{CHAMPION}' alias on model '{settings.mlflow.registered_model}': run the retrain flow first")
     forecaster = registry.load(champion)
+    last_day = history["date"].iloc[-1]
+    age = (pd.Timestamp(today) - last_day).days
+    if age > 1:  # the forecast starts the day after the history, which is then not tomorrow
+        get_run_logger().warning(
+            "the history ends %s, %d days ago in %s: the forecast starts %s, not tomorrow (files waiting in the landing folder?)",
+            f"{last_day:%Y-%m-%d}",
+            age,
+            settings.retrain.timezone,
+            f"{last_day + pd.Timedelta(days=1):%Y-%m-%d}",
+        )
     forecast = forecaster.predict_days(history, days).drop(columns="step")
     unit = settings.data.target_unit
     values = [c for c in forecast.columns if c == "forecast" or c.startswith(("lower_", "upper_"))]

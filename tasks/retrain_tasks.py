@@ -139,7 +139,7 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
     first_row = int(days.idxmax())
     step_one = forecast.loc[forecast["step"] == 1, "forecast"].to_numpy(dtype=float)
     metrics = ev.forecast_metrics(actual[days.to_numpy()], step_one, ev.seasonal_naive_mae(actual[:first_row]))
-    get_run_logger().info("champion v%s on the same days: MAE %.0f", current.version, metrics["mae"])
+    get_run_logger().info("champion v%s on the same days: MAE %s", current.version, f"{metrics['mae']:,.0f}")
     return ChampionScore(str(current.version), metrics)
 
 

@@ -155,6 +155,10 @@ def test_an_auto_ets_version_registers_and_predict_uses_it_when_champion(cli_env
     open_history(load_settings(None, [store[1], store[3]]), init=True)  # the store a first `retrain --init` starts
     predicted = run(["predict", "--days", "7", *store], cli_env, tmp_path)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert re.search(
+        r"the history ends 2024-11-14, \d+ days ago in America/New_York: the forecast starts 2024-11-15, not tomorrow",
+        predicted.stderr,
+    )
     forecast = pd.read_csv(next((tmp_path / "out").glob("forecast-*.csv")))
     assert forecast["date"].tolist() == [f"2024-11-{day}" for day in range(15, 22)]
     assert (forecast["kind"] == "auto_ets").all() and (forecast["model_version"] == 1).all()

@@ -113,6 +113,7 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
         timeout=300,
     )
     assert dropped.returncode == 0 and "announced as travel-forecast.data.arrived" in dropped.stdout, dropped.stderr
+    assert "Still processing items" not in dropped.stderr and "EventsWorker" not in dropped.stderr  # sent, then quiet
     by_event = wait_until(
         lambda: [
             r
