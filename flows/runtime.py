@@ -43,9 +43,7 @@ def detached_server_class():
     which then spent ~70 s retrying to report its run as crashed. In its own group the server
     outlives the interrupt, the crash is recorded, and Prefect's exit hook stops it.
     """
-    import os
     import subprocess
-    import sys
 
     import prefect
     from prefect.server.api.server import SubprocessASGIServer

@@ -98,6 +98,7 @@ def owner_tags() -> dict[str, str]:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether a process of this machine exists (a reused pid counts as alive: its run is then left for a person)."""
     if pid <= 0:
         return False
     try:
