@@ -33,10 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 ## The MLflow UI on the local store: http://127.0.0.1:5000 (one worker and no job runners: a browser is its only client)
+ui: export MLFLOW_SERVER_ENABLE_JOB_EXECUTION = false
 ui: $(STAMP)
 	@echo "training runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--host 127.0.0.1 --port 5000 --workers 1
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 ## Accuracy of the default LSTM, baselines and statsforecast peers on the development set, two series at a time
 ## (~60 min; ARGS="--seeds 1", "--data my_city.csv --config my_city.toml", "--validation").

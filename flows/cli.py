@@ -185,8 +185,9 @@ def _serve_model(args: argparse.Namespace, settings) -> int:
 
 def _ingest(args: argparse.Namespace, settings) -> int:
     from flows.retrain import EVENT_DATA_ARRIVED
-    from flows.serve import announce_arrival, prefect_api_problem
+    from flows.serve import announce_arrival
     from tasks.landing import WaitingFileExists, drop_into_landing
+    from tasks.prefect_api import prefect_api_problem
 
     try:
         target = drop_into_landing(args.file, settings.retrain.incoming_dir)
@@ -222,6 +223,19 @@ def _predict(args: argparse.Namespace, settings) -> int:
     print(forecast.to_string(index=False, formatters=numbers))
     print(f"\nwritten to {path}")
     return 0
+
+
+def _lost_prefect(error: Exception) -> str | None:
+    """Why the run stopped, when it is the Prefect API it reports to that went away mid-run (else None)."""
+    import httpx
+
+    from tasks.prefect_api import prefect_api_problem
+
+    url = os.environ.get("PREFECT_API_URL")
+    if not url or not isinstance(error, httpx.TransportError):
+        return None
+    problem = prefect_api_problem(url)
+    return f"{problem} any more ({type(error).__name__} mid-run)" if problem else None
 
 
 class Terminated(KeyboardInterrupt):
@@ -266,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except RunStopped as error:
         print(f"\n{args.command} stopped: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # only the Prefect API gone mid-run is known here; anything else keeps its traceback
+        lost = _lost_prefect(error)
+        if lost is None:
+            raise
+        print(f"\n{args.command} stopped: {lost}; the stored days are trained on by the next run", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
         how = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"

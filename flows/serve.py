@@ -5,11 +5,59 @@ from __future__ import annotations
 from flows.retrain import EVENT_DATA_ARRIVED, retrain
 from tasks.config import Settings
 
+ZOMBIE_AUTOMATION = "travel-forecast: crash runs without a heartbeat"
+HEARTBEAT_SECONDS = 30  # what a deployment run reports; Prefect's docs pair 30 s with a 90 s silence
+
+
+def ensure_zombie_automation() -> str:
+    """Create (once) Prefect's documented automation that marks a flow run Crashed when its heartbeats stop.
+
+    A run whose machine died, or that was SIGKILLed with its runner, would otherwise stay Running
+    for good. Returns "created" or "present".
+    """
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=ZOMBIE_AUTOMATION)
+        return "present"
+    except ValueError:  # not found
+        pass
+    ends = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *ends},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED, message=f"no heartbeat for {3 * HEARTBEAT_SECONDS} s: the run's process is gone"
+            )
+        ],
+    ).create()
+    return "created"
+
 
 def serve_retrain(settings: Settings) -> None:
     """Block serving 'retrain/<deployment>' until interrupted; stopping does not pause the schedule."""
+    import os
+
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
+
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # inherited by every run it starts
+    ensure_zombie_automation()
 
     retrain.serve(
         name=settings.retrain.deployment,
@@ -23,17 +71,6 @@ def serve_retrain(settings: Settings) -> None:
         limit=1,
         pause_on_shutdown=False,  # prefect issue 16363: otherwise stopping the server pauses the schedule
     )
-
-
-def prefect_api_problem(api_url: str) -> str | None:
-    """Why the Prefect API at `api_url` cannot take an event now, or None when it answers."""
-    import httpx
-
-    try:
-        httpx.get(f"{api_url.rstrip('/')}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as error:
-        return f"the Prefect API at {api_url} does not answer ({type(error).__name__})"
-    return None
 
 
 def announce_arrival(file_name: str, landing_file: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,8 +147,10 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
 @task(cache_policy=NO_CACHE)
 def decide_champion(settings: Settings, challenger: TrainSummary, champion: ChampionScore | None) -> Decision:
     """Decide, tag both versions with the decision and figures, and move the alias if promoted."""
+    from tasks.prefect_api import require_prefect_api
     from tasks.registry import Registry
 
+    require_prefect_api("moving the champion alias")
     champion_mae = champion.metrics["mae"] if champion and champion.metrics else None
     evaluation = challenger.evaluation
     decision = decide(
@@ -164,7 +167,8 @@ def decide_champion(settings: Settings, challenger: TrainSummary, champion: Cham
         champion.version if champion else None,
         challenger.run_id,
         decision,
-        champion.metrics if champion else None,
+        # NaN without a (scorable) champion: every retrain run has the same metric names for the compare view.
+        champion.metrics if champion and champion.metrics else dict.fromkeys(evaluation.model, math.nan),
     )
     get_run_logger().info("v%s %s: %s", challenger.model_version, decision.tags()["decision"], decision.reason)
     return decision

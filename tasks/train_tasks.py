@@ -363,8 +363,10 @@ def register_forecaster(
 ) -> TrainSummary:
     """Calibrate the intervals on the backtest's residuals, log the forecaster as one pyfunc, register a new version."""
     from tasks.evaluation import SEASON
+    from tasks.prefect_api import require_prefect_api
     from tasks.registry import Registry
 
+    require_prefect_api("registering a version")
     registry = Registry(settings.mlflow)
     forecaster.calibrate(evaluation.residuals)
     recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts

@@ -55,10 +55,8 @@ def tmp_store_settings(tmp_path):
     return make
 
 
-@pytest.fixture(scope="session")
-def prefect_env(tmp_path_factory):
-    """`prefect server start` on a free port with its own PREFECT_HOME; the env that points at it."""
-    home = tmp_path_factory.mktemp("prefect-home")
+def start_prefect_server(home: Path):
+    """`prefect server start` on a free port with its own PREFECT_HOME; the process and the env that points at it."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= {
@@ -75,6 +73,17 @@ def prefect_env(tmp_path_factory):
         wait_until(
             lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=5).status_code == 200, 180, "the Prefect server", server
         )
+    except BaseException:
+        stop(server)
+        raise
+    return server, env
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory):
+    """One real Prefect server for the session's end-to-end tests; the env that points at it."""
+    server, env = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    try:
         yield env
     finally:
         stop(server)

@@ -4,6 +4,7 @@ that nothing stored was lost or changed and that the next run completes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -95,6 +96,20 @@ def session_processes(session: int) -> list[str]:
         except (OSError, IndexError):
             pass
     return left
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process started under `pid`, whatever session or group it put itself in."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that ended meanwhile
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def champion(root: Path) -> str:
@@ -534,3 +549,69 @@ def test_the_served_champion_forecasts_over_http_and_refuses_short_input_with_th
     finally:
         stop(server)
     assert "serving models:/travel-forecast-faults@champion" in (root / "serve-model.log").read_text()
+
+
+def test_a_prefect_server_gone_mid_run_stops_the_run_before_it_registers_and_the_next_run_completes(with_champion, prefect_env):
+    from conftest import start_prefect_server
+
+    root, config = with_champion
+    arrive(root, "2024-11-12")
+    home = root / "own-prefect"
+    home.mkdir()
+    server, env = start_prefect_server(home)  # a server of its own, to stop mid-run
+    log = root / "server-gone.log"
+    process = start([*CLI, "retrain", "--config", str(config)], env, log)
+    try:
+        wait_until(lambda: "MLflow run " in log.read_text(), 300, "training to start", process)
+        stop(server)  # the Prefect server goes away while the backtest fits
+        started = time.monotonic()
+        assert process.wait(timeout=600) == 1, log.read_text()[-3000:]
+        waited = time.monotonic() - started
+    finally:
+        stop(process)
+        stop(server)
+    stopped = [line for line in log.read_text().splitlines() if line.startswith("retrain stopped: ")]
+    assert len(stopped) == 1 and stopped[0].startswith(
+        f"retrain stopped: the Prefect API at {env['PREFECT_API_URL']} does not answer"
+    )
+    assert sorted(versions(root)) == ["1"] and champion(root) == "1"  # nothing registered, the champion kept
+    stopped_runs = [r for r in runs(root) if r.data.tags.get("pid") == str(process.pid)]
+    training = [r for r in stopped_runs if "mlflow.parentRunId" not in r.data.tags]  # children that completed stay FINISHED
+    assert len(training) == 1 and training[0].info.status == "FAILED" and "RUNNING" not in {r.info.status for r in stopped_runs}
+    assert training[0].data.tags["failure"].startswith(("ConnectError", "PrefectUnreachable"))
+    print(f"the command ended {waited:.0f} s after the server stopped")
+    assert_next_run_completes(root, config, prefect_env, "2024-11-12")
+
+
+def test_a_deployment_run_whose_processes_are_killed_is_marked_crashed_by_the_zombie_automation(with_champion, prefect_env):
+    import httpx
+
+    root, config = with_champion
+    api = prefect_env["PREFECT_API_URL"]
+    serve = ["serve", "--config", str(config), "--set", "retrain.deployment=zombie", "--set", "model.epochs=200"]
+    server = start([*CLI, *serve], prefect_env, root / "serve-zombie.log")
+    try:
+        deployment = wait_until(
+            lambda: (r := httpx.get(f"{api}/deployments/name/retrain/zombie", timeout=5)).status_code == 200 and r.json(),
+            180,
+            "the retrain/zombie deployment",
+            server,
+        )
+        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+        assert "travel-forecast: crash runs without a heartbeat" in [a["name"] for a in automations]
+        run = httpx.post(
+            f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"force": True}}, timeout=10
+        )
+        run_id = run.json()["id"]
+        state = lambda: httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state_type"]
+        wait_until(lambda: state() == "RUNNING", 180, "the deployment run to start", server)
+        time.sleep(40)  # at least one heartbeat sent
+        for pid in [server.pid, *descendants(server.pid)]:  # as when the machine dies: nobody reports anything
+            os.kill(pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        assert state() == "RUNNING"  # what it stayed for good before
+        wait_until(lambda: state() == "CRASHED", 240, "the automation to mark the run Crashed")
+    finally:
+        stop(server)
+    message = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["message"]
+    assert "no heartbeat for 90 s" in message
