@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from flows.retrain import EVENT_DATA_ARRIVED, retrain
 from tasks.config import Settings
+from tasks.errors import RunStopped
 
 ZOMBIE_AUTOMATION = "travel-forecast: crash runs without a heartbeat"
 HEARTBEAT_SECONDS = 30  # what a deployment run reports; Prefect's docs pair 30 s with a 90 s silence
@@ -83,4 +86,14 @@ def announce_arrival(file_name: str, landing_file: str) -> None:
         resource={"prefect.resource.id": f"travel-forecast.file.{file_name}", "prefect.resource.name": file_name},
         payload={"path": landing_file},
     )
-    EventsWorker.drain_all(timeout=30)  # sent before the command ends (not "Still processing items" at exit)
+    # Sent before the command ends. Stopping the worker with the event still queued logs "Still processing
+    # items" although it then sends it: that line is noise here, a failure to send is said below.
+    quiet = logging.getLogger(EventsWorker.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _, not_done = EventsWorker.drain_all(timeout=30)
+    finally:
+        quiet.setLevel(level)
+    if not_done:
+        raise RunStopped(f"the {EVENT_DATA_ARRIVED} event was not sent within 30 s; the file waits for the next retrain")
