@@ -500,7 +500,6 @@ def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
     }
     readme = (ROOT / "README.md").read_text()
     assert ".venv/bin/prefect server start " in readme
-    prefect = start([str(BIN / "prefect"), "server", "start"], env, tmp_path / "prefect.log")
     # `make ui`, as the Makefile runs it (the port moved the same way).
     printed = subprocess.run(
         ["make", "--no-print-directory", "-n", "ui"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -509,7 +508,8 @@ def test_the_servers_the_readme_starts_listen_on_localhost_only(tmp_path):
     assert "--host 127.0.0.1" in ui
     ui_port = free_port()
     ui = ui.replace("--port 5000", f"--port {ui_port}").replace(f"sqlite:///{ROOT}/mlruns/", f"sqlite:///{tmp_path}/")
-    mlflow_ui = start(ui.split(), os.environ.copy(), tmp_path / "ui.log")
+    prefect = start([str(BIN / "prefect"), "server", "start"], env, tmp_path / "prefect.log")  # started after the checks
+    mlflow_ui = start(ui.split(), os.environ.copy(), tmp_path / "ui.log")  # that can fail: never left running
     try:
         import httpx
 
