@@ -137,7 +137,8 @@ def runs_end_truthfully(config: MlflowConfig) -> Iterator[None]:
             try:
                 registry = Registry(config)
                 status = "FAILED" if isinstance(error, Exception) else "KILLED"
-                registry.end_runs(registry.open_runs(prefect_flow_run=flow_run.id), status, stop_reason(error))
+                open_runs = [run.info.run_id for run in registry.open_runs(prefect_flow_run=flow_run.id)]
+                registry.end_runs(open_runs, status, stop_reason(error))
             except Exception as unreachable:  # the store itself is gone: the next run ends them (end_runs_of_dead_processes)
                 logging.getLogger(__name__).warning("could not end the open MLflow runs: %s", unreachable)
         raise
@@ -213,11 +214,10 @@ class Registry:
     def end_run(self, run_id: str) -> None:
         self.client.set_terminated(run_id, status="FINISHED")
 
-    def open_runs(self, **tags: str) -> list[str]:
-        """Ids of the experiment's RUNNING runs carrying every one of these tags."""
+    def open_runs(self, **tags: str) -> list:
+        """The experiment's RUNNING runs carrying every one of these tags (with all their tags)."""
         conditions = ["attributes.status = 'RUNNING'", *(f"tags.{key} = '{value}'" for key, value in tags.items())]
-        runs = self.client.search_runs([self.experiment_id], " and ".join(conditions), max_results=1000)
-        return [run.info.run_id for run in runs]
+        return self.client.search_runs([self.experiment_id], " and ".join(conditions), max_results=1000)
 
     def end_runs(self, run_ids: list[str], status: str, reason: str) -> None:
         """End runs as FAILED or KILLED, the reason as their `failure` tag."""
@@ -228,9 +228,9 @@ class Registry:
     def end_runs_of_dead_processes(self) -> list[str]:
         """End as KILLED the runs left RUNNING by processes of this machine that no longer exist (SIGKILL, power loss)."""
         dead = [
-            run_id
-            for run_id in self.open_runs(host=socket.gethostname())
-            if not process_alive(int(self.client.get_run(run_id).data.tags.get("pid", "0")))
+            run.info.run_id
+            for run in self.open_runs(host=socket.gethostname())
+            if not process_alive(int(run.data.tags.get("pid", "0")))  # the search returned the tags: no get_run per run
         ]
         self.end_runs(dead, "KILLED", "its process ended without closing the run (killed, or the machine stopped)")
         return dead
