@@ -39,6 +39,16 @@ def wait_until(check, timeout: float, what: str, process: subprocess.Popen | Non
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_for_deployment(api: str, name: str, process: subprocess.Popen, timeout: float = 180) -> dict:
+    """The deployment `flow/deployment` once the serving process has registered it with the Prefect API."""
+    return wait_until(
+        lambda: (r := httpx.get(f"{api}/deployments/name/{name}", timeout=5)).status_code == 200 and r.json(),
+        timeout,
+        f"the {name} deployment",
+        process,
+    )
+
+
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """A server in its own process group, its output in `log`."""
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

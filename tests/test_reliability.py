@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_until
+from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -85,25 +85,29 @@ def runs(root: Path) -> list:
     return client.search_runs([client.get_experiment_by_name("travel-forecast").experiment_id], max_results=1000)
 
 
+def processes() -> dict[int, tuple[int, int]]:
+    """Every process of this machine: pid -> (parent pid, session), from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that ended meanwhile
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command: state, ppid, pgrp, session
+            table[int(stat.parent.name)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
 def session_processes(session: int) -> list[str]:
     """Command lines of the processes still in a session (a command started with start_new_session leads its own)."""
     left = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == session:  # after the state: ppid, pgrp, session
-                left.append((stat.parent / "cmdline").read_text().replace("\0", " "))
-        except (OSError, IndexError):
-            pass
+    for pid, (_, in_session) in processes().items():
+        if in_session == session:
+            with contextlib.suppress(OSError):
+                left.append(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " "))
     return left
 
 
 def descendants(pid: int) -> list[int]:
     """Every process started under `pid`, whatever session or group it put itself in."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that ended meanwhile
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    parents = {child: parent for child, (parent, _) in processes().items()}
     found, frontier = [], [pid]
     while frontier:
         children = [child for child, parent in parents.items() if parent in frontier]
@@ -588,15 +592,11 @@ def test_a_deployment_run_whose_processes_are_killed_is_marked_crashed_by_the_zo
 
     root, config = with_champion
     api = prefect_env["PREFECT_API_URL"]
-    serve = ["serve", "--config", str(config), "--set", "retrain.deployment=zombie", "--set", "model.epochs=200"]
+    serve = ["serve", "--config", str(config), "--set", "retrain.deployment=zombie"]
+    serve += ["--set", "model.epochs=5000", "--set", "model.early_stopping_patience=0"]  # still training when killed
     server = start([*CLI, *serve], prefect_env, root / "serve-zombie.log")
     try:
-        deployment = wait_until(
-            lambda: (r := httpx.get(f"{api}/deployments/name/retrain/zombie", timeout=5)).status_code == 200 and r.json(),
-            180,
-            "the retrain/zombie deployment",
-            server,
-        )
+        deployment = wait_for_deployment(api, "retrain/zombie", server)
         automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
         assert "travel-forecast: crash runs without a heartbeat" in [a["name"] for a in automations]
         run = httpx.post(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_until
+from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -49,12 +49,7 @@ def served(prefect_env, workspace):
     process = start([*CLI, "serve", "--config", str(config)], prefect_env, root / "serve.log")
     api = prefect_env["PREFECT_API_URL"]
     try:
-        deployment = wait_until(
-            lambda: (r := httpx.get(f"{api}/deployments/name/retrain/daily", timeout=5)).status_code == 200 and r.json(),
-            180,
-            "the retrain/daily deployment",
-            process,
-        )
+        deployment = wait_for_deployment(api, "retrain/daily", process)
         yield deployment
     finally:
         stop(process)
