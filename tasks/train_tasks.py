@@ -7,10 +7,11 @@ the steps either are cheap or have side effects (files, MLflow).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -288,18 +289,41 @@ def backtest_forecasters(
 
 
 class FitProgress:
-    """Per network of a fit: epochs run and the best validation loss, for one log line each (epochs at DEBUG)."""
+    """Per network of a fit: epochs run and the best validation loss, for one log line each (epochs at DEBUG).
 
-    def __init__(self, max_epochs: int):
-        self.max_epochs = max_epochs
+    Given a terminal (`bar`), it also keeps one line there up to date while the networks train, and
+    clears it when the fit ends, so an interactive user sees the fit move without a line per epoch.
+    """
+
+    def __init__(self, max_epochs: int, bar: TextIO | None = None, members: int = 1):
+        self.max_epochs, self.bar, self.member_count = max_epochs, bar, members
         self.members: dict[int, dict[str, float]] = {}
 
     def record(self, epoch: int, logs: dict[str, float]) -> None:
-        member = self.members.setdefault(int(logs.get("member", 1)), {"epochs": 0, "best": math.inf, "best_epoch": 0})
+        index = int(logs.get("member", 1))
+        member = self.members.setdefault(index, {"epochs": 0, "best": math.inf, "best_epoch": 0})
         member["epochs"] = epoch
         loss = logs.get("val_loss", logs.get("loss", math.inf))
         if loss < member["best"]:
             member["best"], member["best_epoch"] = loss, epoch
+        if self.bar is not None:
+            self.bar.write("\r\x1b[K" + self.progress_line(index))
+            self.bar.flush()
+
+    def progress_line(self, index: int) -> str:
+        """`network 2/5 [#####-----] epoch 100/200, best loss 0.0123`."""
+        member, width = self.members[index], 20
+        done = round(width * member["epochs"] / self.max_epochs)
+        return (
+            f"network {index}/{self.member_count} [{'#' * done}{'-' * (width - done)}] "
+            f"epoch {member['epochs']:.0f}/{self.max_epochs}, best loss {member['best']:.4f}"
+        )
+
+    def clear(self) -> None:
+        """Erase the progress line, before the summary is logged."""
+        if self.bar is not None and self.members:
+            self.bar.write("\r\x1b[K")
+            self.bar.flush()
 
     def summary(self) -> list[str]:
         return [
@@ -307,6 +331,13 @@ class FitProgress:
             f"(loss {m['best']:.4f}{'' if m['epochs'] == self.max_epochs else ', stopped early'})"
             for index, m in sorted(self.members.items())
         ]
+
+
+def terminal() -> TextIO | None:
+    """Standard error when a person watches it; None in a served run, a pipe or a log file."""
+    import sys
+
+    return sys.stderr if sys.stderr.isatty() and os.environ.get("TERM", "dumb") != "dumb" else None
 
 
 @task(cache_policy=NO_CACHE)
@@ -324,7 +355,7 @@ def fit_forecaster(
 
     logger, model = get_run_logger(), settings.model
 
-    progress = FitProgress(model.epochs)
+    progress = FitProgress(model.epochs, terminal(), model.ensemble)
 
     def report(epoch: int, logs: dict[str, float]) -> None:
         progress.record(epoch, logs)
@@ -336,7 +367,10 @@ def fit_forecaster(
     logger.info("fitting %s on %d days through %s", forecaster.describe(), len(rows), rows["date"].iloc[-1].date())
     with registry.failing_run(run_id):
         try:
-            forecaster.fit(rows)
+            try:
+                forecaster.fit(rows)
+            finally:
+                progress.clear()
             for line in progress.summary():
                 logger.info(line)
             registry.log_metric_steps(run_id, [(name, value, 0) for name, value in forecaster.fit_metrics().items()])

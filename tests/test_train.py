@@ -176,3 +176,37 @@ def test_bad_file_stops_before_training_and_leaves_the_registry_as_it_was(traine
     assert versions() == versions_before and "1" in versions_before
     runs_after = client.search_runs([client.get_experiment_by_name(settings.mlflow.experiment).experiment_id])
     assert len(runs_after) == len(runs_before)
+
+
+def test_fit_progress_keeps_one_terminal_line_per_network_and_summarises_each():
+    import io
+
+    from tasks.train_tasks import FitProgress
+
+    screen = io.StringIO()
+    progress = FitProgress(max_epochs=4, bar=screen, members=2)
+    for epoch, loss in [(1, 0.5), (2, 0.25), (3, 0.375)]:
+        progress.record(epoch, {"member": 1, "loss": 0.9, "val_loss": loss})
+    progress.record(1, {"member": 2, "loss": 0.125})
+    progress.clear()
+    assert screen.getvalue().split("\r\x1b[K") == [
+        "",
+        "network 1/2 [#####---------------] epoch 1/4, best loss 0.5000",
+        "network 1/2 [##########----------] epoch 2/4, best loss 0.2500",
+        "network 1/2 [###############-----] epoch 3/4, best loss 0.2500",
+        "network 2/2 [#####---------------] epoch 1/4, best loss 0.1250",
+        "",
+    ]
+    assert progress.summary() == [
+        "network 1: 3 of 4 epochs, best at epoch 2 (loss 0.2500, stopped early)",
+        "network 2: 1 of 4 epochs, best at epoch 1 (loss 0.1250, stopped early)",
+    ]
+
+
+def test_fit_progress_without_a_terminal_writes_nothing():
+    from tasks.train_tasks import FitProgress
+
+    progress = FitProgress(max_epochs=2)
+    progress.record(1, {"loss": 0.5})
+    progress.clear()
+    assert progress.summary() == ["network 1: 1 of 2 epochs, best at epoch 1 (loss 0.5000, stopped early)"]
