@@ -68,7 +68,8 @@ def serve_retrain(settings: Settings) -> None:
         triggers=[
             DeploymentEventTrigger(name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters={"trigger": "event"})
         ],
-        parameters={"settings": settings.model_dump(mode="json")},
+        # Only what differs from the built-in defaults: `prefect deployment run --watch` prints these in one line.
+        parameters={"settings": settings.model_dump(mode="json", exclude_defaults=True)},
         description="Ingest new daily files, retrain, and move the champion alias if the challenger wins.",
         global_limit=1,  # one retrain at a time across the deployment (a single SQLite store)
         limit=1,

@@ -85,6 +85,8 @@ def test_served_deployment_retrains_on_schedule_run_and_event(workspace, prefect
     assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("30 5 * * *", "Europe/Berlin")
     assert schedule["parameters"] == {"trigger": "schedule"} and served["paused"] is False
     assert served["global_concurrency_limit"]["limit"] == 1
+    # Its parameters hold only what the config changes, so `prefect deployment run --watch` prints a short line.
+    assert served["parameters"]["settings"]["model"] == {"epochs": 2} and "backtest" in served["parameters"]["settings"]
 
     # 1. First run, started by hand with init: the history store starts and the first model becomes champion.
     first = prefect(["deployment", "run", "retrain/daily", "--param", "init=true", "--watch"], prefect_env)
