@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import re
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tasks.native_output import import_keras
 
 # What each one-off flow command imports; TensorFlow only where a network is always fitted or loaded.
 FLOW_IMPORTS = {
@@ -82,34 +82,9 @@ def one_off_flow_runtime(command: str) -> Iterator[None]:
     if server is not None:
         server.join()  # before stderr is redirected: the server process must not inherit the redirection
     if "keras" in modules:
-        with native_noise_filtered():
-            importlib.import_module("keras")
+        import_keras()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
-
-
-# What TensorFlow's C++ runtime writes to stderr on import whatever TF_CPP_MIN_LOG_LEVEL says (it logs
-# before absl's logging is initialised): the same lines on every command, never about this run.
-NATIVE_NOISE = re.compile(r"absl::InitializeLog\(\)|oneDNN custom operations are on|use_unbounded_threadpool|cpu_feature_guard")
-
-
-@contextmanager
-def native_noise_filtered() -> Iterator[None]:
-    """Capture what native code writes to file descriptor 2 meanwhile; pass on every line but known noise."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines() if not NATIVE_NOISE.search(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
 
 
 class QuietCompletedTasks(logging.Filter):

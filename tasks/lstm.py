@@ -157,7 +157,10 @@ class LstmForecaster(Forecaster):
 
     def _load(self, directory: Path) -> None:
         import joblib
-        import keras
+
+        from tasks.native_output import import_keras
+
+        keras = import_keras()
 
         self.encoder = joblib.load(directory / ENCODER_FILE)
         self.network = keras.models.load_model(directory / KERAS_FILE, compile=False)

@@ -14,6 +14,7 @@ import numpy as np
 from tasks.config import ModelConfig
 from tasks.errors import RunStopped
 from tasks.framing import Samples
+from tasks.native_output import import_keras
 
 if TYPE_CHECKING:  # TensorFlow takes seconds to import: only the functions that train load it.
     import keras
@@ -23,7 +24,7 @@ EpochReport = Callable[[int, dict[str, float]], None]
 
 def _member(config: ModelConfig, past, future, prefix: str):
     """One network: stacked LSTMs with dropout, the known future joined in, dense layers."""
-    import keras
+    keras = import_keras()
 
     x = past
     for i, units in enumerate(config.lstm_units):
@@ -42,7 +43,7 @@ def _member(config: ModelConfig, past, future, prefix: str):
 
 def build_model(config: ModelConfig, lags: int, n_features: int, n_future: int = 0, name: str = "m0") -> keras.Model:
     """One network on [window, (known future)] inputs, output [samples, horizon]."""
-    import keras
+    keras = import_keras()
 
     past = keras.Input(shape=(lags, n_features), name="window")
     future = keras.Input(shape=(n_future,), name="known_future") if n_future else None
@@ -53,7 +54,7 @@ def build_model(config: ModelConfig, lags: int, n_features: int, n_future: int =
 
 
 def _callbacks(config: ModelConfig, report: EpochReport | None, has_validation: bool) -> list:
-    import keras
+    keras = import_keras()
 
     callbacks: list = []
     if report is not None:
@@ -80,7 +81,7 @@ def fit_network(
     into one model with one output per member. The losses are the members' mean per epoch
     (a member that stopped early repeats its last value).
     """
-    import keras
+    keras = import_keras()
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
@@ -113,7 +114,7 @@ def _member_report(report: EpochReport | None, index: int, members: int) -> Epoc
 
 def join_members(members: list) -> keras.Model:
     """One model whose outputs are the members' outputs (a single member is returned as is)."""
-    import keras
+    keras = import_keras()
 
     if len(members) == 1:
         return members[0]
