@@ -13,7 +13,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -134,14 +136,32 @@ def runs_end_truthfully(config: MlflowConfig) -> Iterator[None]:
     except BaseException as error:
         no_store_yet = not config.tracking_uri and not (config.store_dir / "mlflow.db").exists()  # nothing to end: create none
         if flow_run.id and not no_store_yet:
-            try:
-                registry = Registry(config)
-                status = "FAILED" if isinstance(error, Exception) else "KILLED"
-                open_runs = [run.info.run_id for run in registry.open_runs(prefect_flow_run=flow_run.id)]
-                registry.end_runs(open_runs, status, stop_reason(error))
-            except Exception as unreachable:  # the store itself is gone: the next run ends them (end_runs_of_dead_processes)
-                logging.getLogger(__name__).warning("could not end the open MLflow runs: %s", unreachable)
+            with further_sigterm_ignored():
+                try:
+                    registry = Registry(config)
+                    status = "FAILED" if isinstance(error, Exception) else "KILLED"
+                    open_runs = [run.info.run_id for run in registry.open_runs(prefect_flow_run=flow_run.id)]
+                    registry.end_runs(open_runs, status, stop_reason(error))
+                except Exception as unreachable:  # the store is gone: the next run ends them (end_runs_of_dead_processes)
+                    logging.getLogger(__name__).warning("could not end the open MLflow runs: %s", unreachable)
         raise
+
+
+@contextmanager
+def further_sigterm_ignored() -> Iterator[None]:
+    """While a stopping run records how it ended: a second SIGTERM must not cut that short.
+
+    A service stop sends SIGTERM to every process of the service, and Prefect's runner then
+    sends its served run another one to cancel it; the run is stopping anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Registry:

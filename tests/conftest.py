@@ -55,9 +55,12 @@ def tmp_store_settings(tmp_path):
     return make
 
 
-def start_prefect_server(home: Path):
-    """`prefect server start` on a free port with its own PREFECT_HOME; the process and the env that points at it."""
-    port = free_port()
+def start_prefect_server(home: Path, port: int | None = None):
+    """`prefect server start` on `port` (a free one by default) with its own PREFECT_HOME; the process and the env that points at it.
+
+    Started again with the same home and port, it is the same server restarted: its database is in the home.
+    """
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= {
         "PREFECT_HOME": str(home),

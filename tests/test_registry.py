@@ -49,3 +49,21 @@ def test_config_is_flattened_into_params_and_the_data_fingerprinted():
         "2024-01-02",
     )
     assert len(fingerprint["data.history_sha256"]) == 64 and "data.file_sha256" not in fingerprint
+
+
+def test_a_second_sigterm_while_a_stopping_run_records_its_end_is_ignored_then_the_handler_is_back():
+    import os
+    import signal
+
+    from tasks.registry import further_sigterm_ignored
+
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with further_sigterm_ignored():
+            os.kill(os.getpid(), signal.SIGTERM)  # as Prefect's runner cancelling a run that is already stopping
+        assert received == []
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
