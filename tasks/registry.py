@@ -148,6 +148,22 @@ def runs_end_truthfully(config: MlflowConfig) -> Iterator[None]:
 
 
 @contextmanager
+def mlflow_chatter_hidden() -> Iterator[None]:
+    """MLflow's own progress lines (printed to stderr, or logged at INFO) kept out of ours meanwhile."""
+    import contextlib
+    import io
+
+    chatty = logging.getLogger("mlflow")
+    level = chatty.level
+    chatty.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        chatty.setLevel(level)
+
+
+@contextmanager
 def further_sigterm_ignored() -> Iterator[None]:
     """While a stopping run records how it ended: a second SIGTERM must not cut that short.
 
@@ -299,7 +315,7 @@ class Registry:
         from mlflow.models import infer_signature
 
         from tasks.input_file import to_input_format
-        from tasks.pyfunc import ARTIFACT, ForecasterModel, forecast_windows
+        from tasks.pyfunc import ARTIFACT, forecast_windows
 
         forecaster.save(model_dir)
         input_example = to_input_format(recent, forecaster.data)
@@ -311,7 +327,7 @@ class Registry:
         with self._fluent(run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=ForecasterModel(),
+                python_model=MODEL_CODE,  # code, not a pickle: MLflow warns a pickled object runs code on load
                 artifacts={ARTIFACT: str(model_dir)},
                 code_paths=code_paths(),
                 pip_requirements=model_requirements(),
@@ -320,7 +336,8 @@ class Registry:
             )
         tags = {"run_id": run_id, "kind": forecaster.kind, "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d")}
         # Registered through the tracking URI that _fluent set (the registry follows it).
-        version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)
+        with mlflow_chatter_hidden():  # "Registered model ... already exists. Creating a new version": ours says it once
+            version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)
         self.client.update_model_version(version.name, version.version, description=description)
         return version
 
@@ -390,6 +407,9 @@ class Registry:
 def model_requirements() -> list[str]:
     """Pinned requirements of the logged model (inferring them costs ~13 s)."""
     return [f"{name}=={package_version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))  # the pyfunc's code (models from code)
 
 
 def code_paths() -> list[str]:

@@ -99,11 +99,45 @@ def test_train_says_what_happened_in_at_most_40_lines_without_third_party_noise(
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) <= 40, "\n".join(lines)
-    for noise in ("oneDNN", "absl::InitializeLog", "Downloading artifacts", "epoch 1/3"):
+    for noise in ("oneDNN", "absl::InitializeLog", "Downloading artifacts", "epoch 1/3", "Successfully registered model"):
         assert noise not in result.stdout + result.stderr
     assert not re.search(r"Task run '[^']+' - Finished in state Completed\(\)", result.stderr)  # the flow's own line stays
     fits = [line for line in lines if re.search(r"network \d: \d+ of 3 epochs, best at epoch \d", line)]
     assert len(fits) == 3  # one line per network of the ensemble
+
+
+def test_on_a_terminal_a_fit_shows_one_progress_line_that_it_clears_before_its_summary(cli_env, tmp_path):
+    import pty
+
+    primary, secondary = pty.openpty()  # as a user's terminal: the command sees a tty on both outputs
+    store = ["--set", f'mlflow.store_dir="{tmp_path / "mlruns"}"', "--set", f'output_dir="{tmp_path / "out"}"']
+    process = subprocess.Popen(
+        [*CLI, "train", "--set", "model.epochs=3", *store],
+        cwd=ROOT,
+        env=cli_env | {"TERM": "xterm"},
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert process.wait(timeout=600) == 0, screen[-3000:]
+    os.close(primary)
+    text = screen.decode(errors="replace")
+    bars = re.findall(r"\r\x1b\[Knetwork (\d)/3 \[([#-]{20})\] epoch (\d)/3", text)
+    assert {(member, epoch) for member, _, epoch in bars} >= {(m, e) for m in "123" for e in "123"}, text[-3000:]
+    assert ("3", "#" * 20, "3") in bars
+    # Cleared before each fit's summary: the summary lines start on an empty line.
+    assert len(re.findall(r"\r\x1b\[K(?!network \d/3)", text)) >= 3
+    assert len(re.findall(r"network \d: \d+ of 3 epochs, best at epoch \d", text)) == 3
 
 
 def test_train_on_a_bad_file_prints_the_report_and_registers_nothing(cli_env, tmp_path):
