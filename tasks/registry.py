@@ -353,8 +353,8 @@ class Registry:
     def load(self, version):
         """A registered version's fitted forecaster, only if its files are in this store's experiment.
 
-        A pyfunc is unpickled on load, which runs code: a version registered from a path or
-        bucket outside the experiment's artifact root is refused, not loaded.
+        Loading a pyfunc runs its code (and older versions were pickled): a version registered
+        from a path or bucket outside the experiment's artifact root is refused, not loaded.
         """
         import mlflow.pyfunc
 
