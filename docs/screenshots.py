@@ -76,6 +76,10 @@ def photograph(page, url: str, target: Path, ready: str, then=None) -> None:
 
 
 def main() -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise SystemExit("docs/screenshots.py needs Playwright: .venv/bin/pip install -e '.[docs]'") from None
     kept = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else None
     scratch = kept or Path(tempfile.mkdtemp(prefix="tf-screenshots-"))
     scratch.mkdir(parents=True, exist_ok=True)
@@ -115,8 +119,6 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    from playwright.sync_api import sync_playwright
-
     try:
         base = f"http://127.0.0.1:{ui_port}"
         wait_for(f"{base}/health")
