@@ -189,7 +189,13 @@ def backtest_fits(settings: Settings, fitted: Forecaster | None = None) -> dict:
     from tasks.forecasters import make_forecaster
 
     def fit(kind: str, train: pd.DataFrame) -> Forecaster:
-        return make_forecaster(kind, settings.data, settings.model).fit(train)
+        if kind != settings.model.kind:
+            return make_forecaster(kind, settings.data, settings.model).fit(train)
+        progress = FitProgress(settings.model.epochs, terminal(), settings.model.ensemble)  # the backtest's fits move too
+        try:
+            return make_forecaster(kind, settings.data, settings.model, progress.record).fit(train)
+        finally:
+            progress.clear()
 
     kinds = dict.fromkeys([settings.model.kind, *settings.backtest.compare, GATE_REFERENCE])
     fits = {kind: partial(fit, kind) for kind in kinds}

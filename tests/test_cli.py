@@ -135,9 +135,10 @@ def test_on_a_terminal_a_fit_shows_one_progress_line_that_it_clears_before_its_s
     bars = re.findall(r"\r\x1b\[Knetwork (\d)/3 \[([#-]{20})\] epoch (\d)/3", text)
     assert {(member, epoch) for member, _, epoch in bars} >= {(m, e) for m in "123" for e in "123"}, text[-3000:]
     assert ("3", "#" * 20, "3") in bars
-    # Cleared before each fit's summary: the summary lines start on an empty line.
-    assert len(re.findall(r"\r\x1b\[K(?!network \d/3)", text)) >= 3
-    assert len(re.findall(r"network \d: \d+ of 3 epochs, best at epoch \d", text)) == 3
+    # Cleared once per fit (the backtest's, then the registered model's), before the fit's summary lines.
+    clears = [m.start() for m in re.finditer(r"\r\x1b\[K(?!network \d/3)", text)]
+    summaries = [m.start() for m in re.finditer(r"network \d: \d+ of 3 epochs, best at epoch \d", text)]
+    assert len(clears) == 2 and len(summaries) == 3 and clears[-1] < summaries[0], text[-3000:]
 
 
 def test_train_on_a_bad_file_prints_the_report_and_registers_nothing(cli_env, tmp_path):
