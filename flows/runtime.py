@@ -95,15 +95,19 @@ class QuietCompletedTasks(logging.Filter):
 
 
 class KnownErrorsWithoutTraceback(logging.Filter):
-    """Drop the traceback Prefect logs with a task or flow that stopped for a known reason (RunStopped).
+    """Drop the traceback Prefect logs with a task or flow that stopped for a known reason.
 
-    The message keeps the reason; the command line prints it once more as its last line.
+    Known: RunStopped, and the Prefect API no longer answering (an httpx transport error: the
+    Prefect client is the only user of httpx here). The message keeps the reason; the command
+    line prints it once more as its last line.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        import httpx
+
         from tasks.errors import RunStopped
 
-        if record.exc_info and isinstance(record.exc_info[1], RunStopped):
+        if record.exc_info and isinstance(record.exc_info[1], (RunStopped, httpx.TransportError)):
             record.exc_info, record.exc_text = None, None
         return True
 
