@@ -157,20 +157,13 @@ def show_champion_metrics(page) -> None:
     page.evaluate(
         """() => {
             const name = [...document.querySelectorAll('a, td, div')].find(e => e.textContent === 'champion_backtest_mae');
-            const table = name.closest('table') || name.parentElement.parentElement.parentElement;
-            // the names and the values are two boxes scrolled together: unfold every short box beside the names
+            const top = (name.closest('table') || name.parentElement.parentElement.parentElement).getBoundingClientRect().top;
+            // the names and the values are two boxes scrolled together: unfold every short box from the table down
             for (const box of document.querySelectorAll('*')) {
                 const folded = box.scrollHeight > box.clientHeight + 5 && box.scrollHeight < 2500;
-                if (folded && getComputedStyle(box).overflowY !== 'visible' && box.contains(table) === false
-                    && box.getBoundingClientRect().top >= table.getBoundingClientRect().top - 50) {
+                if (folded && getComputedStyle(box).overflowY !== 'visible' && box.getBoundingClientRect().top >= top - 50) {
                     box.style.maxHeight = 'none'; box.style.height = 'auto'; box.style.overflowY = 'visible';
                 }
-            }
-            for (let box = name; box; box = box.parentElement) {
-                if (box.scrollHeight > box.clientHeight + 5 && getComputedStyle(box).overflowY !== 'visible') {
-                    box.style.maxHeight = 'none'; box.style.height = 'auto'; box.style.overflowY = 'visible';
-                }
-                if (box.tagName === 'TABLE') break;
             }
         }"""
     )
