@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import evaluation as ev
 from tasks import input_file
-from tasks.config import GATE_REFERENCE, DataConfig, Settings
+from tasks.config import GATE_REFERENCE, DataConfig, ModelConfig, Settings
 
 if TYPE_CHECKING:  # the model side (TensorFlow, statsforecast, MLflow) loads only when a model is trained
     from tasks.backtest import Backtest
@@ -191,7 +191,7 @@ def backtest_fits(settings: Settings, fitted: Forecaster | None = None) -> dict:
     def fit(kind: str, train: pd.DataFrame) -> Forecaster:
         if kind != settings.model.kind:
             return make_forecaster(kind, settings.data, settings.model).fit(train)
-        progress = FitProgress(settings.model.epochs, terminal(), settings.model.ensemble)  # the backtest's fits move too
+        progress = FitProgress.of(settings.model)  # the backtest's fits move too
         try:
             return make_forecaster(kind, settings.data, settings.model, progress.record).fit(train)
         finally:
@@ -338,6 +338,11 @@ class FitProgress:
             for index, m in sorted(self.members.items())
         ]
 
+    @classmethod
+    def of(cls, model: ModelConfig) -> FitProgress:
+        """The progress of one fit of `model`'s networks, with the line on a terminal if a person watches stderr."""
+        return cls(model.epochs, terminal(), model.ensemble)
+
 
 def terminal() -> TextIO | None:
     """Standard error when a person watches it; None in a served run, a pipe or a log file."""
@@ -361,7 +366,7 @@ def fit_forecaster(
 
     logger, model = get_run_logger(), settings.model
 
-    progress = FitProgress(model.epochs, terminal(), model.ensemble)
+    progress = FitProgress.of(model)
 
     def report(epoch: int, logs: dict[str, float]) -> None:
         progress.record(epoch, logs)
