@@ -49,6 +49,12 @@ def wait_for_deployment(api: str, name: str, process: subprocess.Popen, timeout:
     )
 
 
+def flow_runs(api: str, deployment_id: str) -> list[dict]:
+    """Every flow run of a deployment, oldest first."""
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
+    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """A server in its own process group, its output in `log`."""
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

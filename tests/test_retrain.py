@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
+from servers import BIN, CLI, flow_runs, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -57,11 +57,6 @@ def served(prefect_env, workspace):
 
 def prefect(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-
-
-def flow_runs(api: str, deployment_id: str) -> list[dict]:
-    body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
-    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 
 
 def summaries(api: str, deployment_id: str) -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 from conftest import SAMPLE, start_prefect_server
-from servers import CLI, start, stop, wait_for_deployment, wait_until
+from servers import CLI, flow_runs, start, stop, wait_for_deployment, wait_until
 from test_reliability import cli, descendants, registry, runs, session_processes, stored_days, versions
 
 pytestmark = pytest.mark.integration  # real servers and processes
@@ -46,10 +46,9 @@ def soak_workspace(root: Path) -> tuple[Path, list[str]]:
     return config, days
 
 
-def flow_runs(api: str, deployment_id: str) -> list[dict]:
+def asked_runs(api: str, deployment_id: str) -> list[dict]:
     """The deployment's runs that started or were asked for, oldest first (not the schedule's future ones)."""
-    body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
-    found = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+    found = flow_runs(api, deployment_id)
     return [r for r in found if r["state_type"] != "SCHEDULED" or r["parameters"].get("trigger") != "schedule"]
 
 
@@ -57,7 +56,7 @@ def wait_for_runs(api: str, deployment_id: str, count: int, what: str, process=N
     """The deployment's flow runs once `count` of them have ended and none is still going."""
 
     def ended() -> list[dict]:
-        found = flow_runs(api, deployment_id)
+        found = asked_runs(api, deployment_id)
         done = [r for r in found if r["state_type"] in FINAL_STATES]
         return found if len(done) >= count and len(done) == len(found) else []
 
@@ -70,7 +69,7 @@ def test_thirty_days_of_files_through_the_served_deployment_with_a_restart_a_sto
     home = tmp_path / "prefect-home"
     home.mkdir()
     server, env = start_prefect_server(home)
-    api, port = env["PREFECT_API_URL"], int(env["PREFECT_API_URL"].split(":")[2].split("/")[0])
+    api, port = env["PREFECT_API_URL"], httpx.URL(env["PREFECT_API_URL"]).port
     serve_args = [*CLI, "serve", "--config", str(config)]
     served = None
     try:
@@ -110,8 +109,8 @@ def test_thirty_days_of_files_through_the_served_deployment_with_a_restart_a_sto
                 expected_runs += 1
                 wait_for_runs(api, deployment, expected_runs, "the resent file's retrain", served)
                 assert (tmp_path / "incoming" / "processed" / again.name).exists()
-        left_in_prefect = [r["state_type"] for r in flow_runs(api, deployment) if r["state_type"] not in FINAL_STATES]
-        states = [r["state_type"] for r in flow_runs(api, deployment)]
+        left_in_prefect = [r["state_type"] for r in asked_runs(api, deployment) if r["state_type"] not in FINAL_STATES]
+        states = [r["state_type"] for r in asked_runs(api, deployment)]
         stop(served)
         wait_until(lambda: not session_processes(served.pid), 60, "the service's processes to end")
     finally:
