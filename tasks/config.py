@@ -91,6 +91,10 @@ class ModelConfig(_Strict):
         "seasonal",
         description="seasonal: residual to a same-weekday reference, known-future day type; notebook: the recipe's scaled levels.",
     )
+    reference: Literal["median", "ets"] = Field(
+        "median",
+        description="seasonal encoding's reference: median of recent same weekdays, or AutoETS's one-step forecast (horizon 1).",
+    )
     lags: int = Field(14, ge=1, description="Input days per sample.")
     horizon: int = Field(1, ge=1, description="Output days per sample.")
     validation_days: int = Field(
@@ -140,6 +144,9 @@ class ModelConfig(_Strict):
         # The seasonal reference of a day uses days at least a week back: all known at the origin.
         if self.encoding == "seasonal" and self.horizon > 7:
             raise ValueError("encoding='seasonal' forecasts at most 7 days per sample (horizon <= 7)")
+        # AutoETS's forecast of a day is known one day ahead only.
+        if self.encoding == "seasonal" and self.reference == "ets" and self.horizon > 1:
+            raise ValueError("model.reference='ets' forecasts one day per sample (horizon = 1)")
         return self
 
     @field_validator("interval_levels")

@@ -11,6 +11,11 @@ Two encodings of the LSTM's inputs, chosen by `model.encoding`:
   week's new cases per case column (cumulative columns are differenced first) and one-hot
   day types; the day type of each day forecast is a known-future input. Ratios are
   scale-free, which is what lets the same defaults work on another city's data.
+  With `reference = "ets"` the reference is instead AutoETS's one-step forecast of the day
+  (fitted on training rows before the validation days, then filtered through later days
+  with its parameters fixed), as in the M4 winner's hybrid: the network corrects the
+  best statistical peer's forecast, and a level shift moves the reference in a day, not
+  in three weeks.
 
 An encoder is fitted on training rows only (its scaler); applying it to later rows uses
 each row's own past, never the future.
@@ -65,6 +70,12 @@ def seasonal_reference(log_values: np.ndarray, day_types: np.ndarray) -> np.ndar
     return reference
 
 
+def ets_reference(fitted_ets, travellers: np.ndarray) -> np.ndarray:
+    """Per day: the log of a fitted ETS model's forecast of it from the days before (its parameters fixed)."""
+    one_step = fitted_ets.forward(y=travellers, h=1, fitted=True)["fitted"]
+    return np.log(np.maximum(np.asarray(one_step, dtype=float), 1.0))
+
+
 def weekly_new(values: np.ndarray, cumulative: bool) -> np.ndarray:
     """The last seven days' new counts (from a cumulative series: its differences)."""
     daily = np.diff(values, prepend=values[:1]) if cumulative else values
@@ -85,6 +96,7 @@ class FeatureEncoder:
     cumulative_columns: list[str]
     day_type_codes: list[int]
     scaler: MinMaxScaler | StandardScaler
+    reference_model: object | None = None  # a fitted statsforecast AutoETS when the reference is "ets"
 
     def encode(self, history: pd.DataFrame) -> Encoded:
         """Model arrays for every day of `history` (validated, consecutive days)."""
@@ -94,7 +106,11 @@ class FeatureEncoder:
             empty = np.zeros((len(history), 0))
             return Encoded(past=past, future=empty, target=past[:, 0], reference=np.zeros(len(history)))
         log_travellers, day_types = raw[:, 0], history[DAY_TYPE].to_numpy()
-        reference = seasonal_reference(log_travellers, day_types)
+        reference = (
+            seasonal_reference(log_travellers, day_types)
+            if self.reference_model is None
+            else ets_reference(self.reference_model, history[TARGET].to_numpy(dtype=float))
+        )
         weekly_change = np.full(len(history), np.nan)
         weekly_change[SEASON:] = log_travellers[SEASON:] - log_travellers[:-SEASON]
         residual = log_travellers - reference
@@ -121,9 +137,19 @@ def _raw_features(history: pd.DataFrame, encoder: FeatureEncoder) -> np.ndarray:
 
 
 def fit_encoder(
-    kind: str, train_history: pd.DataFrame, case_columns: list[str], cumulative_columns: list[str], day_type_codes: list[int]
+    kind: str,
+    train_history: pd.DataFrame,
+    case_columns: list[str],
+    cumulative_columns: list[str],
+    day_type_codes: list[int],
+    reference: str = "median",
+    reference_days: int | None = None,
 ) -> FeatureEncoder:
-    """Fit the scaler on the training rows alone: MinMax(0, 1) for notebook, standard for seasonal."""
+    """Fit the scaler on the training rows alone: MinMax(0, 1) for notebook, standard for seasonal.
+
+    With `reference="ets"` (seasonal only) AutoETS is fitted on the first `reference_days`
+    training rows (all when None): the caller keeps its validation days out of it.
+    """
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
     unfitted = FeatureEncoder(kind, list(case_columns), list(cumulative_columns), list(day_type_codes), scaler=None)
@@ -131,4 +157,12 @@ def fit_encoder(
     if kind == "seasonal":
         raw = raw[SEASON:]  # the first week feeds no sample (it has no reference)
     scaler = MinMaxScaler(feature_range=(0, 1)) if kind == "notebook" else StandardScaler()
-    return FeatureEncoder(kind, list(case_columns), list(cumulative_columns), list(day_type_codes), scaler.fit(raw))
+    reference_model = None
+    if kind == "seasonal" and reference == "ets":
+        from tasks.forecasters import fitted_statsforecast
+
+        travellers = train_history[TARGET].to_numpy(dtype=float)[:reference_days]
+        reference_model = fitted_statsforecast("AutoETS", travellers.tobytes())
+    return FeatureEncoder(
+        kind, list(case_columns), list(cumulative_columns), list(day_type_codes), scaler.fit(raw), reference_model
+    )

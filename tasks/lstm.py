@@ -60,8 +60,9 @@ class LstmForecaster(Forecaster):
 
     @property
     def context_days(self) -> int | None:
-        # A statistical peer's state (level, season) is filtered through the whole history.
-        return None if self.peers else super().context_days
+        # A statistical peer's or the ETS reference's state (level, season) is filtered through the whole history.
+        ets_reference = self.model.encoding == "seasonal" and self.model.reference == "ets"
+        return None if self.peers or ets_reference else super().context_days
 
     @property
     def min_fit_days(self) -> int:
@@ -75,7 +76,8 @@ class LstmForecaster(Forecaster):
     def describe(self) -> str:
         m = self.model
         combined = f", combined with {'/'.join(m.combine_with)} ({m.combination})" if m.combine_with else ""
-        return f"lstm (encoding={m.encoding}, lags={m.lags}, horizon={m.horizon}, validation_days={m.validation_days}{combined})"
+        reference = ", reference=ets" if m.encoding == "seasonal" and m.reference == "ets" else ""
+        return f"lstm (encoding={m.encoding}{reference}, lags={m.lags}, horizon={m.horizon}, validation_days={m.validation_days}{combined})"
 
     def fit_metrics(self) -> dict[str, float]:
         """Each member's combination weight and validation MAE."""
@@ -95,7 +97,15 @@ class LstmForecaster(Forecaster):
         from tasks.network import fit_network, raise_if_diverged
 
         data = self.data
-        self.encoder = fit_encoder(self.model.encoding, history, data.case_columns, data.cumulative_columns, data.day_type_codes)
+        self.encoder = fit_encoder(
+            self.model.encoding,
+            history,
+            data.case_columns,
+            data.cumulative_columns,
+            data.day_type_codes,
+            self.model.reference,
+            len(history) - self.model.validation_days,  # the reference never fitted on the validation days
+        )
         train, validation = self.training_samples(history)
         self.network, self.losses = fit_network(self.model, train, validation, self.report)
         raise_if_diverged(self.losses)

@@ -60,6 +60,19 @@ def test_the_combined_lstm_forecasts_the_weighted_sum_of_its_members_and_saves_i
     np.testing.assert_allclose(loaded.forecast_rows(history, rows), lstm.forecast_rows(history, rows))
 
 
+def test_the_hybrid_lstm_decodes_from_autoets_fitted_before_its_validation_days_and_saves_it(tmp_path):
+    history = weekly(120)
+    hybrid = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"reference": "ets"})).fit(history.iloc[:110])
+    assert hybrid.context_days is None  # the reference's state runs through the whole history
+    rows = np.arange(110, 120)
+    encoded = hybrid.encoder.encode(history)
+    # The networks' reference is AutoETS's forecast, fitted on the rows before the 14 validation days as the peer is.
+    before = make_forecaster("auto_ets", DATA, COMBINED).fit(history.iloc[:96])
+    np.testing.assert_allclose(np.exp(encoded.reference[rows]), before.forecast_rows(history, rows)[:, 0])
+    loaded = load_forecaster(hybrid.save(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.forecast_rows(history, rows), hybrid.forecast_rows(history, rows))
+
+
 def test_the_weights_never_see_the_days_after_the_fit():
     history = weekly(120)
     garbled = history.copy()

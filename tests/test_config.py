@@ -74,11 +74,15 @@ def test_empty_day_type_column_means_derive_from_calendar(tmp_path):
         ('retrain.cron="daily"', r"^invalid setting retrain\.cron: 'daily' is not a cron expression of five fields"),
         ("model.epochs=abc", r"^invalid setting model\.epochs: Input should be a valid integer, unable to parse string"),
         ("epochs", r"^--set expects key=value, got 'epochs'$"),
+        (
+            "model.reference=ets model.horizon=2",
+            r"^invalid setting model: model\.reference='ets' forecasts one day per sample \(horizon = 1\)$",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_with_the_field_named(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
-        load_settings(None, [override], root=tmp_path)
+        load_settings(None, override.split(" "), root=tmp_path)
 
 
 def test_unknown_preset_is_refused(tmp_path):

@@ -69,3 +69,43 @@ def test_seasonal_encoder_targets_the_log_residual_and_decodes_back():
     np.testing.assert_allclose(
         encoder.decode(encoded.target[7:, None], encoded.reference[7:, None])[:, 0], history["travellers"][7:]
     )
+
+
+def _weekly_history(days: int, shift_from: int | None = None):
+    """A weekly pattern (weekends at 40%) on a wandering level, everything ×3 from `shift_from` on."""
+    history = _history(days)
+    weekday = history["date"].dt.dayofweek.to_numpy()
+    level = np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.05, days)))
+    travellers = 1000.0 * np.where(weekday >= 5, 0.4, 1.0) * level
+    if shift_from is not None:
+        travellers[shift_from:] *= 3
+    history["travellers"] = travellers.round().astype(np.int64)
+    history["day_type"] = (weekday >= 5).astype(np.int64)
+    return history
+
+
+def test_ets_reference_is_fitted_before_the_validation_days_and_uses_only_earlier_days():
+    history = _weekly_history(70)
+    encoder = fit_encoder("seasonal", history, ["cases"], ["cases"], [0, 1], reference="ets", reference_days=56)
+    changed = history.copy()
+    changed.loc[56:, "travellers"] *= 5  # the validation days and later: neither the fit nor an earlier reference moves
+    refitted = fit_encoder("seasonal", changed, ["cases"], ["cases"], [0, 1], reference="ets", reference_days=56)
+    same = encoder.encode(history).reference
+    np.testing.assert_allclose(refitted.encode(changed).reference[:57], same[:57])
+    np.testing.assert_allclose(encoder.encode(changed).reference[:57], same[:57])
+    assert (
+        encoder.encode(changed).reference[57] > same[57] + 0.5
+    )  # day 57 follows day 56's jump (the level wanders: ETS adapts fast)
+    encoded = encoder.encode(history)
+    np.testing.assert_allclose(encoder.decode(encoded.target[:, None], encoded.reference[:, None])[:, 0], history["travellers"])
+
+
+def test_ets_reference_follows_a_level_shift_within_days_where_the_median_lags_weeks():
+    history = _weekly_history(98, shift_from=84)
+    codes = ["cases"], ["cases"], [0, 1]
+    ets = fit_encoder("seasonal", history, *codes, reference="ets", reference_days=84).encode(history)
+    median = fit_encoder("seasonal", history, *codes).encode(history)
+    log_t = np.log(history["travellers"].to_numpy(float))
+    # Two days after the shift: ETS's forecast is already within 30% of the new level, the median still at the old one.
+    assert abs(ets.reference[86] - log_t[86]) < np.log(1.3)
+    assert abs(median.reference[86] - log_t[86]) > np.log(2.5)
