@@ -6,6 +6,7 @@ changes are written in one transaction, so a crash mid-ingest leaves the history
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -202,3 +203,45 @@ def record_training(store: Store, changes_through: int, model_version: str, run_
                 changes_through=changes_through, model_version=model_version, run_id=run_id, trained_at=datetime.now(UTC)
             )
         )
+
+
+class AdvisoryLock:
+    """A PostgreSQL session-level advisory lock on the store's database, for retrains on several machines.
+
+    Held by one connection: released by `release`, or by the server when the holder's
+    connection ends (a killed process's too), so a crash never leaves it stuck.
+    """
+
+    def __init__(self, url: str, name: str):
+        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)  # a pooled connection would keep the lock
+        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self.connection: sa.Connection | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        """Take the lock, waiting up to `timeout` seconds; False if another session held it all that time."""
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if timeout <= 0:
+                taken = connection.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar_one()
+            else:
+                connection.execute(sa.select(sa.func.set_config("lock_timeout", f"{int(timeout * 1000)}ms", False)))
+                try:
+                    connection.execute(sa.select(sa.func.pg_advisory_lock(self.key)))
+                    taken = True
+                except sa.exc.OperationalError as error:
+                    if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available: the wait ran out
+                        raise
+                    taken = False
+        except BaseException:
+            connection.close()
+            raise
+        if not taken:
+            connection.close()
+            return False
+        self.connection = connection
+        return True
+
+    def release(self) -> None:
+        if self.connection is not None:
+            self.connection.close()  # ending the session releases its advisory locks
+            self.connection = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -20,6 +21,7 @@ from tasks import evaluation as ev
 from tasks.champion import Decision, decide
 from tasks.config import PROJECT_ROOT, Settings
 from tasks.errors import RunStopped
+from tasks.history_store import AdvisoryLock
 from tasks.landing import IngestResult, ingest_landing, open_history
 from tasks.train_tasks import TrainSummary
 
@@ -46,6 +48,9 @@ def with_run_parameters(settings: Settings | None, epochs: int | None) -> Settin
     return settings if epochs is None else settings.updated({"model": {"epochs": epochs}})
 
 
+RETRAIN_LOCK = "travel-forecast retrain"  # one per history store's database
+
+
 class RetrainBusy(RunStopped):
     """Another retrain held the lock for longer than this run would wait."""
 
@@ -54,28 +59,53 @@ class RetrainBusy(RunStopped):
 def exclusive_retrain(settings: Settings) -> Iterator[None]:
     """Hold the retrain lock: runs started together (schedule, event, by hand) go one after another.
 
-    An OS file lock, so a killed run releases it. It guards one landing folder; retrains on
-    several machines sharing a store also need the deployment's concurrency limit.
+    With the history store on PostgreSQL, an advisory lock in its database, so retrains on
+    several machines sharing the store wait for each other; otherwise an OS file lock in the
+    landing folder. A killed run releases either.
     """
-    from filelock import FileLock, Timeout
-
-    path = settings.retrain.incoming_dir / ".retrain.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock, wait = FileLock(path), settings.retrain.lock_wait_seconds
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        get_run_logger().info("another retrain is running (%s): waiting up to %.0f s", path, wait)
-        try:
-            lock.acquire(timeout=wait)
-        except Timeout:
+    lock, where = retrain_lock(settings)
+    wait = settings.retrain.lock_wait_seconds
+    if not lock.acquire(timeout=0):
+        get_run_logger().info("another retrain is running (%s): waiting up to %.0f s", where, wait)
+        if not lock.acquire(timeout=wait):
             raise RetrainBusy(
-                f"another retrain held {path} for over {wait:.0f} s (retrain.lock_wait_seconds); this run changed nothing"
-            ) from None
+                f"another retrain held {where} for over {wait:.0f} s (retrain.lock_wait_seconds); this run changed nothing"
+            )
     try:
         yield
     finally:
         lock.release()
+
+
+class _FileLock:
+    """filelock's lock with the advisory lock's acquire(timeout) -> bool."""
+
+    def __init__(self, path: Path):
+        from filelock import FileLock
+
+        self.lock = FileLock(path)
+
+    def acquire(self, timeout: float) -> bool:
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=timeout)
+        except Timeout:
+            return False
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def retrain_lock(settings: Settings) -> tuple[_FileLock | AdvisoryLock, str]:
+    """The lock that serialises retrains on this history store, and how to name it in a message."""
+    url = settings.retrain.store_url
+    if url.startswith("postgresql"):
+        return AdvisoryLock(url, RETRAIN_LOCK), f"the advisory lock '{RETRAIN_LOCK}' of {sa.make_url(url)}"
+    path = settings.retrain.incoming_dir / ".retrain.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _FileLock(path), str(path)
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)

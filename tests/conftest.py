@@ -90,3 +90,15 @@ def prefect_env(tmp_path_factory):
         yield env
     finally:
         stop(server)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throw-away PostgreSQL cluster for the session; `postgres.url(name)` makes a database on it."""
+    from servers import PostgresCluster
+
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,3 +84,46 @@ def start_mlflow_server(store: str, port: int, log: Path, *options: str) -> subp
         stop(server)
         raise
     return server
+
+
+def _postgres_bin() -> Path:
+    """The newest installed PostgreSQL's bin folder (Debian: /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise AssertionError("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/pg_ctl): apt install postgresql")
+    return found[-1].parent
+
+
+def _as_unprivileged(args: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as the `postgres` system user."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+class PostgresCluster:
+    """A throw-away PostgreSQL cluster on a free loopback port (initdb, pg_ctl), trust auth, stopped by `stop`."""
+
+    def __init__(self):
+        # Directly under /tmp: pytest's own temporary folders are closed to the postgres user.
+        directory = Path(tempfile.mkdtemp(prefix="travel-forecast-postgres-"))
+        self.directory, self.port, self.bin = directory, free_port(), _postgres_bin()
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres", "postgres")
+        data = directory / "data"
+        self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        options = f"-p {self.port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "server.log"), "-w", "start")
+
+    @staticmethod
+    def _run(*args: str) -> None:
+        subprocess.run(_as_unprivileged(list(args)), check=True, capture_output=True, text=True)
+
+    def url(self, database: str) -> str:
+        """A SQLAlchemy URL of a new database on the cluster."""
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", database)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)

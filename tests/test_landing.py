@@ -1,4 +1,7 @@
-"""The landing folder into a real SQLite history store: idempotent, atomic, revisions, gaps, bad files."""
+"""The landing folder into a real history store (SQLite, and PostgreSQL on a throw-away cluster):
+idempotent, atomic, revisions, gaps, bad files."""
+
+import uuid
 
 import pandas as pd
 import pytest
@@ -12,14 +15,16 @@ from tasks.landing import ingest_landing, open_history
 ROWS = pd.read_csv(SAMPLE, dtype=str).iloc[:120]  # 2020-03-01 .. 2020-06-28, the file as written
 
 
-@pytest.fixture
-def setup(tmp_path, tmp_store_settings):
-    """Settings whose history is started from the first 100 days; a helper to drop files."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def setup(request, tmp_path, tmp_store_settings):
+    """Settings whose history (in each kind of store) is started from the first 100 days; a helper to drop files."""
     ROWS.iloc[:100].to_csv(tmp_path / "initial.csv", index=False)
+    url = request.getfixturevalue("postgres").url(f"history_{uuid.uuid4().hex}") if request.param == "postgresql" else ""
     settings = tmp_store_settings(
         f'data.path="{tmp_path / "initial.csv"}"',
         f'retrain.incoming_dir="{tmp_path / "incoming"}"',
         f'retrain.history_path="{tmp_path / "history.db"}"',
+        f'retrain.history_url="{url}"',
     )
     incoming = settings.retrain.incoming_dir
     incoming.mkdir(parents=True)
@@ -43,6 +48,7 @@ def listing(folder) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.parametrize("setup", ["sqlite"], indirect=True)  # the SQLite file's name and absence
 def test_an_empty_or_missing_store_is_refused_unless_asked_to_start_it(setup):
     from tasks.landing import HistoryStoreMissing
 
@@ -148,18 +154,27 @@ def test_a_cumulative_count_falling_across_files_is_rejected(setup):
     assert "on 2020-06-09, with the stored history" in report["rule"].iloc[0]
 
 
+CRASH_ON_DAY = {  # the database itself fails when the 2020-06-11 row is inserted
+    "sqlite": [
+        "CREATE TRIGGER crash BEFORE INSERT ON daily_history WHEN NEW.date = '2020-06-11' "
+        "BEGIN SELECT RAISE(ABORT, 'simulated crash mid-ingest'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION crash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.date = DATE '2020-06-11' THEN RAISE EXCEPTION 'simulated crash mid-ingest'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER crash BEFORE INSERT ON daily_history FOR EACH ROW EXECUTE FUNCTION crash()",
+    ],
+}
+
+
 def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
     settings, incoming, drop = setup
     store, _ = open_history(settings, init=True)
     before = stored(settings)
-    # The database itself fails on the third new day, after two rows and a revision were written.
+    # The database fails on the third new day, after two rows and a revision were written.
     with store.engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "CREATE TRIGGER crash BEFORE INSERT ON daily_history WHEN NEW.date = '2020-06-11' "
-                "BEGIN SELECT RAISE(ABORT, 'simulated crash mid-ingest'); END"
-            )
-        )
+        for statement in CRASH_ON_DAY[store.engine.dialect.name]:
+            connection.execute(sa.text(statement))
     rows = ROWS.iloc[97:103].copy()
     rows.loc[98, "riders"] = "477777"  # a revision in the same file
     drop("three.csv", rows)
@@ -169,7 +184,7 @@ def test_a_failure_mid_write_leaves_the_history_as_it_was(setup):
     assert revisions(settings).empty
     assert listing(incoming) == ["three.csv"]  # not moved: the next run tries again
     with store.engine.begin() as connection:
-        connection.execute(sa.text("DROP TRIGGER crash"))
+        connection.execute(sa.text("DROP TRIGGER crash" + (" ON daily_history" if store.engine.dialect.name != "sqlite" else "")))
     result = ingest_landing(settings, init=True)
     assert (result.days_added, result.days_revised) == (3, 1) and len(stored(settings)) == 103
 

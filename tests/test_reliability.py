@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration  # real servers or processes
 MODEL = "travel-forecast-faults"
 
 
-def make_workspace(root: Path, extra: str = "") -> Path:
+def make_workspace(root: Path, extra: str = "", retrain_extra: str = "") -> Path:
     """A config with everything under `root`: the sample minus its last three days as the initial history, those days as files."""
     rows = pd.read_csv(SAMPLE, dtype=str)
     rows.iloc[:-3].to_csv(root / "initial.csv", index=False)
@@ -38,6 +39,7 @@ def make_workspace(root: Path, extra: str = "") -> Path:
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n{extra}'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
         "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"  # two epochs are far from good: let the first model through
+        f"{retrain_extra}"
     )
     return config
 
@@ -284,6 +286,63 @@ def test_two_retrains_started_together_run_one_after_the_other_and_train_once(wi
     assert sorted(versions(root), key=int) == ["1", "2"]  # one registration
     days = stored_days(root)
     assert days["date"].is_unique and days["date"].iloc[-1] == "2024-11-12"
+
+
+def test_retrains_on_two_machines_sharing_a_postgres_history_train_a_day_once(tmp_path, prefect_env, postgres):
+    # Two landing folders (two machines, so two file locks), one PostgreSQL history store and one registry.
+    url = postgres.url("shared_history")
+    config = make_workspace(tmp_path, retrain_extra=f'history_url = "{url}"\n')
+    first = retrain(config, prefect_env, "--init")
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = tmp_path / "machine-b.toml"
+    other.write_text(config.read_text().replace(str(tmp_path / "incoming"), str(tmp_path / "incoming-b")))
+    (tmp_path / "incoming-b").mkdir()
+    shutil.copy(tmp_path / "days" / "2024-11-12.csv", tmp_path / "incoming-b")  # the same delivery reaches both machines
+    arrive(tmp_path, "2024-11-12")
+    runs = [
+        start([*CLI, "retrain", "--config", str(c)], prefect_env, tmp_path / f"machine-{i}.log")
+        for i, c in enumerate((config, other))
+    ]
+    for process in runs:
+        assert process.wait(timeout=600) == 0
+    outputs = [(tmp_path / f"machine-{i}.log").read_text() for i in (0, 1)]
+    assert any("another retrain is running (the advisory lock 'travel-forecast retrain' of postgresql" in t for t in outputs)
+    finals = sorted(
+        next(line for line in text.splitlines() if line.startswith(("promoted", "not promoted", "no new data")))
+        for text in outputs
+    )
+    assert finals[0].startswith("no new data") and finals[1].startswith(("not promoted", "promoted")), finals
+    assert sorted(versions(tmp_path), key=int) == ["1", "2"]  # the day trained once
+    assert not (tmp_path / "history.db").exists()  # everything went to PostgreSQL
+
+
+def test_a_killed_holder_of_the_postgres_retrain_lock_frees_it_and_other_stores_never_wait(postgres):
+    from tasks.history_store import AdvisoryLock
+
+    url, elsewhere = postgres.url("locked_store"), postgres.url("other_store")
+    hold = (
+        f"from tasks.history_store import AdvisoryLock as L; l = L({url!r}, 'retrain'); print(l.acquire(0), flush=True); input()"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        lock = AdvisoryLock(url, "retrain")
+        assert lock.acquire(timeout=0) is False
+        started = time.monotonic()
+        assert lock.acquire(timeout=1.5) is False
+        assert time.monotonic() - started >= 1.5  # it waited the whole time
+        other = AdvisoryLock(elsewhere, "retrain")
+        assert other.acquire(timeout=0) is True  # a lock per store's database
+        other.release()
+        holder.kill()  # SIGKILL: no release, the server ends the session
+        holder.wait(timeout=30)
+        assert lock.acquire(timeout=30) is True
+        lock.release()
+        again = AdvisoryLock(url, "retrain")
+        assert again.acquire(timeout=0) is True  # released, not kept by a pooled connection
+        again.release()
+    finally:
+        holder.kill()
 
 
 def test_mlflow_down_fails_the_run_clearly_keeps_the_data_and_the_next_run_trains_on_it(tmp_path, prefect_env):
