@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     retrain.add_argument("--init", action="store_true", help="start an empty history store from data.path (first run)")
     retrain.add_argument("--epochs", type=int, help="override model.epochs for this run (checked as the setting is)")
     commands.add_parser("serve", parents=[common], help="serve the retrain deployment (daily schedule + data trigger)")
+    deploy = commands.add_parser(
+        "deploy", parents=[common], help="create the retrain deployment on a process work pool, for `prefect worker start`"
+    )
+    deploy.add_argument(
+        "--pool", default="travel-forecast", help="process work pool (created if missing; default travel-forecast)"
+    )
     serve_model = commands.add_parser(
         "serve-model", parents=[common], help="serve the champion (or --version N) over HTTP: POST /invocations"
     )
@@ -166,6 +172,19 @@ def _serve(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace, settings) -> int:
+    from flows.serve import deploy_retrain
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print("deploy stopped: PREFECT_API_URL is not set; a work pool lives on a Prefect server", file=sys.stderr)
+        return 1
+    deploy_retrain(settings, args.pool)
+    name = f"retrain/{settings.retrain.deployment}"
+    print(f"deployed {name} on the work pool {args.pool}: start workers with `prefect worker start --pool {args.pool}`")
+    print(f"first run: prefect deployment run {name} --param init=true")
+    return 0
+
+
 def _serve_model(args: argparse.Namespace, settings) -> int:
     """Replace this process by MLflow's scoring server on the champion, with this environment's tools on PATH."""
     from tasks.errors import RunStopped
@@ -258,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": _validate,
         "retrain": _retrain,
         "serve": _serve,
+        "deploy": _deploy,
         "serve-model": _serve_model,
         "ingest": _ingest,
         "predict": _predict,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from flows.retrain import EVENT_DATA_ARRIVED, retrain
@@ -52,28 +53,63 @@ def ensure_zombie_automation() -> str:
     return "created"
 
 
+def _deployment_options(settings: Settings) -> dict:
+    """What `serve` and `deploy` give the retrain deployment alike: schedule, data trigger, settings, description."""
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron
+
+    return {
+        "name": settings.retrain.deployment,
+        "schedules": [Cron(settings.retrain.cron, timezone=settings.retrain.timezone, parameters={"trigger": "schedule"})],
+        "triggers": [
+            DeploymentEventTrigger(name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters={"trigger": "event"})
+        ],
+        # Only what differs from the built-in defaults: `prefect deployment run --watch` prints these in one line.
+        "parameters": {"settings": settings.model_dump(mode="json", exclude_defaults=True)},
+        "description": "Ingest new daily files, retrain, and move the champion alias if the challenger wins.",
+    }
+
+
 def serve_retrain(settings: Settings) -> None:
     """Block serving 'retrain/<deployment>' until interrupted; stopping does not pause the schedule."""
     import os
-
-    from prefect.events import DeploymentEventTrigger
-    from prefect.schedules import Cron
 
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # inherited by every run it starts
     ensure_zombie_automation()
 
     retrain.serve(
-        name=settings.retrain.deployment,
-        schedules=[Cron(settings.retrain.cron, timezone=settings.retrain.timezone, parameters={"trigger": "schedule"})],
-        triggers=[
-            DeploymentEventTrigger(name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters={"trigger": "event"})
-        ],
-        # Only what differs from the built-in defaults: `prefect deployment run --watch` prints these in one line.
-        parameters={"settings": settings.model_dump(mode="json", exclude_defaults=True)},
-        description="Ingest new daily files, retrain, and move the champion alias if the challenger wins.",
+        **_deployment_options(settings),
         global_limit=1,  # one retrain at a time across the deployment (a single SQLite store)
         limit=1,
         pause_on_shutdown=False,  # prefect issue 16363: otherwise stopping the server pauses the schedule
+    )
+
+
+def deploy_retrain(settings: Settings, pool: str) -> str:
+    """Create or update 'retrain/<deployment>' on a process work pool: `prefect worker start --pool <pool>` runs it.
+
+    The workers run this folder's code (they must see it at the same path) with the config's
+    settings as the deployment's parameters. Returns the deployment's id.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from tasks.config import PROJECT_ROOT
+
+    ensure_zombie_automation()
+    # A second deploy updates the deployment on the same pool.
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint="flows/retrain.py:retrain")
+    return str(
+        source.deploy(
+            **_deployment_options(settings),
+            work_pool_name=pool,
+            job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}},
+            concurrency_limit=1,
+            print_next_steps=False,
+        )
     )
 
 

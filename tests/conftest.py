@@ -55,10 +55,11 @@ def tmp_store_settings(tmp_path):
     return make
 
 
-def start_prefect_server(home: Path, port: int | None = None):
+def start_prefect_server(home: Path, port: int | None = None, database_url: str | None = None):
     """`prefect server start` on `port` (a free one by default) with its own PREFECT_HOME; the process and the env that points at it.
 
-    Started again with the same home and port, it is the same server restarted: its database is in the home.
+    Started again with the same home and port, it is the same server restarted: its database is in the home
+    (or at `database_url`, e.g. PostgreSQL's `postgresql+asyncpg://...`).
     """
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
@@ -69,6 +70,8 @@ def start_prefect_server(home: Path, port: int | None = None):
         "PREFECT_UI_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     server = start(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], env, home / "server.log"
     )

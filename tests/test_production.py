@@ -1,0 +1,127 @@
+"""The production configuration end to end, every part real and on loopback: PostgreSQL (Prefect's
+database, MLflow's backend store and the history store), `prefect server`, `mlflow server
+--serve-artifacts`, the retrain deployment on a process work pool and two `prefect worker`s."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from conftest import ROOT, SAMPLE, start_prefect_server
+from servers import BIN, CLI, flow_runs, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
+
+pytestmark = pytest.mark.integration  # real servers and processes
+
+MODEL = "travel-forecast-production"
+
+
+def scalar(url: str, query: str):
+    with sa.create_engine(url, poolclass=sa.pool.NullPool).connect() as connection:
+        return connection.execute(sa.text(query)).scalar_one()
+
+
+def test_retrains_run_on_process_workers_against_postgres_backed_servers(tmp_path, postgres):
+    prefect_db, mlflow_db, history_db = (postgres.url(name) for name in ("prefect", "mlflow", "history"))
+    mlflow_port, artifacts = free_port(), tmp_path / "artifacts"
+    rows = pd.read_csv(SAMPLE, dtype=str)
+    rows.iloc[:-2].to_csv(tmp_path / "initial.csv", index=False)
+    rows.iloc[-2:-1].to_csv(tmp_path / "2024-11-13.csv", index=False)
+    rows.iloc[-1:].to_csv(tmp_path / "2024-11-14.csv", index=False)
+    config = tmp_path / "production.toml"
+    config.write_text(
+        f'output_dir = "{tmp_path / "out"}"\n'
+        f'[data]\npath = "{tmp_path / "initial.csv"}"\n'
+        "[model]\nepochs = 2\nensemble = 1\n[backtest]\ntest_days = 7\ncompare = []\n"
+        f'[mlflow]\ntracking_uri = "http://127.0.0.1:{mlflow_port}"\nregistered_model = "{MODEL}"\n'
+        f'[retrain]\nincoming_dir = "{tmp_path / "incoming"}"\nhistory_url = "{history_db}"\n'
+        "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"  # two epochs are far from good: let the first model through
+    )
+    (tmp_path / "prefect-home").mkdir()
+    prefect_server, env = start_prefect_server(tmp_path / "prefect-home", database_url=prefect_db.replace("+psycopg", "+asyncpg"))
+    processes = [prefect_server]
+    try:
+        processes.append(
+            start_mlflow_server(
+                mlflow_db, mlflow_port, tmp_path / "mlflow.log", "--serve-artifacts", "--artifacts-destination", str(artifacts)
+            )
+        )
+        deployed = subprocess.run(
+            [*CLI, "deploy", "--config", str(config), "--pool", "production"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+        assert "prefect deployment run retrain/daily --param init=true" in deployed.stdout
+        workers = [
+            start([str(BIN / "prefect"), "worker", "start", "--pool", "production"], env, tmp_path / f"worker-{i}.log")
+            for i in (1, 2)
+        ]
+        processes += workers
+        api = env["PREFECT_API_URL"]
+        deployment = wait_for_deployment(api, "retrain/daily", workers[0])
+        assert deployment["work_pool_name"] == "production" and deployment["parameters"]["settings"]["retrain"]["history_url"]
+
+        first = subprocess.run(
+            [str(BIN / "prefect"), "deployment", "run", "retrain/daily", "--param", "init=true", "--watch"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        arrived = subprocess.run(
+            [*CLI, "ingest", str(tmp_path / "2024-11-13.csv"), "--config", str(config)], cwd=ROOT, env=env, capture_output=True
+        )
+        assert arrived.returncode == 0, arrived.stderr[-3000:]
+
+        def completed(count: int):
+            def check():
+                states = [r["state"]["type"] for r in flow_runs(api, deployment["id"]) if r["state"]["type"] != "SCHEDULED"]
+                assert "FAILED" not in states and "CRASHED" not in states, states
+                return states == ["COMPLETED"] * count
+
+            return check
+
+        wait_until(completed(2), 900, "the event-triggered retrain on a worker")
+        # The next day lands and two runs are asked for at once: the two workers never train it twice.
+        (tmp_path / "incoming").mkdir(exist_ok=True)
+        (tmp_path / "2024-11-14.csv").rename(tmp_path / "incoming" / "2024-11-14.csv")
+        for _ in range(2):
+            asked = subprocess.run(
+                [str(BIN / "prefect"), "deployment", "run", "retrain/daily"], cwd=ROOT, env=env, capture_output=True, text=True
+            )
+            assert asked.returncode == 0, asked.stderr[-3000:]
+        wait_until(completed(4), 900, "two retrains asked for at once")
+
+        # Each store holds what it should, in PostgreSQL.
+        assert scalar(prefect_db, "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'") == 4
+        assert scalar(history_db, "SELECT max(date) FROM daily_history").isoformat() == "2024-11-14"
+        assert scalar(history_db, "SELECT count(*) FROM trainings") == 3  # init, the event's day, the last day once
+        assert scalar(mlflow_db, f"SELECT count(*) FROM model_versions WHERE name = '{MODEL}'") == 3
+        champion = scalar(
+            mlflow_db, f"SELECT version FROM registered_model_aliases WHERE name = '{MODEL}' AND alias = 'champion'"
+        )
+        # The models' files went through the tracking server into its artifact store, not to the workers' disks.
+        assert any(p.name == "MLmodel" for p in artifacts.rglob("MLmodel"))
+        assert {r["work_pool_name"] for r in flow_runs(api, deployment["id"]) if r["state"]["type"] == "COMPLETED"} == {
+            "production"
+        }
+        predicted = subprocess.run(
+            [*CLI, "predict", "--days", "3", "--config", str(config)], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        forecast = pd.read_csv(next((tmp_path / "out").glob("forecast-*.csv")))
+        assert forecast["date"].tolist() == ["2024-11-15", "2024-11-16", "2024-11-17"]
+        assert (forecast["model_version"].astype(str) == str(champion)).all()
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+def test_deploy_without_a_prefect_server_says_so_and_deploys_nothing():
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run([*CLI, "deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "deploy stopped: PREFECT_API_URL is not set; a work pool lives on a Prefect server"
