@@ -219,7 +219,12 @@ class AdvisoryLock:
 
     def acquire(self, timeout: float) -> bool:
         """Take the lock, waiting up to `timeout` seconds; False if another session held it all that time."""
-        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.OperationalError as error:
+            raise StoreUnreadable(
+                f"history store {self.engine.url} cannot be reached ({' '.join(str(error.orig).split())}); nothing was changed"
+            ) from error
         try:
             if timeout <= 0:
                 taken = connection.execute(sa.select(sa.func.pg_try_advisory_lock(self.key))).scalar_one()

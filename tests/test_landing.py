@@ -294,3 +294,14 @@ def test_the_same_content_under_two_names_is_added_once_and_the_copy_reported(se
         "later2.csv: waiting (the same content as later.csv, which waits)",
     )
     assert len(stored(settings)) == 102
+
+
+def test_a_postgres_store_that_does_not_answer_is_named_before_anything_runs():
+    from servers import free_port
+
+    lock = history_store.AdvisoryLock(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/history", "retrain")
+    with pytest.raises(
+        history_store.StoreUnreadable,
+        match=r"^history store postgresql\+psycopg://postgres@127\.0\.0\.1:\d+/history cannot be reached \(.*refused.*\); nothing",
+    ):
+        lock.acquire(timeout=0)
