@@ -15,7 +15,7 @@ from tasks.landing import ingest_landing, open_history
 ROWS = pd.read_csv(SAMPLE, dtype=str).iloc[:120]  # 2020-03-01 .. 2020-06-28, the file as written
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])  # PostgreSQL: a real cluster
 def setup(request, tmp_path, tmp_store_settings):
     """Settings whose history (in each kind of store) is started from the first 100 days; a helper to drop files."""
     ROWS.iloc[:100].to_csv(tmp_path / "initial.csv", index=False)
