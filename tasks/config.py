@@ -145,9 +145,14 @@ class ModelConfig(_Strict):
         if self.encoding == "seasonal" and self.horizon > 7:
             raise ValueError("encoding='seasonal' forecasts at most 7 days per sample (horizon <= 7)")
         # AutoETS's forecast of a day is known one day ahead only.
-        if self.encoding == "seasonal" and self.reference == "ets" and self.horizon > 1:
+        if self.ets_reference and self.horizon > 1:
             raise ValueError("model.reference='ets' forecasts one day per sample (horizon = 1)")
         return self
+
+    @property
+    def ets_reference(self) -> bool:
+        """Whether the networks' reference is AutoETS's forecast (only the seasonal encoding has a reference)."""
+        return self.encoding == "seasonal" and self.reference == "ets"
 
     @field_validator("interval_levels")
     @classmethod

@@ -61,8 +61,7 @@ class LstmForecaster(Forecaster):
     @property
     def context_days(self) -> int | None:
         # A statistical peer's or the ETS reference's state (level, season) is filtered through the whole history.
-        ets_reference = self.model.encoding == "seasonal" and self.model.reference == "ets"
-        return None if self.peers or ets_reference else super().context_days
+        return None if self.peers or self.model.ets_reference else super().context_days
 
     @property
     def min_fit_days(self) -> int:
@@ -76,7 +75,7 @@ class LstmForecaster(Forecaster):
     def describe(self) -> str:
         m = self.model
         combined = f", combined with {'/'.join(m.combine_with)} ({m.combination})" if m.combine_with else ""
-        reference = ", reference=ets" if m.encoding == "seasonal" and m.reference == "ets" else ""
+        reference = ", reference=ets" if m.ets_reference else ""
         return f"lstm (encoding={m.encoding}{reference}, lags={m.lags}, horizon={m.horizon}, validation_days={m.validation_days}{combined})"
 
     def fit_metrics(self) -> dict[str, float]:

@@ -100,9 +100,9 @@ class _FileLock:
 
 def retrain_lock(settings: Settings) -> tuple[_FileLock | AdvisoryLock, str]:
     """The lock that serialises retrains on this history store, and how to name it in a message."""
-    url = settings.retrain.store_url
-    if url.startswith("postgresql"):
-        return AdvisoryLock(url, RETRAIN_LOCK), f"the advisory lock '{RETRAIN_LOCK}' of {sa.make_url(url)}"
+    url = sa.make_url(settings.retrain.store_url)
+    if url.get_backend_name() == "postgresql":
+        return AdvisoryLock(settings.retrain.store_url, RETRAIN_LOCK), f"the advisory lock '{RETRAIN_LOCK}' of {url}"
     path = settings.retrain.incoming_dir / ".retrain.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return _FileLock(path), str(path)
