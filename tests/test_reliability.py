@@ -270,18 +270,24 @@ def test_a_killed_ingest_leaves_the_history_as_it_was_and_the_file_in_the_landin
     assert [p.name for p in (tmp_path / "incoming" / "processed").iterdir()] == ["three.csv"]
 
 
-def test_two_retrains_started_together_run_one_after_the_other_and_train_once(with_champion, prefect_env):
-    root, config = with_champion
-    arrive(root, "2024-11-12")
-    runs = [start([*CLI, "retrain", "--config", str(config)], prefect_env, root / f"together-{i}.log") for i in (1, 2)]
+def retrain_together(configs: list[Path], env: dict, root: Path) -> list[str]:
+    """Start a retrain per config at once; both succeed, one trains and decides, the other finds nothing new. Their logs."""
+    runs = [start([*CLI, "retrain", "--config", str(c)], env, root / f"together-{i}.log") for i, c in enumerate(configs)]
     for process in runs:
         assert process.wait(timeout=600) == 0
-    outputs = sorted((root / f"together-{i}.log").read_text() for i in (1, 2))
+    outputs = [(root / f"together-{i}.log").read_text() for i in range(len(configs))]
     finals = sorted(
         next(line for line in text.splitlines() if line.startswith(("promoted", "not promoted", "no new data")))
         for text in outputs
     )
     assert finals[0].startswith("no new data") and finals[1].startswith(("not promoted", "promoted")), finals
+    return outputs
+
+
+def test_two_retrains_started_together_run_one_after_the_other_and_train_once(with_champion, prefect_env):
+    root, config = with_champion
+    arrive(root, "2024-11-12")
+    outputs = retrain_together([config, config], prefect_env, root)
     assert any("another retrain is running" in text for text in outputs)
     assert sorted(versions(root), key=int) == ["1", "2"]  # one registration
     days = stored_days(root)
@@ -299,19 +305,8 @@ def test_retrains_on_two_machines_sharing_a_postgres_history_train_a_day_once(tm
     (tmp_path / "incoming-b").mkdir()
     shutil.copy(tmp_path / "days" / "2024-11-12.csv", tmp_path / "incoming-b")  # the same delivery reaches both machines
     arrive(tmp_path, "2024-11-12")
-    runs = [
-        start([*CLI, "retrain", "--config", str(c)], prefect_env, tmp_path / f"machine-{i}.log")
-        for i, c in enumerate((config, other))
-    ]
-    for process in runs:
-        assert process.wait(timeout=600) == 0
-    outputs = [(tmp_path / f"machine-{i}.log").read_text() for i in (0, 1)]
+    outputs = retrain_together([config, other], prefect_env, tmp_path)
     assert any("another retrain is running (the advisory lock 'travel-forecast retrain' of postgresql" in t for t in outputs)
-    finals = sorted(
-        next(line for line in text.splitlines() if line.startswith(("promoted", "not promoted", "no new data")))
-        for text in outputs
-    )
-    assert finals[0].startswith("no new data") and finals[1].startswith(("not promoted", "promoted")), finals
     assert sorted(versions(tmp_path), key=int) == ["1", "2"]  # the day trained once
     assert not (tmp_path / "history.db").exists()  # everything went to PostgreSQL
 
