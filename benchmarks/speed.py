@@ -12,7 +12,12 @@ Without PREFECT_API_URL every command starts Prefect's temporary server (about 3
 and 4 are measured again against a `prefect server start` that the benchmark runs, as a
 scheduled deployment has.
 
+With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
+instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
+series per minute and as seconds per series over 1.
+
     .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE]
+    .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
 """
 
 from __future__ import annotations
@@ -160,7 +165,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
+    parser.add_argument("--series", type=Path, help="a long-format config: series per minute with 1 and 2 Dask workers")
     args = parser.parse_args()
+    if args.series:
+        series_speed(args)
+        return
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -241,6 +250,47 @@ def main() -> None:
     (out / "speed.md").write_text(
         f"# Speed\n\nMedians of {args.repeat} runs; ratios to measurement 1 in the same run.\n\n{table}\n"
     )
+    print(f"written: {out}/speed.csv, speed.md")
+
+
+def series_speed(args: argparse.Namespace) -> None:
+    """Every series trained with 1 and 2 Dask workers, beside the bare recipe, alternating; one table."""
+    import pandas as pd
+
+    from tasks.config import load_settings
+    from tasks.series_tasks import series_names
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
+    env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    count = len(series_names.fn(load_settings(args.series, [], root=Path.cwd())))
+    seconds: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = workspace_config(root, args.series, None)
+        env |= {"PREFECT_HOME": str(root / "prefect-home")}
+        train = [str(BIN / "travel-forecast"), "train", "--config", str(config)]
+        commands = {
+            "bare": [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py")],
+            "1 worker": [*train, "--workers", "1"],
+            "2 workers": [*train, "--workers", "2"],
+        }
+        rounds(commands, dict.fromkeys(commands, env), args.repeat, seconds)
+    reference = statistics.median(seconds["bare"])
+    lines = ["| measurement | median s | series per minute | seconds per series / 1 |", "|---|---|---|---|"]
+    lines.append(f"| 1 notebook recipe, plain Keras script (reference) | {reference:.1f} | | 1.000 |")
+    for name in ("1 worker", "2 workers"):
+        median = statistics.median(seconds[name])
+        lines.append(
+            f"| train {count} series, {name} | {median:.1f} | {count * 60 / median:.2f} | {median / count / reference:.3f} |"
+        )
+    table = "\n".join(lines)
+    print(f"\nmedians of {args.repeat} runs, measured side by side:\n\n{table}")
+    out = args.out / f"speed-series-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"measurement": k, "runs": " ".join(f"{s:.1f}" for s in v)} for k, v in seconds.items()]).to_csv(
+        out / "speed.csv", index=False
+    )
+    (out / "speed.md").write_text(f"# Speed over series\n\nMedians of {args.repeat} runs.\n\n{table}\n")
     print(f"written: {out}/speed.csv, speed.md")
 
 

@@ -9,11 +9,16 @@ import sys
 from pathlib import Path
 
 
-def _positive(text: str) -> int:
-    number = int(text) if text.strip().lstrip("+").isdigit() else 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expects a whole number of days of at least 1, got {text!r}")
-    return number
+def _at_least_one(what: str):
+    """An argparse type: a whole number of `what` of at least 1."""
+
+    def parse(text: str) -> int:
+        number = int(text) if text.strip().lstrip("+").isdigit() else 0
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"expects a whole number of {what} of at least 1, got {text!r}")
+        return number
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one setting, e.g. --set model.epochs=20 --set preset=seed (repeatable)",
     )
-    train = commands.add_parser("train", parents=[common], help="validate, backtest, train and register a model")
+    scale_out = argparse.ArgumentParser(add_help=False)
+    scale_out.add_argument(
+        "--workers", type=_at_least_one("workers"), help="the series of a long-format file on N local Dask worker processes"
+    )
+    scale_out.add_argument("--dask-address", help="... or on a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    train = commands.add_parser("train", parents=[common, scale_out], help="validate, backtest, train and register a model")
     train.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
     backtest = commands.add_parser(
         "backtest",
@@ -42,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--data", type=Path, help="input CSV (default: data.path from the config)")
     validate = commands.add_parser("validate", parents=[common], help="check an input CSV and print every failure")
     validate.add_argument("file", type=Path, help="input CSV to check")
-    retrain = commands.add_parser("retrain", parents=[common], help="ingest the landing folder and retrain once, now")
+    retrain = commands.add_parser("retrain", parents=[common, scale_out], help="ingest the landing folder and retrain once, now")
     retrain.add_argument("--force", action="store_true", help="retrain even if no new data arrived")
     retrain.add_argument("--init", action="store_true", help="start an empty history store from data.path (first run)")
     retrain.add_argument("--epochs", type=int, help="override model.epochs for this run (checked as the setting is)")
@@ -65,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("file", type=Path, help="CSV with one or more new days, in the input format")
     predict = commands.add_parser("predict", parents=[common], help="forecast the next days with the champion")
-    predict.add_argument("--days", type=_positive, default=1, help="how many days ahead (default 1)")
+    predict.add_argument("--days", type=_at_least_one("days"), default=1, help="how many days ahead (default 1)")
     return parser
 
 
@@ -79,31 +89,41 @@ def _settings(args: argparse.Namespace):
         updates["mlflow"] = {"tracking_uri": os.environ["MLFLOW_TRACKING_URI"]}
     if getattr(args, "epochs", None) is not None:
         updates["model"] = {"epochs": args.epochs}
-    return load_settings(args.config.absolute() if args.config else None, args.overrides, updates=updates)
+    settings = load_settings(args.config.absolute() if args.config else None, args.overrides, updates=updates)
+    if settings.data.series_column and settings.data.series:  # one series of a long file: its own model and store
+        return settings.for_series(settings.data.series)
+    return settings
 
 
 def _preflight(command: str, settings) -> None:
     """Fail before Prefect starts on what a run would only find out seconds later."""
-    from tasks.errors import InputUnreadable
+    from tasks.errors import ConfigError, InputUnreadable
 
     if command in ("train", "backtest") and not settings.data.path.is_file():
         raise InputUnreadable(f"{settings.data.path}: no such input file (--data, or data.path in the config)")
+    if command == "backtest" and settings.many_series:
+        raise ConfigError(
+            f"{command} reads one series; {settings.data.path.name} has many (data.series_column): "
+            "name one with --set data.series=<name>"
+        )
 
 
 def _validate(args: argparse.Namespace, settings) -> int:
     from datetime import UTC, datetime
 
-    from tasks.input_file import SUMMARY_LIMIT, InputValidationError, read_history_file, write_report
+    from tasks.input_file import SUMMARY_LIMIT, InputValidationError, read_every_series, write_report
 
+    path = settings.data.path
     try:
-        history = read_history_file(settings.data.path, settings.data)
+        histories = read_every_series(path, settings.data)
     except InputValidationError as error:
         if len(error.report) > SUMMARY_LIMIT:  # the screen gets the summary, the file every row
             folder = settings.output_dir / f"validate-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
             raise InputValidationError(error.path, error.report, write_report(error.report, folder)[0]) from None
         raise
-    first, last = history["date"].min().date(), history["date"].max().date()
-    print(f"{settings.data.path}: valid, {len(history)} days from {first} to {last}")
+    for series, history in histories.items():
+        first, last = history["date"].min().date(), history["date"].max().date()
+        print(f"{path}: {f'series {series}: ' if series else ''}valid, {len(history)} days from {first} to {last}")
     return 0
 
 
@@ -133,8 +153,16 @@ def _print_backtest(evaluation) -> None:
 
 
 def _train(args: argparse.Namespace, settings) -> int:
-    from flows.train import train
+    from flows.runtime import series_task_runner
+    from flows.train import train, train_each_series
+    from tasks.series_tasks import format_series_table
 
+    if settings.many_series:
+        runner = series_task_runner(args.workers, args.dask_address)
+        table = train_each_series.with_options(task_runner=runner)(settings)
+        print(f"\n{len(table)} series of {settings.data.path.name}, each registered as its own model:")
+        print(format_series_table(table))
+        return 0
     summary = train(settings)
     _print_backtest(summary.evaluation)
     print(
@@ -152,7 +180,15 @@ def _backtest(args: argparse.Namespace, settings) -> int:
 
 
 def _retrain(args: argparse.Namespace, settings) -> int:
-    from flows.retrain import retrain
+    from flows.retrain import retrain, retrain_each_series
+    from flows.runtime import series_task_runner
+    from tasks.series_tasks import format_series_table
+
+    if settings.many_series:
+        runner = series_task_runner(args.workers, args.dask_address)
+        table = retrain_each_series.with_options(task_runner=runner)(settings, force=args.force, init=args.init)
+        print(format_series_table(table))
+        return 0
 
     summary = retrain(settings, force=args.force, trigger="manual", init=args.init)  # --epochs is in the settings, checked
     earlier = f", {summary.earlier_changes} stored by an earlier unfinished run" if summary.earlier_changes > 0 else ""
@@ -179,7 +215,7 @@ def _deploy(args: argparse.Namespace, settings) -> int:
         print("deploy stopped: PREFECT_API_URL is not set; a work pool lives on a Prefect server", file=sys.stderr)
         return 1
     deploy_retrain(settings, args.pool)
-    name = f"retrain/{settings.retrain.deployment}"
+    name = f"{'retrain-series' if settings.many_series else 'retrain'}/{settings.retrain.deployment}"
     print(f"deployed {name} on the work pool {args.pool}: start workers with `prefect worker start --pool {args.pool}`")
     print(f"first run: prefect deployment run {name} --param init=true")
     return 0
@@ -205,15 +241,17 @@ def _serve_model(args: argparse.Namespace, settings) -> int:
 def _ingest(args: argparse.Namespace, settings) -> int:
     from flows.retrain import EVENT_DATA_ARRIVED
     from flows.serve import announce_arrival
-    from tasks.landing import WaitingFileExists, drop_into_landing
+    from tasks.landing import WaitingFileExists, drop_into_landing, series_of_file
     from tasks.prefect_api import prefect_api_problem
 
     try:
-        target = drop_into_landing(args.file, settings.retrain.incoming_dir)
+        series = series_of_file(args.file.name, settings) if settings.many_series else None
+        landing = (settings.for_series(series) if series else settings).retrain.incoming_dir
+        target = drop_into_landing(args.file, landing)
     except (ValueError, WaitingFileExists) as error:
         print(f"ingest stopped: {error}", file=sys.stderr)
         return 1
-    print(f"{target}: in the landing folder")
+    print(f"{target}: in the landing folder" + (f" of series {series}" if series else ""))
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: no server to announce it to; the next scheduled or manual retrain picks it up")
         return 0
@@ -221,8 +259,8 @@ def _ingest(args: argparse.Namespace, settings) -> int:
     if problem:
         print(f"not announced: {problem}; the file waits for the next scheduled or manual retrain", file=sys.stderr)
         return 0
-    announce_arrival(args.file.name, str(target))
-    print(f"announced as {EVENT_DATA_ARRIVED}: the served deployment starts a retrain run")
+    announce_arrival(args.file.name, str(target), series)
+    print(f"announced as {EVENT_DATA_ARRIVED}: the served deployment starts a retrain run" + (f" of {series}" if series else ""))
     return 0
 
 
@@ -283,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
     }
     from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime, quiet_command_line_logs
-    from tasks.errors import RunStopped
+    from tasks.errors import ConfigError, RunStopped
     from tasks.input_file import InputValidationError
 
     quiet_command_line_logs()
@@ -291,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)  # a bad setting is reported before Prefect starts
         _preflight(args.command, settings)
+        if (getattr(args, "workers", None) or getattr(args, "dask_address", None)) and not settings.many_series:
+            raise ConfigError("--workers and --dask-address fan out over the series of a long-format file (data.series_column)")
         if args.command not in FLOW_IMPORTS:
             return handlers[args.command](args, settings)
         with one_off_flow_runtime(args.command):

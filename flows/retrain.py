@@ -2,7 +2,10 @@
 
 from dataclasses import dataclass
 
-from prefect import flow
+import pandas as pd
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import dated_run_name
 from flows.train import register_peer_instead, train_on_history
@@ -20,6 +23,7 @@ from tasks.retrain_tasks import (
     with_run_parameters,
     write_ingest_report,
 )
+from tasks.series_tasks import SeriesOutcome, finish_series_tracking, series_names, start_series_tracking
 from tasks.train_tasks import create_run_dir
 
 EVENT_DATA_ARRIVED = "travel-forecast.data.arrived"
@@ -46,11 +50,13 @@ def retrain(
     epochs: int | None = None,
     trigger: str = "manual",
     init: bool = False,
+    parent_run_id: str | None = None,
 ) -> RetrainSummary:
     """Retrain on the full history when days arrived or were revised since the last completed retrain (or when forced).
 
     No settings = the defaults. One retrain runs at a time; a second waits for the first.
-    `init` starts an empty history store from data.path (never done unasked).
+    `init` starts an empty history store from data.path (never done unasked). `parent_run_id`: the
+    MLflow run of a retrain over many series, whose child this series' run is.
     """
     settings = with_run_parameters(settings, epochs)
     today = run_date(settings.retrain.timezone)
@@ -62,7 +68,10 @@ def retrain(
         run_dir = create_run_dir(settings.output_dir, "retrain")
         write_ingest_report(arrived, run_dir)
         history = load_history(settings)
-        challenger = train_on_history(settings, history, run_dir, "retrain", tags={"trigger": trigger, "run_date": today})
+        tags = {"trigger": trigger, "run_date": today}
+        if parent_run_id:
+            tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
+        challenger = train_on_history(settings, history, run_dir, "retrain", tags=tags)
         champion = score_champion(settings, history, challenger)
         decision = decide_champion(settings, challenger, champion)
         refused = None
@@ -84,3 +93,35 @@ def retrain(
         arrived.earlier_changes,
         arrived.held_back,
     )
+
+
+@flow(name="retrain-series", flow_run_name=dated_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def retrain_each_series(
+    settings: Settings | None = None,
+    series: str = "",
+    force: bool = False,
+    epochs: int | None = None,
+    trigger: str = "manual",
+    init: bool = False,
+) -> pd.DataFrame:
+    """`retrain` for every series of a long-format file (or those named in `series`, comma-separated), each on its
+    own history store, landing folder and registered model; a failing series stops only itself. One table for the run.
+
+    Series one at a time by default (networks are not fitted in threads side by side); Dask workers with the
+    command line's `--workers N` or `--dask-address` (flows/runtime.series_task_runner).
+    """
+    settings = with_run_parameters(settings, epochs)
+    today = run_date(settings.retrain.timezone)
+    with runs_end_truthfully(settings.mlflow):
+        names = [name.strip() for name in series.split(",") if name.strip()] or series_names(settings)
+        run_dir = create_run_dir(settings.output_dir, "retrain")
+        parent = start_series_tracking(settings, names, today, run_dir, "retrain")
+        runs = retrain_series.map(unmapped(settings), names, unmapped(force), unmapped(trigger), unmapped(init), unmapped(parent))
+        outcomes = [SeriesOutcome.of(name, run) for name, run in zip(names, runs, strict=True)]
+        return finish_series_tracking(settings, outcomes, parent, run_dir)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="retrain-{series}")
+def retrain_series(settings: Settings, series: str, force: bool, trigger: str, init: bool, parent_run_id: str) -> RetrainSummary:
+    """One series' retrain (a flow run of its own, under this task run)."""
+    return retrain(settings.for_series(series), force=force, trigger=trigger, init=init, parent_run_id=parent_run_id)

@@ -65,6 +65,37 @@ def detached_server_class():
     return DetachedServer
 
 
+def series_task_runner(workers: int | None = None, address: str | None = None):
+    """The task runner of the per-series work: one series at a time in this process by default (networks
+    are not fitted in threads side by side), Dask worker processes with `workers` (a LocalCluster) or
+    `address` (a running scheduler)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    if not workers and not address:
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    share_prefect_api()
+    # Dask's scheduler and nannies log every worker start and stop at INFO (and a traceback for a socket closed at
+    # shutdown): warnings and errors only, here and, through the environment, in the worker processes.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    if address:
+        return DaskTaskRunner(address=address)
+    cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
+
+
+def share_prefect_api() -> None:
+    """Point Dask's worker processes at this process's Prefect API: without PREFECT_API_URL each would start
+    a temporary server of its own and report its task runs there (PLATFORM-NOTES: SQLite locks)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value() or SubprocessASGIServer().api_url
+
+
 @contextmanager
 def one_off_flow_runtime(command: str) -> Iterator[None]:
     """Run a flow from the command line with less fixed cost.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from flows.retrain import EVENT_DATA_ARRIVED, retrain
+from flows.retrain import EVENT_DATA_ARRIVED, retrain, retrain_each_series
 from tasks.config import Settings
 from tasks.errors import RunStopped
 
@@ -58,12 +58,11 @@ def _deployment_options(settings: Settings) -> dict:
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
+    on_event = {"trigger": "event"} | ({"series": "{{ event.payload.series }}"} if settings.many_series else {})
     return {
         "name": settings.retrain.deployment,
         "schedules": [Cron(settings.retrain.cron, timezone=settings.retrain.timezone, parameters={"trigger": "schedule"})],
-        "triggers": [
-            DeploymentEventTrigger(name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters={"trigger": "event"})
-        ],
+        "triggers": [DeploymentEventTrigger(name="retrain when data arrives", expect={EVENT_DATA_ARRIVED}, parameters=on_event)],
         # Only what differs from the built-in defaults: `prefect deployment run --watch` prints these in one line.
         "parameters": {"settings": settings.model_dump(mode="json", exclude_defaults=True)},
         "description": "Ingest new daily files, retrain, and move the champion alias if the challenger wins.",
@@ -77,7 +76,7 @@ def serve_retrain(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # inherited by every run it starts
     ensure_zombie_automation()
 
-    retrain.serve(
+    (retrain_each_series if settings.many_series else retrain).serve(
         **_deployment_options(settings),
         global_limit=1,  # one retrain at a time across the deployment (a single SQLite store)
         limit=1,
@@ -101,7 +100,8 @@ def deploy_retrain(settings: Settings, pool: str) -> str:
     # A second deploy updates the deployment on the same pool.
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint="flows/retrain.py:retrain")
+    flow = retrain_each_series if settings.many_series else retrain
+    source = flow.from_source(source=str(PROJECT_ROOT), entrypoint=f"flows/retrain.py:{flow.fn.__name__}")
     return str(
         source.deploy(
             **_deployment_options(settings),
@@ -113,15 +113,15 @@ def deploy_retrain(settings: Settings, pool: str) -> str:
     )
 
 
-def announce_arrival(file_name: str, landing_file: str) -> None:
-    """Emit the event that the deployment trigger turns into a retrain run."""
+def announce_arrival(file_name: str, landing_file: str, series: str | None = None) -> None:
+    """Emit the event that the deployment trigger turns into a retrain run (of `series` alone, when given)."""
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
 
     emit_event(
         event=EVENT_DATA_ARRIVED,
         resource={"prefect.resource.id": f"travel-forecast.file.{file_name}", "prefect.resource.name": file_name},
-        payload={"path": landing_file},
+        payload={"path": landing_file} | ({"series": series} if series else {}),
     )
     # Sent before the command ends. Stopping the worker with the event still queued logs "Still processing
     # items" although it then sends it: that line is noise here, a failure to send is said below.

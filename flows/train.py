@@ -1,13 +1,25 @@
-"""The training flow: validated ingest -> backtest of every forecaster -> fit the configured one -> register."""
+"""The training flow: validated ingest -> backtest of every forecaster -> fit the configured one -> register.
+
+`train_each_series` does the same for every series of a long-format file, one mapped task per series.
+"""
 
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow
+from prefect import flow, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import dated_run_name
 from tasks.config import Settings
-from tasks.registry import runs_end_truthfully
+from tasks.registry import Registry, runs_end_truthfully
+from tasks.series_tasks import (
+    SeriesOutcome,
+    finish_series_tracking,
+    last_day,
+    start_series_tracking,
+    validate_series_input,
+)
 from tasks.train_tasks import (
     TrainSummary,
     backtest_forecasters,
@@ -29,6 +41,46 @@ def train(settings: Settings) -> TrainSummary:
         raw = read_input(settings.data)
         history = validate_input(raw, settings.data, run_dir)
         return train_on_history(settings, history, run_dir, "train", tags={"trigger": "manual"}, source=settings.data.path)
+
+
+@flow(
+    name="train-series", flow_run_name=dated_run_name, validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=1)
+)
+def train_each_series(settings: Settings) -> pd.DataFrame:
+    """Train, evaluate and register one model per series of a long-format CSV; a failing series stops only itself.
+
+    The per-series work goes through the flow's task runner: one at a time by default (networks are
+    not fitted in threads side by side), Dask workers with `--workers N` or `--dask-address`
+    (flows/runtime.series_task_runner).
+    """
+    with runs_end_truthfully(settings.mlflow):
+        run_dir = create_run_dir(settings.output_dir, "train")
+        raw = read_input(settings.data)
+        histories = validate_series_input(raw, settings.data, run_dir)
+        parent = start_series_tracking(settings, list(histories), last_day(histories), run_dir, "train")
+        names = list(histories)
+        runs = train_series.map(unmapped(settings), names, [histories[n] for n in names], unmapped(run_dir), unmapped(parent))
+        outcomes = [SeriesOutcome.of(name, run) for name, run in zip(names, runs, strict=True)]
+        return finish_series_tracking(settings, outcomes, parent, run_dir)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="train-{series}")
+def train_series(settings: Settings, series: str, history: pd.DataFrame, run_dir: Path, parent_run_id: str) -> TrainSummary:
+    """One series' training, as a child MLflow run of the run over all series; its runs end FAILED if it fails."""
+    own = settings.for_series(series)
+    (run_dir / series).mkdir()
+    tags = {"trigger": "manual", "series": series, "mlflow.parentRunId": parent_run_id}
+    try:
+        return train_on_history(own, history, run_dir / series, "train", tags=tags, source=settings.data.path)
+    except Exception as error:
+        from prefect.runtime import flow_run
+
+        from tasks.registry import stop_reason
+
+        registry = Registry(own.mlflow)
+        left_open = [run.info.run_id for run in registry.open_runs(prefect_flow_run=flow_run.id, series=series)]
+        registry.end_runs(left_open, "FAILED", stop_reason(error))
+        raise
 
 
 def train_on_history(

@@ -47,6 +47,12 @@ class DataConfig(_Strict):
     case_columns: list[str] = ["cumulative_cases"]
     cumulative_columns: list[str] = ["cumulative_cases"]
     count_columns: list[str] = Field(default=[], description="Further columns that must hold non-negative whole numbers.")
+    series_column: str | None = Field(
+        None,
+        description="Long format: the column naming each row's series (one file, many series); every series is "
+        "validated, trained, registered and forecast on its own ([series.<name>] overrides shared settings).",
+    )
+    series: str | None = Field(None, description="The one series of a long-format file this config reads (set per series).")
     day_type_column: str | None = "day_type"
     day_type_codes: list[int] = list(DAY_TYPE_CODES)
     holiday_country: str = "US"
@@ -60,7 +66,7 @@ class DataConfig(_Strict):
         10_000_000, ge=1, description="Larger input files are refused unread (a daily file is a few KB; 10 MB is ~250,000 days)."
     )
 
-    @field_validator("day_type_column", "holiday_subdivision", mode="before")
+    @field_validator("day_type_column", "holiday_subdivision", "series_column", "series", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         # TOML has no null: an empty string means "none" (derive day types from the calendar).
@@ -73,6 +79,11 @@ class DataConfig(_Strict):
             return codecs.lookup(value).name
         except LookupError:
             raise ValueError(f"unknown text encoding {value!r}") from None
+
+    @property
+    def daily_file(self) -> DataConfig:
+        """How a landing folder's file is read: one series' days, without a series column (<series>__<any>.csv)."""
+        return self.model_copy(update={"series_column": None, "series": None})
 
     @property
     def required_columns(self) -> list[str]:
@@ -266,6 +277,9 @@ class RetrainConfig(_Strict):
         return self.history_url or f"sqlite:///{self.history_path}"
 
 
+SERIES_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")  # part of a registered model's name and of folder names
+
+
 class Settings(_Strict):
     """Everything a run needs, loaded once at the edge and passed down."""
 
@@ -276,6 +290,49 @@ class Settings(_Strict):
     mlflow: MlflowConfig = MlflowConfig()
     retrain: RetrainConfig = RetrainConfig()
     output_dir: Path = Path("outputs")
+    series: dict[str, dict[str, Any]] = Field(
+        {}, description="Per-series settings of a long-format file, e.g. [series.lirr.data] target_unit = 1000."
+    )
+
+    @field_validator("series")
+    @classmethod
+    def _series_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if bad := [name for name in value if not SERIES_NAME.fullmatch(name)]:
+            raise ValueError(f"series names are letters, digits, _ . - (at most 60, a letter or digit first), got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _series_overrides_valid(self) -> Settings:
+        if self.data.series_column and self.retrain.history_url:
+            raise ValueError(
+                "a long-format file's series each keep a SQLite history store: retrain.history_url is for one series"
+            )
+        for name in self.series:  # a bad per-series setting is reported at load, as any other
+            try:
+                self.for_series(name)
+            except ConfigError as error:
+                raise ValueError(f"[series.{name}] {re.sub(r'^invalid settings? ', '', str(error))}") from None
+        return self
+
+    @property
+    def many_series(self) -> bool:
+        """Whether runs fan out over the series of a long-format file (no one series chosen)."""
+        return bool(self.data.series_column) and self.data.series is None
+
+    def for_series(self, name: str) -> Settings:
+        """One series' settings: the shared ones, its [series.<name>] overrides, its own registered model
+        (`<registered_model>-<name>`), SQLite history store (`series/<name>/` beside the shared one's file) and
+        landing folder (`<name>/` in the shared one)."""
+        store, own = self.retrain.history_path, self.series.get(name, {})
+        identity = {
+            "data": {"series": name},
+            "mlflow": {"registered_model": f"{self.mlflow.registered_model}-{name}"},
+            "retrain": {
+                "history_path": store.parent / "series" / name / store.name,
+                "incoming_dir": self.retrain.incoming_dir / name,
+            },
+        }
+        return validated(merge(merge(self.model_dump(exclude={"series"}), own), identity))
 
     @model_validator(mode="before")
     @classmethod

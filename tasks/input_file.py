@@ -280,11 +280,77 @@ def history_from_frame(raw: pd.DataFrame, config: DataConfig, source: str | Path
     return to_history(parsed.parsed, config)
 
 
+SERIES_RULE = "a series name: letters, digits, _ . - (at most 60, a letter or digit first)"
+
+
+def split_series(raw: pd.DataFrame, config: DataConfig, path: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """A long-format file's rows per series (in order of first appearance, each keeping the file's row index)
+    and a report row per row whose series name is not one."""
+    from tasks.config import SERIES_NAME
+
+    column = config.series_column
+    if column not in raw:
+        raise InputUnreadable(f"{path}: line 1: no column {column!r} naming each row's series (data.series_column)")
+    names = raw[column].astype(str).str.strip()
+    bad = ~names.map(lambda name: bool(SERIES_NAME.fullmatch(name)))
+    report = pd.DataFrame(
+        {
+            "file": str(path),
+            "line": raw.index[bad] + 2,
+            "column": column,
+            "value": raw[column][bad].to_numpy(),
+            "rule": SERIES_RULE,
+        },
+        columns=REPORT_COLUMNS,
+    ).assign(check="series_name")
+    rows = raw[~bad].drop(columns=column)
+    return {name: rows[names[~bad] == name] for name in dict.fromkeys(names[~bad])}, report
+
+
+def series_report(rows: pd.DataFrame, config: DataConfig, path: Path) -> tuple[ParsedInput, pd.DataFrame]:
+    """One series' rows parsed and validated, the report's lines those of the whole file."""
+    parsed = parse_input(rows, config)
+    report = validation_report(parsed, config, path)
+    file_lines = {position + 2: int(index) + 2 for position, index in enumerate(rows.index)}
+    return parsed, report.assign(line=report["line"].map(file_lines).astype("Int64"))
+
+
+def series_histories(raw: pd.DataFrame, config: DataConfig, path: Path) -> dict[str, pd.DataFrame]:
+    """A long-format file as DailyHistory per series (only `config.series` when set); every failure of every series
+    in one InputValidationError."""
+    groups, report = split_series(raw, config, path)
+    if config.series is not None:
+        if config.series not in groups:
+            raise InputUnreadable(f"{path}: no rows of series {config.series!r} (data.series); it has {list(groups)}")
+        groups = {config.series: groups[config.series]}
+    parsed, reports = {}, [report]
+    for name, rows in groups.items():
+        parsed[name], found = series_report(rows, config, path)
+        reports.append(found)
+    report = pd.concat(reports).drop_duplicates(["line", "column", "check"])  # a missing column once, not per series
+    if len(report):
+        raise InputValidationError(path, report.sort_values(["line", "column"], na_position="first").reset_index(drop=True))
+    return {name: to_history(rows.parsed, config) for name, rows in parsed.items()}
+
+
 def read_history_file(path: Path, config: DataConfig) -> pd.DataFrame:
-    """Read and validate one input file into DailyHistory; raise InputValidationError listing every failure."""
-    history = history_from_frame(read_csv(path, config), config, path)
+    """Read and validate one input file (one series of it, in long format) into DailyHistory; raise
+    InputValidationError listing every failure."""
+    raw = read_csv(path, config)
+    if config.series_column:
+        if config.series is None:
+            raise InputUnreadable(f"{path}: a long-format file (data.series_column); name the series to read (data.series)")
+        return series_histories(raw, config, path)[config.series]
+    history = history_from_frame(raw, config, path)
     logger.info("%s: %d days passed validation", path, len(history))
     return history
+
+
+def read_every_series(path: Path, config: DataConfig) -> dict[str | None, pd.DataFrame]:
+    """Every series of a long-format file by name, or a one-series file's history under None."""
+    if config.series_column and config.series is None:
+        return series_histories(read_csv(path, config), config, path)
+    return {config.series: read_history_file(path, config)}
 
 
 def to_input_format(history: pd.DataFrame, config: DataConfig) -> pd.DataFrame:

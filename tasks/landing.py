@@ -123,6 +123,23 @@ def drop_into_landing(source: Path, landing: Path) -> Path:
     return target
 
 
+SERIES_SEPARATOR = "__"  # a series' daily file of a long-format config: <series>__<anything>.csv
+
+
+def series_of_file(name: str, settings: Settings) -> str:
+    """The series a daily file is for, from its name `<series>__<anything>.csv`; one of the configured file's series."""
+    from tasks.series_tasks import series_names
+
+    series, separator, _ = name.partition(SERIES_SEPARATOR)
+    known = series_names.fn(settings)
+    if not separator or series not in known:
+        raise ValueError(
+            f"{name}: a daily file of {settings.data.path.name} is named <series>{SERIES_SEPARATOR}<anything>.csv, "
+            f"<series> one of {', '.join(known)}"
+        )
+    return series
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -251,8 +268,10 @@ def open_history(settings: Settings, init: bool = False) -> tuple[history_store.
     store seeded from the bundled sample, and a model trained and registered on it.
     """
     url = settings.retrain.store_url
-    if not init and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise HistoryStoreMissing(missing_store_message(settings))
+    if url.startswith("sqlite:///"):
+        if not init and not Path(url.removeprefix("sqlite:///")).exists():
+            raise HistoryStoreMissing(missing_store_message(settings))
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)  # a series' own folder
     store = history_store.open_store(url, value_columns(settings.data))
     if not history_store.read_history(store).empty:
         return store, None
@@ -299,7 +318,7 @@ def ingest_landing(settings: Settings, init: bool = False) -> IngestResult:
             continue
         first_with_sha[sha] = path.name
         try:
-            pending.append((path, read_history_file(path, settings.data), sha))
+            pending.append((path, read_history_file(path, settings.data.daily_file), sha))
         except (InputValidationError, ValueError) as error:
             report = error.report if isinstance(error, InputValidationError) else reason_report(path, str(error))
             outcomes.append(reject(path, report, f"{len(report)} validation failure(s)"))

@@ -58,6 +58,27 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int,
 
 
 @task(cache_policy=NO_CACHE)
+def forecast_each_series(settings: Settings, names: list[str], days: int, today: str) -> pd.DataFrame:
+    """Every series' champion forecast in one frame with a `series` column; a series that cannot forecast (no
+    champion, no history) is logged and left out; none forecasting stops the run."""
+    from tasks.errors import RunStopped
+    from tasks.retrain_tasks import load_history
+
+    forecasts, failed = [], {}
+    for name in names:
+        own = settings.for_series(name)
+        try:
+            forecasts.append(forecast_with_champion(own, load_history(own), days, today).assign(series=name))
+        except (LookupError, RunStopped) as error:
+            failed[name] = str(error)
+            get_run_logger().error("%s: no forecast: %s", name, error)
+    if not forecasts:
+        raise RunStopped(f"no series has a forecast: {'; '.join(f'{n}: {e}' for n, e in failed.items())}")
+    frame = pd.concat(forecasts, ignore_index=True)
+    return frame[["series", *frame.columns.drop("series")]]
+
+
+@task(cache_policy=NO_CACHE)
 def write_forecast(forecast: pd.DataFrame, output_dir: Path, run_day: str) -> Path:
     """Write the forecast CSV into the output folder."""
     output_dir.mkdir(parents=True, exist_ok=True)
