@@ -89,6 +89,8 @@ def _settings(args: argparse.Namespace):
         updates["mlflow"] = {"tracking_uri": os.environ["MLFLOW_TRACKING_URI"]}
     if getattr(args, "epochs", None) is not None:
         updates["model"] = {"epochs": args.epochs}
+    if getattr(args, "workers", None) or getattr(args, "dask_address", None):
+        updates["scale"] = {"workers": args.workers or 0, "dask_address": args.dask_address}
     settings = load_settings(args.config.absolute() if args.config else None, args.overrides, updates=updates)
     if settings.data.series_column and settings.data.series:  # one series of a long file: its own model and store
         return settings.for_series(settings.data.series)
@@ -153,13 +155,11 @@ def _print_backtest(evaluation) -> None:
 
 
 def _train(args: argparse.Namespace, settings) -> int:
-    from flows.runtime import series_task_runner
     from flows.train import train, train_each_series
     from tasks.series_tasks import format_series_table
 
     if settings.many_series:
-        runner = series_task_runner(args.workers, args.dask_address)
-        table = train_each_series.with_options(task_runner=runner)(settings)
+        table = train_each_series(settings)
         print(f"\n{len(table)} series of {settings.data.path.name}, each registered as its own model:")
         print(format_series_table(table))
         return 0
@@ -181,12 +181,10 @@ def _backtest(args: argparse.Namespace, settings) -> int:
 
 def _retrain(args: argparse.Namespace, settings) -> int:
     from flows.retrain import retrain, retrain_each_series
-    from flows.runtime import series_task_runner
     from tasks.series_tasks import format_series_table
 
     if settings.many_series:
-        runner = series_task_runner(args.workers, args.dask_address)
-        table = retrain_each_series.with_options(task_runner=runner)(settings, force=args.force, init=args.init)
+        table = retrain_each_series(settings, force=args.force, init=args.init)
         print(format_series_table(table))
         return 0
 

@@ -3,11 +3,10 @@
 from dataclasses import dataclass
 
 import pandas as pd
-from prefect import flow, task, unmapped
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import dated_run_name
+from flows.runtime import dated_run_name, series_task_runner, unmapped_each
 from flows.train import register_peer_instead, train_on_history
 from tasks.config import Settings
 from tasks.registry import runs_end_truthfully
@@ -95,7 +94,7 @@ def retrain(
     )
 
 
-@flow(name="retrain-series", flow_run_name=dated_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="retrain-series", flow_run_name=dated_run_name)
 def retrain_each_series(
     settings: Settings | None = None,
     series: str = "",
@@ -107,8 +106,8 @@ def retrain_each_series(
     """`retrain` for every series of a long-format file (or those named in `series`, comma-separated), each on its
     own history store, landing folder and registered model; a failing series stops only itself. One table for the run.
 
-    Series one at a time by default (networks are not fitted in threads side by side); Dask workers with the
-    command line's `--workers N` or `--dask-address` (flows/runtime.series_task_runner).
+    Series one at a time by default; on Dask workers with `scale.workers` or `scale.dask_address`
+    (`--workers N`, `--dask-address`; flows/runtime.series_task_runner), in a deployment's runs too.
     """
     settings = with_run_parameters(settings, epochs)
     today = run_date(settings.retrain.timezone)
@@ -116,8 +115,10 @@ def retrain_each_series(
         names = [name.strip() for name in series.split(",") if name.strip()] or series_names(settings)
         run_dir = create_run_dir(settings.output_dir, "retrain")
         parent = start_series_tracking(settings, names, today, run_dir, "retrain")
-        runs = retrain_series.map(unmapped(settings), names, unmapped(force), unmapped(trigger), unmapped(init), unmapped(parent))
-        outcomes = [SeriesOutcome.of(name, run) for name, run in zip(names, runs, strict=True)]
+        with series_task_runner(settings.scale) as runner:
+            shared = unmapped_each(settings=settings, force=force, trigger=trigger, init=init, parent_run_id=parent)
+            runs = runner.map(retrain_series, {"series": names} | shared)
+            outcomes = [SeriesOutcome.of(name, run) for name, run in zip(names, runs, strict=True)]
         return finish_series_tracking(settings, outcomes, parent, run_dir)
 
 

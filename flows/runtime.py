@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tasks.config import ScaleConfig
 from tasks.native_output import import_keras
 
 # What each one-off flow command imports; TensorFlow only where a network is always fitted or loaded.
@@ -65,12 +66,13 @@ def detached_server_class():
     return DetachedServer
 
 
-def series_task_runner(workers: int | None = None, address: str | None = None):
-    """The task runner of the per-series work: one series at a time in this process by default (networks
-    are not fitted in threads side by side), Dask worker processes with `workers` (a LocalCluster) or
-    `address` (a running scheduler)."""
+def series_task_runner(scale: ScaleConfig):
+    """The task runner of the per-series work: one series at a time in the run's process by default (networks
+    are not fitted in threads side by side), Dask worker processes with `scale.workers` (a LocalCluster) or
+    `scale.dask_address` (a running scheduler)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    workers, address = scale.workers, scale.dask_address
     if not workers and not address:
         return ThreadPoolTaskRunner(max_workers=1)
     from prefect_dask import DaskTaskRunner
@@ -84,6 +86,13 @@ def series_task_runner(workers: int | None = None, address: str | None = None):
         return DaskTaskRunner(address=address)
     cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster)
+
+
+def unmapped_each(**values) -> dict:
+    """Parameters every mapped task run gets whole (a task runner's `map` maps over every other one)."""
+    from prefect.utilities.annotations import unmapped
+
+    return {name: unmapped(value) for name, value in values.items()}
 
 
 def share_prefect_api() -> None:

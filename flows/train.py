@@ -6,11 +6,10 @@
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow, task, unmapped
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import dated_run_name
+from flows.runtime import dated_run_name, series_task_runner, unmapped_each
 from tasks.config import Settings
 from tasks.registry import Registry, runs_end_truthfully
 from tasks.series_tasks import (
@@ -43,15 +42,12 @@ def train(settings: Settings) -> TrainSummary:
         return train_on_history(settings, history, run_dir, "train", tags={"trigger": "manual"}, source=settings.data.path)
 
 
-@flow(
-    name="train-series", flow_run_name=dated_run_name, validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=1)
-)
+@flow(name="train-series", flow_run_name=dated_run_name, validate_parameters=False)
 def train_each_series(settings: Settings) -> pd.DataFrame:
     """Train, evaluate and register one model per series of a long-format CSV; a failing series stops only itself.
 
-    The per-series work goes through the flow's task runner: one at a time by default (networks are
-    not fitted in threads side by side), Dask workers with `--workers N` or `--dask-address`
-    (flows/runtime.series_task_runner).
+    The per-series work runs one series at a time by default, on Dask workers with `scale.workers`
+    or `scale.dask_address` (`--workers N`, `--dask-address`; flows/runtime.series_task_runner).
     """
     with runs_end_truthfully(settings.mlflow):
         run_dir = create_run_dir(settings.output_dir, "train")
@@ -59,8 +55,10 @@ def train_each_series(settings: Settings) -> pd.DataFrame:
         histories = validate_series_input(raw, settings.data, run_dir)
         parent = start_series_tracking(settings, list(histories), last_day(histories), run_dir, "train")
         names = list(histories)
-        runs = train_series.map(unmapped(settings), names, [histories[n] for n in names], unmapped(run_dir), unmapped(parent))
-        outcomes = [SeriesOutcome.of(name, run) for name, run in zip(names, runs, strict=True)]
+        with series_task_runner(settings.scale) as runner:
+            every = {"series": names, "history": [histories[n] for n in names]}
+            runs = runner.map(train_series, every | unmapped_each(settings=settings, run_dir=run_dir, parent_run_id=parent))
+            outcomes = [SeriesOutcome.of(name, run) for name, run in zip(names, runs, strict=True)]
         return finish_series_tracking(settings, outcomes, parent, run_dir)
 
 

@@ -222,6 +222,10 @@ class RetrainConfig(_Strict):
     incoming_dir: Path = Field(Path("data/incoming"), description="Landing folder; processed/ and rejected/ go inside it.")
     history_url: str | None = Field(None, description="SQLAlchemy URL of the history store, e.g. postgresql+psycopg://...")
     history_path: Path = Field(Path("data/history.db"), description="SQLite history store used when history_url is empty.")
+    history_schema: str | None = Field(
+        None,
+        description="PostgreSQL schema of the history tables in history_url (each series of a long-format file has its own).",
+    )
     revision_window_days: int = Field(14, ge=0, description="How far back a file may revise stored days.")
     deployment: str = "daily"
     cron: str = "0 6 * * *"
@@ -250,10 +254,16 @@ class RetrainConfig(_Strict):
         "true registers that forecaster and puts it through the same gate instead.",
     )
 
-    @field_validator("history_url", mode="before")
+    @field_validator("history_url", "history_schema", mode="before")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _schema_in_a_server_store(self) -> RetrainConfig:
+        if self.history_schema and not self.history_url:
+            raise ValueError("retrain.history_schema names a PostgreSQL schema: it needs retrain.history_url")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -280,6 +290,18 @@ class RetrainConfig(_Strict):
 SERIES_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")  # part of a registered model's name and of folder names
 
 
+class ScaleConfig(_Strict):
+    """Where the series of a long-format file are trained: one at a time in the run's process, or on Dask."""
+
+    workers: int = Field(0, ge=0, description="Dask worker processes of a LocalCluster started for the run; 0 = none.")
+    dask_address: str | None = Field(None, description="A running Dask scheduler, e.g. tcp://10.0.0.5:8786 (over workers).")
+
+    @field_validator("dask_address", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
 class Settings(_Strict):
     """Everything a run needs, loaded once at the edge and passed down."""
 
@@ -289,6 +311,7 @@ class Settings(_Strict):
     backtest: BacktestConfig = BacktestConfig()
     mlflow: MlflowConfig = MlflowConfig()
     retrain: RetrainConfig = RetrainConfig()
+    scale: ScaleConfig = ScaleConfig()
     output_dir: Path = Path("outputs")
     series: dict[str, dict[str, Any]] = Field(
         {}, description="Per-series settings of a long-format file, e.g. [series.lirr.data] target_unit = 1000."
@@ -303,10 +326,6 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _series_overrides_valid(self) -> Settings:
-        if self.data.series_column and self.retrain.history_url:
-            raise ValueError(
-                "a long-format file's series each keep a SQLite history store: retrain.history_url is for one series"
-            )
         for name in self.series:  # a bad per-series setting is reported at load, as any other
             try:
                 self.for_series(name)
@@ -321,14 +340,16 @@ class Settings(_Strict):
 
     def for_series(self, name: str) -> Settings:
         """One series' settings: the shared ones, its [series.<name>] overrides, its own registered model
-        (`<registered_model>-<name>`), SQLite history store (`series/<name>/` beside the shared one's file) and
-        landing folder (`<name>/` in the shared one)."""
+        (`<registered_model>-<name>`), history store (SQLite: `series/<name>/` beside the shared one's file;
+        PostgreSQL: the schema `series_<name>` of history_url's database) and landing folder (`<name>/` in the
+        shared one)."""
         store, own = self.retrain.history_path, self.series.get(name, {})
         identity = {
             "data": {"series": name},
             "mlflow": {"registered_model": f"{self.mlflow.registered_model}-{name}"},
             "retrain": {
                 "history_path": store.parent / "series" / name / store.name,
+                "history_schema": f"series_{name}" if self.retrain.history_url else None,
                 "incoming_dir": self.retrain.incoming_dir / name,
             },
         }

@@ -96,18 +96,21 @@ def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, 
     return days, files, revisions, trainings
 
 
-def open_store(url: str, value_columns: list[str]) -> Store:
-    """Open (creating if needed) the store; refuse one whose columns differ from the config's."""
+def open_store(url: str, value_columns: list[str], schema: str | None = None) -> Store:
+    """Open (creating if needed) the store, its tables in `schema` if given; refuse one whose columns differ from the config's."""
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
         # Wait for a concurrent writer instead of failing at once.
         sa.event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 30000"))
-    metadata = sa.MetaData()
+    metadata = sa.MetaData(schema=schema)
     days, files, revisions, trainings = _tables(metadata, value_columns)
     try:
         with writing(str(engine.url)):  # the URL as SQLAlchemy prints it: no password
+            if schema:
+                with engine.begin() as connection:
+                    connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
             metadata.create_all(engine)
-        stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history")]
+        stored = [c["name"] for c in sa.inspect(engine).get_columns("daily_history", schema=schema)]
     except sa.exc.DatabaseError as error:
         raise StoreUnreadable(
             f"history store {engine.url} cannot be read ({str(error.orig).strip()}): restore it from a backup, "

@@ -48,7 +48,7 @@ def with_run_parameters(settings: Settings | None, epochs: int | None) -> Settin
     return settings if epochs is None else settings.updated({"model": {"epochs": epochs}})
 
 
-RETRAIN_LOCK = "travel-forecast retrain"  # one per history store's database
+RETRAIN_LOCK = "travel-forecast retrain"  # one per history store's database (and schema: a series of a long-format file)
 
 
 class RetrainBusy(RunStopped):
@@ -102,7 +102,8 @@ def retrain_lock(settings: Settings) -> tuple[_FileLock | AdvisoryLock, str]:
     """The lock that serialises retrains on this history store, and how to name it in a message."""
     url = sa.make_url(settings.retrain.store_url)
     if url.get_backend_name() == "postgresql":
-        return AdvisoryLock(settings.retrain.store_url, RETRAIN_LOCK), f"the advisory lock '{RETRAIN_LOCK}' of {url}"
+        name = " ".join([RETRAIN_LOCK, *([settings.retrain.history_schema] if settings.retrain.history_schema else [])])
+        return AdvisoryLock(settings.retrain.store_url, name), f"the advisory lock '{name}' of {url}"
     path = settings.retrain.incoming_dir / ".retrain.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return _FileLock(path), str(path)

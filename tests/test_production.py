@@ -125,3 +125,91 @@ def test_deploy_without_a_prefect_server_says_so_and_deploys_nothing():
     result = subprocess.run([*CLI, "deploy"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == "deploy stopped: PREFECT_API_URL is not set; a work pool lives on a Prefect server"
+
+
+def test_series_retrain_on_a_worker_with_dask_and_a_postgres_history_train_each_series_once(tmp_path, postgres):
+    """Many series: each series' history in its own schema of one PostgreSQL database, its own advisory lock,
+    the deployment run's series on a 2-worker Dask LocalCluster; a file for one series retrains it alone."""
+    from test_series import long_rows
+
+    prefect_db, mlflow_db, history_db = (postgres.url(name) for name in ("prefect_s", "mlflow_s", "history_s"))
+    mlflow_port = free_port()
+    rows = long_rows({"bus": 90, "lirr": 90})
+    rows[rows["date"] < "2024-11-13"].to_csv(tmp_path / "initial.csv", index=False)
+    config = tmp_path / "modes.toml"
+    config.write_text(
+        f'output_dir = "{tmp_path / "out"}"\n'
+        f'[data]\npath = "{tmp_path / "initial.csv"}"\nseries_column = "series"\n'
+        "[model]\nepochs = 2\nensemble = 1\n[backtest]\ntest_days = 7\ncompare = []\n"
+        f'[mlflow]\ntracking_uri = "http://127.0.0.1:{mlflow_port}"\nregistered_model = "modes"\n'
+        f'[retrain]\nincoming_dir = "{tmp_path / "incoming"}"\nhistory_url = "{history_db}"\n'
+        "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"
+        "[scale]\nworkers = 2\n"
+    )
+    (tmp_path / "prefect-home").mkdir()
+    prefect_server, env = start_prefect_server(tmp_path / "prefect-home", database_url=prefect_db.replace("+psycopg", "+asyncpg"))
+    processes = [prefect_server]
+    try:
+        artifacts = ("--serve-artifacts", "--artifacts-destination", str(tmp_path / "artifacts"))
+        processes.append(start_mlflow_server(mlflow_db, mlflow_port, tmp_path / "mlflow.log", *artifacts))
+        deployed = subprocess.run(
+            [*CLI, "deploy", "--config", str(config), "--pool", "series"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
+        assert "prefect deployment run retrain-series/daily --param init=true" in deployed.stdout
+        worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "series"], env, tmp_path / "worker.log")
+        processes.append(worker)
+        api = env["PREFECT_API_URL"]
+        deployment = wait_for_deployment(api, "retrain-series/daily", worker)
+        run = [str(BIN / "prefect"), "deployment", "run", "retrain-series/daily"]
+        first = subprocess.run(
+            [*run, "--param", "init=true", "--watch"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+        def completed(count: int):
+            def check():
+                states = [r["state"]["type"] for r in flow_runs(api, deployment["id"]) if r["state"]["type"] != "SCHEDULED"]
+                assert "FAILED" not in states and "CRASHED" not in states, states
+                return states == ["COMPLETED"] * count
+
+            return check
+
+        # A day of one series arrives: its event retrains that series alone.
+        day = lambda series, date: rows[(rows["series"] == series) & (rows["date"] == date)].drop(columns="series")
+        day("bus", "2024-11-13").to_csv(tmp_path / "bus__2024-11-13.csv", index=False)
+        ingest = [*CLI, "ingest", str(tmp_path / "bus__2024-11-13.csv"), "--config", str(config)]
+        arrived = subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert arrived.returncode == 0 and "the served deployment starts a retrain run of bus" in arrived.stdout, arrived.stderr
+        wait_until(completed(2), 900, "the event-triggered retrain of bus")
+        # The next day of both lands, and two runs are asked for at once: no series is trained twice.
+        for series in ("bus", "lirr"):
+            (tmp_path / "incoming" / series).mkdir(parents=True, exist_ok=True)
+            days = ["2024-11-14"] if series == "bus" else ["2024-11-13", "2024-11-14"]
+            pd.concat([day(series, d) for d in days]).to_csv(tmp_path / "incoming" / series / f"{series}__next.csv", index=False)
+        for _ in range(2):
+            assert subprocess.run(run, cwd=ROOT, env=env, capture_output=True).returncode == 0
+        wait_until(completed(4), 900, "two series retrains asked for at once")
+
+        for series, trainings in (("bus", 3), ("lirr", 2)):  # bus: init, its event, the last day once; lirr: init, once
+            assert scalar(history_db, f"SELECT max(date) FROM series_{series}.daily_history").isoformat() == "2024-11-14"
+            assert scalar(history_db, f"SELECT count(*) FROM series_{series}.trainings") == trainings
+            assert scalar(mlflow_db, f"SELECT count(*) FROM model_versions WHERE name = 'modes-{series}'") == trainings
+        # Every series' retrain ran as a task on the run's Dask cluster: 2 at init, bus alone, 2 and 2.
+        assert "LocalCluster" in (tmp_path / "worker.log").read_text()
+        task_runs = "SELECT count(*) FROM task_run WHERE name IN ('retrain-bus', 'retrain-lirr') AND state_type = 'COMPLETED'"
+        assert scalar(prefect_db, task_runs) == 2 + 1 + 2 + 2
+        predicted = subprocess.run(
+            [*CLI, "predict", "--days", "2", "--config", str(config)], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        forecast = pd.read_csv(next((tmp_path / "out").glob("forecast-*.csv")))
+        assert forecast[["series", "date"]].values.tolist() == [
+            ["bus", "2024-11-15"],
+            ["bus", "2024-11-16"],
+            ["lirr", "2024-11-15"],
+            ["lirr", "2024-11-16"],
+        ]
+    finally:
+        for process in reversed(processes):
+            stop(process)

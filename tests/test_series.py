@@ -44,8 +44,15 @@ def test_a_bad_setting_of_one_series_is_refused_at_load_naming_the_series():
         load_settings(None, [LONG, "series.lirr.model.epochs=0"])
     with pytest.raises(ConfigError, match=r"series names are letters, digits, _ \. - .*got \['a/b'\]"):
         load_settings(None, [LONG, "series.a/b.model.epochs=3"])
-    with pytest.raises(ConfigError, match=r"retrain\.history_url is for one series"):
-        load_settings(None, [LONG, 'retrain.history_url="postgresql+psycopg://u@localhost/h"'])
+    with pytest.raises(ConfigError, match=r"retrain.history_schema names a PostgreSQL schema: it needs retrain.history_url"):
+        load_settings(None, ['retrain.history_schema="series_bus"'])
+
+
+def test_on_postgresql_each_series_keeps_its_history_in_its_own_schema():
+    url = "postgresql+psycopg://u@localhost/h"
+    settings = load_settings(None, [LONG, f'retrain.history_url="{url}"'])
+    bus = settings.for_series("bus")
+    assert (bus.retrain.store_url, bus.retrain.history_schema, settings.retrain.history_schema) == (url, "series_bus", None)
 
 
 def long_rows(series: dict[str, int], last_day: str = "2024-11-14") -> pd.DataFrame:
