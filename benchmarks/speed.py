@@ -262,7 +262,7 @@ def series_speed(args: argparse.Namespace) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    count = len(series_names.fn(load_settings(args.series, [], root=Path.cwd())))
+    count = len(series_names.fn(load_settings(args.series, [])))  # relative paths under the project, as the command reads them
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

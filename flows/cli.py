@@ -92,9 +92,23 @@ def _settings(args: argparse.Namespace):
     if getattr(args, "workers", None) or getattr(args, "dask_address", None):
         updates["scale"] = {"workers": args.workers or 0, "dask_address": args.dask_address}
     settings = load_settings(args.config.absolute() if args.config else None, args.overrides, updates=updates)
+    if settings.data.series_column is None and SERIES_COLUMN in _header(settings.data):  # long format, as the file says
+        settings = settings.updated({"data": {"series_column": SERIES_COLUMN}})
     if settings.data.series_column and settings.data.series:  # one series of a long file: its own model and store
         return settings.for_series(settings.data.series)
     return settings
+
+
+SERIES_COLUMN = "series"  # a file with this column is long format unless the config names another (data.series_column)
+
+
+def _header(data) -> list[str]:
+    """The input file's column names (none when it cannot be read: reading it later says why)."""
+    try:
+        with data.path.open(encoding=data.encoding, errors="replace") as file:
+            return [name.strip() for name in file.readline().rstrip("\r\n").split(data.delimiter)]
+    except OSError:
+        return []
 
 
 def _preflight(command: str, settings) -> None:
@@ -185,6 +199,7 @@ def _retrain(args: argparse.Namespace, settings) -> int:
 
     if settings.many_series:
         table = retrain_each_series(settings, force=args.force, init=args.init)
+        print(f"\n{len(table)} series of {settings.data.path.name}:")
         print(format_series_table(table))
         return 0
 

@@ -58,9 +58,9 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int,
 
 
 @task(cache_policy=NO_CACHE)
-def forecast_each_series(settings: Settings, names: list[str], days: int, today: str) -> pd.DataFrame:
-    """Every series' champion forecast in one frame with a `series` column; a series that cannot forecast (no
-    champion, no history) is logged and left out; none forecasting stops the run."""
+def forecast_each_series(settings: Settings, names: list[str], days: int, today: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every series' champion forecast in one frame with a `series` column, and why each series that cannot
+    forecast (no champion, no history) could not; none forecasting stops the run."""
     from tasks.errors import RunStopped
     from tasks.retrain_tasks import load_history
 
@@ -75,7 +75,17 @@ def forecast_each_series(settings: Settings, names: list[str], days: int, today:
     if not forecasts:
         raise RunStopped(f"no series has a forecast: {'; '.join(f'{n}: {e}' for n, e in failed.items())}")
     frame = pd.concat(forecasts, ignore_index=True)
-    return frame[["series", *frame.columns.drop("series")]]
+    return frame[["series", *frame.columns.drop("series")]], failed
+
+
+@task(cache_policy=NO_CACHE)
+def require_every_series(failed: dict[str, str], path: Path) -> None:
+    """Stop the run, after the others' forecasts were written, when some series had none: the run is not shown complete."""
+    from tasks.series_tasks import SeriesFailed
+
+    if failed:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
+        raise SeriesFailed(f"{len(failed)} series without a forecast ({reasons}); the others' are in {path}")
 
 
 @task(cache_policy=NO_CACHE)

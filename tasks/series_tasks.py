@@ -147,7 +147,8 @@ def finish_series_tracking(settings: Settings, outcomes: list[SeriesOutcome], pa
     registry, failed = Registry(settings.mlflow), [o.series for o in outcomes if o.summary is None]
     registry.log_files(parent_run_id, [path])
     text = format_series_table(table)
-    get_run_logger().info("%d series:\n%s", len(outcomes), text)
+    statuses = ", ".join(f"{series} {status}" for series, status in zip(table["series"], table["status"], strict=True))
+    get_run_logger().info("%d series: %s; the table: %s", len(outcomes), statuses, path)
     create_table_artifact(
         key="series",
         table=table.astype(object).where(table.notna(), None).to_dict("records"),

@@ -157,10 +157,13 @@ def test_series_retrain_on_a_worker_with_dask_and_a_postgres_history_train_each_
         )
         assert deployed.returncode == 0, deployed.stderr[-3000:]
         assert "prefect deployment run retrain-series/daily --param init=true" in deployed.stdout
-        worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "series"], env, tmp_path / "worker.log")
-        processes.append(worker)
+        workers = [
+            start([str(BIN / "prefect"), "worker", "start", "--pool", "series"], env, tmp_path / f"worker-{i}.log")
+            for i in (1, 2)
+        ]
+        processes += workers
         api = env["PREFECT_API_URL"]
-        deployment = wait_for_deployment(api, "retrain-series/daily", worker)
+        deployment = wait_for_deployment(api, "retrain-series/daily", workers[0])
         run = [str(BIN / "prefect"), "deployment", "run", "retrain-series/daily"]
         first = subprocess.run(
             [*run, "--param", "init=true", "--watch"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
@@ -182,7 +185,7 @@ def test_series_retrain_on_a_worker_with_dask_and_a_postgres_history_train_each_
         arrived = subprocess.run(ingest, cwd=ROOT, env=env, capture_output=True, text=True)
         assert arrived.returncode == 0 and "the served deployment starts a retrain run of bus" in arrived.stdout, arrived.stderr
         wait_until(completed(2), 900, "the event-triggered retrain of bus")
-        # The next day of both lands, and two runs are asked for at once: no series is trained twice.
+        # The next day of both lands, and two runs are asked for at once (two workers): no series is trained twice.
         for series in ("bus", "lirr"):
             (tmp_path / "incoming" / series).mkdir(parents=True, exist_ok=True)
             days = ["2024-11-14"] if series == "bus" else ["2024-11-13", "2024-11-14"]
@@ -196,7 +199,7 @@ def test_series_retrain_on_a_worker_with_dask_and_a_postgres_history_train_each_
             assert scalar(history_db, f"SELECT count(*) FROM series_{series}.trainings") == trainings
             assert scalar(mlflow_db, f"SELECT count(*) FROM model_versions WHERE name = 'modes-{series}'") == trainings
         # Every series' retrain ran as a task on the run's Dask cluster: 2 at init, bus alone, 2 and 2.
-        assert "LocalCluster" in (tmp_path / "worker.log").read_text()
+        assert "LocalCluster" in "".join((tmp_path / f"worker-{i}.log").read_text() for i in (1, 2))
         task_runs = "SELECT count(*) FROM task_run WHERE name IN ('retrain-bus', 'retrain-lirr') AND state_type = 'COMPLETED'"
         assert scalar(prefect_db, task_runs) == 2 + 1 + 2 + 2
         predicted = subprocess.run(

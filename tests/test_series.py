@@ -39,6 +39,17 @@ def test_each_series_has_its_own_model_store_landing_folder_and_overrides(tmp_pa
     assert lirr.data.path == bus.data.path == settings.data.path  # the long file, read for the series' rows
 
 
+def test_a_file_with_a_series_column_is_long_format_unless_the_config_says_otherwise():
+    from conftest import SAMPLE
+
+    from flows.cli import _parser, _settings
+
+    settings = lambda *argv: _settings(_parser().parse_args(["validate", *argv]))
+    assert settings(str(MODES)).many_series and settings(str(MODES)).data.series_column == "series"
+    assert settings(str(MODES), "--set", 'data.series="bus"').mlflow.registered_model == "travel-forecast-bus"
+    assert not settings(str(SAMPLE)).many_series
+
+
 def test_a_bad_setting_of_one_series_is_refused_at_load_naming_the_series():
     with pytest.raises(ConfigError, match=r"\[series\.lirr\] model\.epochs: Input should be greater than or equal to 1"):
         load_settings(None, [LONG, "series.lirr.model.epochs=0"])
@@ -189,7 +200,8 @@ def test_retrain_then_a_file_for_one_series_retrains_only_it_and_predict_forecas
     bus_champion = models["modes-bus"].index("champion") + 1
 
     forecast = run(["predict", "--config", str(config), "--days", "7"], env, root)
-    assert forecast.returncode == 0, forecast.stderr[-3000:]
+    assert forecast.returncode == 1, forecast.stderr[-3000:]  # sir never trained: the others are forecast, the run says so
+    assert "predict stopped: 1 series without a forecast (sir: no 'champion' alias on model 'modes-sir'" in forecast.stderr
     written = pd.read_csv(next((root / "out").glob("forecast-*.csv")))
     assert written.groupby("series")["date"].agg(["first", "last"]).values.tolist() == [
         ["2024-11-15", "2024-11-21"],  # bus: the day after the file's
