@@ -1,39 +1,28 @@
-"""Rebuild the development set's NYC mode files from the raw MTA file and the bundled sample.
+"""Rebuild the development set's NYC mode files from the bundled long-format file of the MTA modes.
 
 Each file has the sample's columns `date, riders, new_cases, cumulative_cases, day_type`, with
 `riders` the mode's total estimated ridership; cases and day types are the sample's (NYC
-citywide confirmed cases, US federal holidays). BART (`bart_covid.csv`) is copied unchanged.
+citywide confirmed cases, US federal holidays). `data/examples/mta_modes.csv` holds them all
+(built from the raw MTA file by `data/examples/build_mta_modes.py`). BART (`bart_covid.csv`) is
+copied unchanged.
 
-    .venv/bin/python benchmarks/devset/build_devset.py [path/to/MTA_Daily_Ridership_Data__Beginning_2020.csv]
+    .venv/bin/python benchmarks/devset/build_devset.py
 """
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-MTA = (
-    Path(sys.argv[1])
-    if len(sys.argv) > 1
-    else ROOT.parent / "shared/data/nyc-subway-covid/MTA_Daily_Ridership_Data__Beginning_2020.csv"
-)
-MODES = {"nyc_bus": "Buses", "nyc_lirr": "LIRR", "nyc_metro_north": "Metro-North"}
+MODES = {"nyc_bus": "bus", "nyc_lirr": "lirr", "nyc_metro_north": "metro_north"}
 COLUMNS = ["date", "riders", "new_cases", "cumulative_cases", "day_type"]
 
 
 def main() -> None:
-    mta = pd.read_csv(MTA)
-    mta["date"] = pd.to_datetime(mta["Date"], format="%m/%d/%Y").dt.strftime("%Y-%m-%d")
-    sample = pd.read_csv(ROOT / "data/sample/nyc_subway_covid.csv")
-    for name, mode in MODES.items():
-        riders = mta[["date", f"{mode}: Total Estimated Ridership"]].rename(
-            columns={f"{mode}: Total Estimated Ridership": "riders"}
-        )
-        merged = sample.drop(columns="riders").merge(riders, on="date", how="inner")
-        assert len(merged) == len(sample), f"{name}: days missing"
-        merged[COLUMNS].to_csv(HERE / f"{name}.csv", index=False)
+    modes = pd.read_csv(ROOT / "data/examples/mta_modes.csv")
+    for name, series in MODES.items():
+        modes[modes["series"] == series][COLUMNS].to_csv(HERE / f"{name}.csv", index=False)
 
 
 if __name__ == "__main__":
