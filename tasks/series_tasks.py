@@ -158,5 +158,5 @@ def finish_series_tracking(settings: Settings, outcomes: list[SeriesOutcome], pa
         registry.end_run(parent_run_id)
         return table
     registry.end_runs([parent_run_id], "FAILED", f"series failed: {', '.join(failed)}")
-    others = "none was registered" if len(failed) == len(outcomes) else "the others are registered"
+    others = "none finished" if len(failed) == len(outcomes) else "the others finished"
     raise SeriesFailed(f"{len(failed)} of {len(outcomes)} series failed ({', '.join(failed)}); {others}:\n{text}")

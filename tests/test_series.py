@@ -104,6 +104,35 @@ def test_one_series_of_a_long_file_is_read_by_naming_it(tmp_path):
         read_history_file(path, settings.data.model_copy(update={"series": "sir"}))
 
 
+def test_the_series_table_shows_a_retrain_per_series_and_leaves_out_empty_columns():
+    from dataclasses import dataclass
+
+    from tasks.series_tasks import SeriesOutcome, format_series_table, series_table
+
+    @dataclass
+    class Retrained:  # the fields of flows.retrain.RetrainSummary the table reads
+        status: str
+        days_added: int
+        days_revised: int
+        model_version: str | None
+        reason: str | None
+
+    table = series_table(
+        [
+            SeriesOutcome("bus", Retrained("promoted", 1, 0, "3", "MAE 41,000 vs 42,685")),
+            SeriesOutcome("lirr", Retrained("no new data", 0, 0, None, None)),
+            SeriesOutcome("sir", None, "HistoryTooShort: 20 days"),
+        ]
+    )
+    assert list(table.columns) == ["series", "status", "days_added", "days_revised", "model", "decision", "error"]
+    assert format_series_table(table).splitlines() == [
+        "series      status days_added days_revised model             decision                    error",
+        "   bus    promoted          1            0    v3 MAE 41,000 vs 42,685                         ",
+        "  lirr no new data          0            0                                                    ",
+        "   sir      failed                                                    HistoryTooShort: 20 days",
+    ]
+
+
 # --- the commands, end to end ----------------------------------------------------------------------------------
 
 
@@ -151,7 +180,7 @@ def test_train_fans_out_over_the_series_on_dask_workers_and_reports_the_ones_tha
     diverging = ["--set", "series.bus.model.learning_rate=1e30"]  # bus fails mid-training, sir before it starts
     result = run(["train", "--config", str(config), "--workers", "2", *diverging], prefect_env, root)
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "train stopped: 2 of 3 series failed (bus, sir); the others are registered:" in result.stderr
+    assert "train stopped: 2 of 3 series failed (bus, sir); the others finished:" in result.stderr
     assert registered(root / "mlruns") == {"modes-lirr": [""]}  # train registers; retrain promotes
     table = pd.read_csv(next((root / "out").glob("train-*/series.csv")))
     assert table[["series", "status", "model"]].fillna("").values.tolist() == [
