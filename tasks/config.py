@@ -288,6 +288,7 @@ class RetrainConfig(_Strict):
 
 
 SERIES_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")  # part of a registered model's name and of folder names
+SERIES_NAME_RULE = "letters, digits, _ . - (at most 60, a letter or digit first)"  # SERIES_NAME in words
 
 
 class ScaleConfig(_Strict):
@@ -321,7 +322,7 @@ class Settings(_Strict):
     @classmethod
     def _series_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if bad := [name for name in value if not SERIES_NAME.fullmatch(name)]:
-            raise ValueError(f"series names are letters, digits, _ . - (at most 60, a letter or digit first), got {bad}")
+            raise ValueError(f"series names are {SERIES_NAME_RULE}, got {bad}")
         return value
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ import pandera.errors
 
 from schemas.daily import DATE, DAY_TYPE, TARGET, DailyHistory, input_schema
 from tasks.calendar import derive_day_types
-from tasks.config import DataConfig
+from tasks.config import SERIES_NAME, SERIES_NAME_RULE, DataConfig
 from tasks.errors import InputUnreadable, RunStopped
 
 logger = logging.getLogger(__name__)
@@ -280,14 +280,9 @@ def history_from_frame(raw: pd.DataFrame, config: DataConfig, source: str | Path
     return to_history(parsed.parsed, config)
 
 
-SERIES_RULE = "a series name: letters, digits, _ . - (at most 60, a letter or digit first)"
-
-
 def split_series(raw: pd.DataFrame, config: DataConfig, path: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """A long-format file's rows per series (in order of first appearance, each keeping the file's row index)
     and a report row per row whose series name is not one."""
-    from tasks.config import SERIES_NAME
-
     column = config.series_column
     if column not in raw:
         raise InputUnreadable(f"{path}: line 1: no column {column!r} naming each row's series (data.series_column)")
@@ -299,7 +294,7 @@ def split_series(raw: pd.DataFrame, config: DataConfig, path: Path) -> tuple[dic
             "line": raw.index[bad] + 2,
             "column": column,
             "value": raw[column][bad].to_numpy(),
-            "rule": SERIES_RULE,
+            "rule": f"a series name: {SERIES_NAME_RULE}",
         },
         columns=REPORT_COLUMNS,
     ).assign(check="series_name")

@@ -269,9 +269,10 @@ def open_history(settings: Settings, init: bool = False) -> tuple[history_store.
     """
     url = settings.retrain.store_url
     if url.startswith("sqlite:///"):
-        if not init and not Path(url.removeprefix("sqlite:///")).exists():
+        store_file = Path(url.removeprefix("sqlite:///"))
+        if not init and not store_file.exists():
             raise HistoryStoreMissing(missing_store_message(settings))
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)  # a series' own folder
+        store_file.parent.mkdir(parents=True, exist_ok=True)  # a series' own folder
     store = history_store.open_store(url, value_columns(settings.data), settings.retrain.history_schema)
     if not history_store.read_history(store).empty:
         return store, None

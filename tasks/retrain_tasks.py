@@ -102,7 +102,8 @@ def retrain_lock(settings: Settings) -> tuple[_FileLock | AdvisoryLock, str]:
     """The lock that serialises retrains on this history store, and how to name it in a message."""
     url = sa.make_url(settings.retrain.store_url)
     if url.get_backend_name() == "postgresql":
-        name = " ".join([RETRAIN_LOCK, *([settings.retrain.history_schema] if settings.retrain.history_schema else [])])
+        schema = settings.retrain.history_schema
+        name = f"{RETRAIN_LOCK} {schema}" if schema else RETRAIN_LOCK
         return AdvisoryLock(settings.retrain.store_url, name), f"the advisory lock '{name}' of {url}"
     path = settings.retrain.incoming_dir / ".retrain.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
