@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("file", type=Path, help="CSV with one or more new days, in the input format")
     predict = commands.add_parser("predict", parents=[common], help="forecast the next days with the champion")
     predict.add_argument("--days", type=_at_least_one("days"), default=1, help="how many days ahead (default 1)")
+    report = commands.add_parser(
+        "report", parents=[common], help="one page (PNG): recent travellers and forecasts, live error, decisions"
+    )
+    report.add_argument("--weeks", type=_at_least_one("weeks"), default=8, help="weeks shown (default 8)")
     return parser
 
 
@@ -295,6 +299,20 @@ def _predict(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, settings) -> int:
+    from datetime import date
+
+    from tasks.live_tasks import live_report
+    from tasks.series_tasks import series_names
+
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    names = series_names(settings) if settings.many_series else [""]
+    for name in names:
+        path = settings.output_dir / f"report-{name + '-' if name else ''}{date.today():%Y-%m-%d}.png"
+        print(f"written to {live_report(settings.for_series(name) if name else settings, path, args.weeks)}")
+    return 0
+
+
 def _lost_prefect(error: Exception) -> str | None:
     """Why the run stopped, when it is the Prefect API it reports to that went away mid-run (else None)."""
     import httpx
@@ -332,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve-model": _serve_model,
         "ingest": _ingest,
         "predict": _predict,
+        "report": _report,
     }
     from flows.runtime import FLOW_IMPORTS, one_off_flow_runtime, quiet_command_line_logs
     from tasks.errors import ConfigError, RunStopped

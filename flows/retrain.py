@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.runtime import dated_run_name, series_task_runner, unmapped_each
 from flows.train import register_peer_instead, train_on_history
 from tasks.config import Settings
+from tasks.live_tasks import keep_champion_forecast, score_live_forecasts, write_live_report
 from tasks.registry import runs_end_truthfully
 from tasks.retrain_tasks import (
     decide_champion,
@@ -53,6 +54,10 @@ def retrain(
 ) -> RetrainSummary:
     """Retrain on the full history when days arrived or were revised since the last completed retrain (or when forced).
 
+    Every kept forecast whose day arrived is scored first, and the champion's drift judged on them; after
+    the decision the champion forecasts the coming days (`retrain.forecast_days`), kept to be scored in
+    turn, and the one-page live report is written beside the run.
+
     No settings = the defaults. One retrain runs at a time; a second waits for the first.
     `init` starts an empty history store from data.path (never done unasked). `parent_run_id`: the
     MLflow run of a retrain over many series, whose child this series' run is.
@@ -61,8 +66,9 @@ def retrain(
     today = run_date(settings.retrain.timezone)
     with exclusive_retrain(settings), runs_end_truthfully(settings.mlflow):
         arrived = ingest_new_data(settings, init)
+        live = score_live_forecasts(settings)
         if not (arrived.untrained_changes or force):
-            publish_summary(settings, today, trigger, arrived)
+            publish_summary(settings, today, trigger, arrived, drift=live.drift)
             return RetrainSummary("no new data", today, 0, 0, held_back=arrived.held_back)
         run_dir = create_run_dir(settings.output_dir, "retrain")
         write_ingest_report(arrived, run_dir)
@@ -72,15 +78,17 @@ def retrain(
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
         challenger = train_on_history(settings, history, run_dir, "retrain", tags=tags)
         champion = score_champion(settings, history, challenger)
-        decision = decide_champion(settings, challenger, champion)
+        decision = decide_champion(settings, challenger, champion, live.drift)
         refused = None
         if decision.peer_instead and settings.retrain.allow_peer_champion:
             refused = (challenger, decision)
             challenger = register_peer_instead(settings, history, challenger, decision.peer_instead)
             champion = score_champion(settings, history, challenger)
-            decision = decide_champion(settings, challenger, champion)
+            decision = decide_champion(settings, challenger, champion, live.drift)
         mark_trained(settings, arrived, challenger)
-        publish_summary(settings, today, trigger, arrived, challenger, champion, decision, refused)
+        keep_champion_forecast(settings, history)
+        write_live_report(settings, run_dir)
+        publish_summary(settings, today, trigger, arrived, challenger, champion, decision, refused, live.drift)
     status = "promoted" if decision.promote else "not promoted"
     return RetrainSummary(
         status,

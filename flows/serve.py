@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 from flows.retrain import EVENT_DATA_ARRIVED, retrain, retrain_each_series
 from tasks.config import Settings
@@ -116,21 +115,13 @@ def deploy_retrain(settings: Settings, pool: str) -> str:
 def announce_arrival(file_name: str, landing_file: str, series: str | None = None) -> None:
     """Emit the event that the deployment trigger turns into a retrain run (of `series` alone, when given)."""
     from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
+
+    from tasks.prefect_api import send_events
 
     emit_event(
         event=EVENT_DATA_ARRIVED,
         resource={"prefect.resource.id": f"travel-forecast.file.{file_name}", "prefect.resource.name": file_name},
         payload={"path": landing_file} | ({"series": series} if series else {}),
     )
-    # Sent before the command ends. Stopping the worker with the event still queued logs "Still processing
-    # items" although it then sends it: that line is noise here, a failure to send is said below.
-    quiet = logging.getLogger(EventsWorker.__name__)
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        _, not_done = EventsWorker.drain_all(timeout=30)
-    finally:
-        quiet.setLevel(level)
-    if not_done:
+    if not send_events(timeout=30):
         raise RunStopped(f"the {EVENT_DATA_ARRIVED} event was not sent within 30 s; the file waits for the next retrain")

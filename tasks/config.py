@@ -253,6 +253,29 @@ class RetrainConfig(_Strict):
         description="A challenger that loses to a compared forecaster on its backtest days is never promoted; "
         "true registers that forecaster and puts it through the same gate instead.",
     )
+    min_unseen_days: int = Field(
+        7,
+        ge=1,
+        description="A challenger replaces the champion only when it beats it on at least this many of its backtest "
+        "days that come after the champion's data ended (days neither was fitted on); until then the champion stays.",
+    )
+    drift_factor: float = Field(
+        1.5,
+        gt=0,
+        description="The champion drifts when its live MAE over the last 28 days exceeds this multiple of its backtest MAE ...",
+    )
+    drift_coverage_margin: float = Field(
+        0.15, ge=0, le=1, description="... and its widest interval covered those days this far below nominal (0.95 - 0.15) ..."
+    )
+    drift_min_days: int = Field(7, ge=1, description="... over at least this many scored days.")
+    replace_drifting_champion: bool = Field(
+        True,
+        description="A drifting champion is replaced by a challenger that passes the floors (seasonal naive, the best peer), "
+        "without waiting for min_unseen_days.",
+    )
+    forecast_days: int = Field(
+        7, ge=0, description="Days the champion forecasts after each retrain, stored to be scored when they arrive."
+    )
 
     @field_validator("history_url", "history_schema", mode="before")
     @classmethod

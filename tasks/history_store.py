@@ -6,6 +6,7 @@ changes are written in one transaction, so a crash mid-ingest leaves the history
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,17 +45,19 @@ class StoreUnreadable(RunStopped):
 
 @dataclass(frozen=True)
 class Store:
-    """An open history store: the engine and its three tables."""
+    """An open history store: the engine and its tables."""
 
     engine: sa.Engine
     days: sa.Table
     files: sa.Table
     revisions: sa.Table
     trainings: sa.Table
+    forecasts: sa.Table
+    live_scores: sa.Table
     value_columns: list[str]
 
 
-def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
+def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, ...]:
     days = sa.Table(
         "daily_history",
         metadata,
@@ -93,17 +96,50 @@ def _tables(metadata: sa.MetaData, value_columns: list[str]) -> tuple[sa.Table, 
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
     )
-    return days, files, revisions, trainings
+    # Every forecast a champion made (predict, and each retrain's coming days), kept to be scored when its day arrives.
+    forecasts = sa.Table(
+        "forecasts",
+        metadata,
+        sa.Column("model_version", sa.String(50), primary_key=True),
+        sa.Column("data_through", sa.Date, primary_key=True),  # the last day the forecast saw
+        sa.Column(DATE, sa.Date, primary_key=True),  # the day it is for
+        sa.Column("kind", sa.String(50), nullable=False),
+        sa.Column("forecast", sa.Float, nullable=False),  # travellers
+        sa.Column("intervals", sa.JSON, nullable=False),  # {"80": [lower, upper], ...}
+        sa.Column("made_by", sa.String(20), nullable=False),  # predict | retrain
+        sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    # One row per version and day scored: its live metrics as logged to MLflow.
+    live_scores = sa.Table(
+        "live_scores",
+        metadata,
+        sa.Column("model_version", sa.String(50), primary_key=True),
+        sa.Column(DATE, sa.Date, primary_key=True),
+        sa.Column("metrics", sa.JSON, nullable=False),
+        sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return days, files, revisions, trainings, forecasts, live_scores
+
+
+@functools.lru_cache(maxsize=64)
+def _engine_and_tables(url: str, value_columns: tuple[str, ...], schema: str | None) -> tuple[sa.Engine, sa.MetaData, tuple]:
+    """One engine and one set of table objects per store and process, as SQLAlchemy advises.
+
+    Opening a store again then leaves no garbage behind: collecting an engine or table runs
+    SQLAlchemy callbacks, and a signal that arrives while one runs is lost (Python prints
+    "Exception ignored" and the run goes on), so a stop could go unheeded. SQLite connections are
+    not pooled (a store file replaced on disk is opened afresh) and wait up to 30 s for a
+    concurrent writer; PostgreSQL's pool checks a connection before use (the server may have restarted).
+    """
+    sqlite = url.startswith("sqlite")
+    options = {"connect_args": {"timeout": 30}, "poolclass": sa.pool.NullPool} if sqlite else {"pool_pre_ping": True}
+    metadata = sa.MetaData(schema=schema)
+    return sa.create_engine(url, **options), metadata, _tables(metadata, list(value_columns))
 
 
 def open_store(url: str, value_columns: list[str], schema: str | None = None) -> Store:
     """Open (creating if needed) the store, its tables in `schema` if given; refuse one whose columns differ from the config's."""
-    engine = sa.create_engine(url)
-    if engine.dialect.name == "sqlite":
-        # Wait for a concurrent writer instead of failing at once.
-        sa.event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout = 30000"))
-    metadata = sa.MetaData(schema=schema)
-    days, files, revisions, trainings = _tables(metadata, value_columns)
+    engine, metadata, tables = _engine_and_tables(url, tuple(value_columns), schema)
     try:
         with writing(str(engine.url)):  # the URL as SQLAlchemy prints it: no password
             if schema:
@@ -121,7 +157,7 @@ def open_store(url: str, value_columns: list[str], schema: str | None = None) ->
             f"history store {engine.url} has columns {stored}; the config expects {[DATE, *value_columns]}: "
             "a store belongs to one input format, give this config its own retrain.history_path"
         )
-    return Store(engine, days, files, revisions, trainings, value_columns)
+    return Store(engine, *tables, value_columns)
 
 
 def read_history(store: Store) -> pd.DataFrame:
@@ -206,6 +242,45 @@ def record_training(store: Store, changes_through: int, model_version: str, run_
                 changes_through=changes_through, model_version=model_version, run_id=run_id, trained_at=datetime.now(UTC)
             )
         )
+
+
+def save_forecasts(store: Store, rows: pd.DataFrame) -> int:
+    """Keep forecasts (columns as the `forecasts` table); one already kept for its version, data and day stays as it
+    was. Returns how many were new."""
+    keys = ["model_version", "data_through", DATE]
+    kept = read_forecasts(store)[keys].assign(kept=True)
+    new = rows.merge(kept, on=keys, how="left")
+    new = new[new["kept"].isna()].drop(columns="kept")
+    records = [row | {"data_through": row["data_through"].date(), DATE: row[DATE].date()} for row in new.to_dict("records")]
+    if records:
+        with writing(str(store.engine.url)), store.engine.begin() as connection:
+            connection.execute(sa.insert(store.forecasts), records)
+    return len(records)
+
+
+def read_forecasts(store: Store) -> pd.DataFrame:
+    """Every kept forecast, by version, data and day."""
+    table = store.forecasts
+    with store.engine.connect() as connection:
+        frame = pd.read_sql(sa.select(table).order_by(table.c.model_version, table.c.data_through, table.c[DATE]), connection)
+    return frame.assign(**{column: pd.to_datetime(frame[column]) for column in ("data_through", DATE)})
+
+
+def read_live_scores(store: Store) -> pd.DataFrame:
+    """Every live score kept: version, day, metrics (a dict), in day order."""
+    table = store.live_scores
+    with store.engine.connect() as connection:
+        frame = pd.read_sql(sa.select(table).order_by(table.c[DATE], table.c.model_version), connection)
+    return frame.assign(**{DATE: pd.to_datetime(frame[DATE])})
+
+
+def save_live_scores(store: Store, scores: pd.DataFrame) -> None:
+    """Keep newly scored days (model_version, date, metrics)."""
+    now = datetime.now(UTC)
+    records = [row | {DATE: row[DATE].date(), "scored_at": now} for row in scores.to_dict("records")]
+    if records:
+        with writing(str(store.engine.url)), store.engine.begin() as connection:
+            connection.execute(sa.insert(store.live_scores), records)
 
 
 class AdvisoryLock:

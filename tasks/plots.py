@@ -1,18 +1,26 @@
-"""PNG plots of a training run: loss per epoch, and the backtest's actual vs forecasts."""
+"""PNG plots: a training run's loss per epoch and backtest, and the live report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from schemas.daily import DATE, TARGET
 
 
-def _figure():
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers or in CI
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure():
+    plt = _pyplot()
     return plt, plt.subplots(figsize=(10, 4.5))
 
 
@@ -51,6 +59,48 @@ def plot_backtest(backtest, kind: str, path: Path) -> Path:
     axes.set(xlabel="date", ylabel="travellers", title="Backtest: actual vs one-step forecasts (dotted: refits)")
     axes.legend(fontsize="small")
     figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_live_report(
+    actual: pd.DataFrame,
+    shown: pd.DataFrame,
+    live_mae: pd.DataFrame,
+    backtest_mae: dict[str, float],
+    decisions: list[str],
+    path: Path,
+) -> Path:
+    """One page: the weeks' travellers against the forecasts kept for them (widest interval shaded), each champion's
+    live MAE of the last 28 days against the backtest MAE it was promoted on, and the decisions taken."""
+    from tasks.live import interval_bounds
+
+    plt = _pyplot()
+    figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 11), gridspec_kw={"height_ratios": [3, 2, 1.6]})
+    levels = sorted({level for interval in shown["intervals"] for level in interval}, key=int)
+    if levels:
+        lower, upper = interval_bounds(shown, levels[-1])
+        top.fill_between(shown[DATE], lower, upper, alpha=0.2, label=f"{levels[-1]}% interval")
+    top.plot(actual[DATE], actual[TARGET], color="black", linewidth=2, label="actual")
+    top.plot(shown[DATE], shown["forecast"], color="tab:blue", marker=".", label="forecast (the last kept before the day)")
+    top.set(ylabel="travellers", title="Travellers and the champion's forecasts")
+    top.legend(fontsize="small", loc="lower left")
+    for number, (version, rows) in enumerate(live_mae.groupby("model_version", sort=False)):
+        color = f"C{number % 10}"
+        middle.plot(rows[DATE], rows["live_mae_28d"], color=color, label=f"v{version} live MAE (28 days)")
+        if version in backtest_mae:
+            middle.axhline(backtest_mae[version], color=color, linestyle="--", linewidth=1, label=f"v{version} backtest MAE")
+    middle.set(ylabel="MAE (travellers)", title="Live error against the backtest's promise")
+    middle.legend(fontsize="x-small", ncol=2)
+    middle.sharex(top)
+    bottom.axis("off")
+    bottom.set_title("Decisions", loc="left")
+    bottom.text(0, 1, "\n".join(decisions) or "no decision in these weeks", va="top", family="monospace", fontsize=8)
+    for axes in (top, middle):
+        axes.tick_params(axis="x", labelbottom=True, labelrotation=30)
+        axes.yaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

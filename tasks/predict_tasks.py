@@ -19,7 +19,9 @@ def amount(value: float, unit: float, named: bool = True) -> str:
 
 @task(cache_policy=NO_CACHE)
 def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int, today: str) -> pd.DataFrame:
-    """The next `days` days from the champion: date, forecast, intervals, model version and kind."""
+    """The next `days` days from the champion (date, forecast, intervals, model version and kind) in the input file's
+    unit; kept in the history store (in travellers) to be scored when the days arrive."""
+    from tasks.live_tasks import keep_forecast
     from tasks.registry import CHAMPION, Registry
 
     registry = Registry(settings.mlflow)
@@ -38,12 +40,21 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int,
             f"{last_day + pd.Timedelta(days=1):%Y-%m-%d}",
         )
     forecast = forecaster.predict_days(history, days).drop(columns="step")
-    unit = settings.data.target_unit
+    forecast = forecast.assign(model_version=str(champion.version), kind=forecaster.kind)
+    keep_forecast(settings, forecast, last_day, "predict")
+    written = in_file_unit(forecast, settings.data.target_unit)
+    log_forecast(written, settings.data.target_unit)
+    return written
+
+
+def in_file_unit(forecast: pd.DataFrame, unit: float) -> pd.DataFrame:
+    """The forecast as the input file writes it: values in units of `data.target_unit` travellers, dates as text."""
     values = [c for c in forecast.columns if c == "forecast" or c.startswith(("lower_", "upper_"))]
-    forecast[values] = forecast[values] / unit  # in the input file's unit (data.target_unit)
-    forecast = forecast.assign(
-        date=forecast["date"].dt.strftime("%Y-%m-%d"), model_version=str(champion.version), kind=forecaster.kind
-    )
+    return forecast.assign(**{c: forecast[c] / unit for c in values}, date=forecast["date"].dt.strftime("%Y-%m-%d"))
+
+
+def log_forecast(forecast: pd.DataFrame, unit: float) -> None:
+    """One log line per day: the forecast and its intervals."""
     logger = get_run_logger()
     for row in forecast.to_dict("records"):
         bounds = ", ".join(
@@ -54,7 +65,6 @@ def forecast_with_champion(settings: Settings, history: pd.DataFrame, days: int,
         logger.info(
             "%s: %s (%s; champion v%s, %s)", row["date"], amount(row["forecast"], unit), bounds, row["model_version"], row["kind"]
         )
-    return forecast
 
 
 @task(cache_policy=NO_CACHE)

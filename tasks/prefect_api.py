@@ -27,3 +27,21 @@ def require_prefect_api(step: str) -> None:
     url = PREFECT_API_URL.value()
     if url and (problem := prefect_api_problem(url)):
         raise PrefectUnreachable(f"{problem}: stopped before {step}; the stored days are trained on by the next run")
+
+
+def send_events(timeout: float = 30) -> bool:
+    """Wait until the events emitted so far are sent (a command may end right after); False if some were not."""
+    import logging
+
+    from prefect.events.worker import EventsWorker
+
+    # Stopping the worker with an event still queued logs "Still processing items" although it then sends it:
+    # that line is noise here; the caller says when sending failed.
+    quiet = logging.getLogger(EventsWorker.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _, not_done = EventsWorker.drain_all(timeout=timeout)
+    finally:
+        quiet.setLevel(level)
+    return not not_done

@@ -369,18 +369,17 @@ class Registry:
         mlflow.set_tracking_uri(self.uri)
         return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
 
-    def record_decision(
-        self, challenger: str, champion: str | None, run_id: str, decision, champion_metrics: dict[str, float] | None = None
-    ) -> None:
+    def record_decision(self, challenger: str, champion: str | None, run_id: str, decision, gate: dict[str, float]) -> None:
         """Tag both versions and the run with the decision; move the alias only on promotion.
 
-        The champion's scores on the challenger's backtest days go on the challenger's run as
-        `champion_backtest_<metric>` beside its own `backtest_<metric>`, with `promoted` (1/0):
+        The gate's figures (`unseen_days` and the MAEs of challenger, champion and seasonal naive on
+        them) go on the challenger's run beside its own `backtest_<metric>`, with `promoted` (1/0):
         the compare view shows why each decision went the way it did.
         """
         client, name = self.client, self.config.registered_model
-        scores = [(f"champion_backtest_{metric}", value, 0) for metric, value in (champion_metrics or {}).items()]
-        self.log_metric_steps(run_id, [*scores, ("promoted", float(decision.promote), 0)])
+        self.log_metric_steps(
+            run_id, [*((key, value, 0) for key, value in gate.items()), ("promoted", float(decision.promote), 0)]
+        )
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, challenger, key, value)
         if champion is not None:
@@ -393,6 +392,29 @@ class Registry:
             if champion is not None:  # the runs' champion tags keep telling the truth in the UI
                 client.set_tag(client.get_model_version(name, champion).run_id, "champion", f"false (replaced by v{challenger})")
             client.set_registered_model_alias(name, CHAMPION, challenger)
+
+    def log_live_metrics(self, version: str, scores: pd.DataFrame, columns: list[str]) -> None:
+        """A version's live metrics on its run: the step is the days scored so far, the timestamp the day itself."""
+        from mlflow.entities import Metric
+
+        run_id = self.client.get_model_version(self.config.registered_model, version).run_id
+        metrics = [
+            Metric(name, float(row[name]), int(row[DATE].timestamp() * 1000), int(row["live_days"]))
+            for row in scores.to_dict("records")
+            for name in columns
+        ]
+        for start in range(0, len(metrics), BATCH_LIMIT):
+            self.client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        """Every registered version of the model and its tags."""
+        found = self.client.search_model_versions(f"name = '{self.config.registered_model}'")
+        return {str(version.version): dict(version.tags) for version in found}
+
+    def backtest_mae(self, version: str) -> float:
+        """The backtest MAE the version's decision was taken on (NaN if it has none)."""
+        tags = self.client.get_model_version(self.config.registered_model, version).tags
+        return float(tags.get("challenger_mae", "nan"))
 
     def ui_links(self, run_id: str, version: str) -> dict[str, str]:
         """MLflow UI addresses of a run (the classic runs view) and a model version."""

@@ -10,16 +10,16 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from schemas.daily import DATE, TARGET
-from tasks import evaluation as ev
-from tasks.champion import Decision, decide
-from tasks.config import PROJECT_ROOT, Settings
+from schemas.daily import DATE
+from tasks.champion import Decision, UnseenDays, decide
+from tasks.config import GATE_REFERENCE, PROJECT_ROOT, Settings
 from tasks.errors import RunStopped
 from tasks.history_store import AdvisoryLock
 from tasks.landing import IngestResult, ingest_landing, open_history
@@ -28,10 +28,10 @@ from tasks.train_tasks import TrainSummary
 
 @dataclass(frozen=True)
 class ChampionScore:
-    """The current champion's version and its test-window metrics (None if it could not be scored)."""
+    """The current champion's version and its figures on the challenger's unseen days (None if it could not be scored)."""
 
     version: str
-    metrics: dict[str, float] | None
+    unseen: UnseenDays | None
     error: str | None = None
 
 
@@ -151,7 +151,7 @@ def write_ingest_report(result: IngestResult, run_dir: Path) -> Path:
 
 @task(cache_policy=NO_CACHE)
 def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainSummary) -> ChampionScore | None:
-    """Score the current champion on the challenger's backtest days, one step ahead as the challenger."""
+    """Score the current champion, one step ahead, on the challenger's backtest days after the champion's fit ended."""
     from tasks.registry import Registry, UntrustedModel
 
     registry = Registry(settings.mlflow)
@@ -159,51 +159,82 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
     if current is None:
         get_run_logger().info("no champion yet")
         return None
-    evaluation = challenger.evaluation
-    days = history[DATE].between(pd.Timestamp(evaluation.first_day), pd.Timestamp(evaluation.last_day))
+    evaluation, version = challenger.evaluation, str(current.version)
     try:
-        forecast = registry.load(current).predict(history.loc[: days[days].index.max()], history.loc[days, DATE])
+        forecaster = None
+        fitted_through = current.tags.get("fitted_through")
+        if fitted_through is None:  # versions registered before the tag: their fit knows
+            forecaster = registry.load(current)
+            fitted_through = f"{forecaster.fitted_through:%Y-%m-%d}"
+        days, maes = evaluation.mae_after(fitted_through)
+        champion_mae = math.nan
+        if days:
+            forecaster = forecaster or registry.load(current)
+            champion_mae = champion_mae_on(forecaster, history, evaluation.days[-days:], evaluation.actual[-days:])
     except UntrustedModel:
         raise
     except Exception as error:  # artifacts lost, another input format: say so; the gate then keeps the champion
-        get_run_logger().warning("champion v%s could not be scored: %s", current.version, error)
-        return ChampionScore(str(current.version), None, str(error))
-    actual = history[TARGET].to_numpy(dtype=float)
-    first_row = int(days.idxmax())
+        get_run_logger().warning("champion v%s could not be scored: %s", version, error)
+        return ChampionScore(version, None, str(error))
+    unseen = UnseenDays(version, fitted_through, days, maes[evaluation.kind], champion_mae, maes[GATE_REFERENCE])
+    get_run_logger().info(
+        "champion v%s (fitted through %s) on the %d backtest day(s) after it: MAE %s, the challenger's %s",
+        version,
+        fitted_through,
+        days,
+        f"{champion_mae:,.0f}",
+        f"{unseen.challenger_mae:,.0f}",
+    )
+    return ChampionScore(version, unseen)
+
+
+def champion_mae_on(forecaster, history: pd.DataFrame, days: tuple[str, ...], actual: tuple[float, ...]) -> float:
+    """A fitted forecaster's one-step MAE on the given (last) days of the history."""
+    dates = pd.DatetimeIndex(days)
+    visible = history[history[DATE] <= dates[-1]]
+    forecast = forecaster.predict(visible, pd.Series(dates))
     step_one = forecast.loc[forecast["step"] == 1, "forecast"].to_numpy(dtype=float)
-    metrics = ev.forecast_metrics(actual[days.to_numpy()], step_one, ev.seasonal_naive_mae(actual[:first_row]))
-    get_run_logger().info("champion v%s on the same days: MAE %s", current.version, f"{metrics['mae']:,.0f}")
-    return ChampionScore(str(current.version), metrics)
+    return float(np.mean(np.abs(np.array(actual) - step_one)))
 
 
 @task(cache_policy=NO_CACHE)
-def decide_champion(settings: Settings, challenger: TrainSummary, champion: ChampionScore | None) -> Decision:
+def decide_champion(
+    settings: Settings, challenger: TrainSummary, champion: ChampionScore | None, champion_drift: str | None = None
+) -> Decision:
     """Decide, tag both versions with the decision and figures, and move the alias if promoted."""
     from tasks.prefect_api import require_prefect_api
     from tasks.registry import Registry
 
     require_prefect_api("moving the champion alias")
-    champion_mae = champion.metrics["mae"] if champion and champion.metrics else None
     evaluation = challenger.evaluation
     decision = decide(
         evaluation.model["mae"],
         evaluation.reference["mae"],
-        champion_mae,
+        champion.unseen if champion else None,
         champion.version if champion else None,
         settings.retrain.max_baseline_ratio,
         (evaluation.best_peer, evaluation.metrics[evaluation.best_peer]["mae"]) if evaluation.best_peer else None,
         settings.retrain.max_peer_ratio,
+        settings.retrain.min_unseen_days,
+        champion_drift if settings.retrain.replace_drifting_champion else None,
     )
     Registry(settings.mlflow).record_decision(
-        challenger.model_version,
-        champion.version if champion else None,
-        challenger.run_id,
-        decision,
-        # NaN without a (scorable) champion: every retrain run has the same metric names for the compare view.
-        champion.metrics if champion and champion.metrics else dict.fromkeys(evaluation.model, math.nan),
+        challenger.model_version, champion.version if champion else None, challenger.run_id, decision, unseen_metrics(champion)
     )
     get_run_logger().info("v%s %s: %s", challenger.model_version, decision.tags()["decision"], decision.reason)
     return decision
+
+
+def unseen_metrics(champion: ChampionScore | None) -> dict[str, float]:
+    """The gate's figures for the challenger's run; NaN without a (scorable) champion, so every retrain run has the
+    same metric names in the compare view."""
+    unseen = champion.unseen if champion else None
+    return {
+        "unseen_days": unseen.days if unseen else 0,
+        "unseen_challenger_mae": unseen.challenger_mae if unseen else math.nan,
+        "unseen_champion_mae": unseen.champion_mae if unseen else math.nan,
+        "unseen_seasonal_naive_mae": unseen.seasonal_naive_mae if unseen else math.nan,
+    }
 
 
 def summary_markdown(
@@ -215,6 +246,7 @@ def summary_markdown(
     decision: Decision | None,
     links: dict[str, str],
     refused: tuple[TrainSummary, Decision] | None = None,
+    drift: str | None = None,
 ) -> str:
     """The run at a glance: new data, metrics side by side, the decision, links into MLflow."""
     lines = [
@@ -228,14 +260,12 @@ def summary_markdown(
     if result.files:
         lines += ["| file | outcome | reason |", "|---|---|---|"]
         lines += [f"| {f.name} | {f.outcome} | {f.reason} |" for f in result.files] + [""]
+    if drift is not None:
+        lines += [f"**The champion drifts**: {drift}.", ""]
     if challenger is None:
         return "\n".join([*lines, "**No new data**: nothing trained."])
     metrics = challenger.evaluation.metrics
     rows = {f"challenger v{challenger.model_version} ({challenger.kind})": challenger.evaluation.model}
-    if champion is not None and champion.metrics is not None:
-        rows[f"champion v{champion.version}"] = champion.metrics
-    elif champion is not None:
-        lines += [f"Champion v{champion.version} could not be scored on this window: {champion.error}", ""]
     rows |= {name: values for name, values in metrics.items() if name != challenger.kind}
     lines += ["| forecaster | RMSE | MAE | MAPE | R² | MASE |", "|---|---|---|---|---|---|"]
     lines += [
@@ -243,6 +273,8 @@ def summary_markdown(
         for name, m in rows.items()
     ]
     lines += ["", f"The challenger's MAE is {challenger.evaluation.comparison()}."]
+    if champion is not None:
+        lines += ["", unseen_line(champion)]
     if refused is not None:
         first, why = refused
         lines += [
@@ -259,6 +291,20 @@ def summary_markdown(
     return "\n".join(lines)
 
 
+def unseen_line(champion: ChampionScore) -> str:
+    """The gate's comparison with the champion in one sentence."""
+    unseen = champion.unseen
+    if unseen is None:
+        return f"Champion v{champion.version} could not be scored: {champion.error}"
+    on = f"{unseen.days} backtest day(s) after its data ended ({unseen.champion_fitted_through})"
+    if not unseen.days:
+        return f"Champion v{champion.version} was fitted on every backtest day: {on}."
+    return (
+        f"Champion v{champion.version} on the {on}: MAE {unseen.champion_mae:,.0f}; the challenger "
+        f"{unseen.challenger_mae:,.0f}, seasonal naive {unseen.seasonal_naive_mae:,.0f}."
+    )
+
+
 @task(cache_policy=NO_CACHE)
 def publish_summary(
     settings: Settings,
@@ -269,11 +315,12 @@ def publish_summary(
     champion: ChampionScore | None = None,
     decision: Decision | None = None,
     refused: tuple[TrainSummary, Decision] | None = None,
+    drift: str | None = None,
 ) -> str:
     """A Prefect markdown artifact summarising the run; returns its text."""
     from tasks.registry import Registry
 
     links = Registry(settings.mlflow).ui_links(challenger.run_id, challenger.model_version) if challenger else {}
-    markdown = summary_markdown(run_day, trigger, result, challenger, champion, decision, links, refused)
+    markdown = summary_markdown(run_day, trigger, result, challenger, champion, decision, links, refused, drift)
     create_markdown_artifact(markdown=markdown, key="retrain-summary", description=f"retrain {run_day}")
     return markdown

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -37,6 +38,9 @@ class Evaluation:
     runs: dict[str, str]  # forecaster -> the MLflow run holding its backtest (the training run for `kind`)
     first_day: str
     last_day: str
+    days: tuple[str, ...] = ()  # each backtest day (the first target day of each forecast)
+    actual: tuple[float, ...] = ()  # travellers on it
+    forecasts: dict[str, tuple[float, ...]] = field(default_factory=dict)  # forecaster -> its forecast of it (step 1)
 
     @property
     def model(self) -> dict[str, float]:
@@ -73,6 +77,14 @@ class Evaluation:
         ratios = self.ratios()
         peer = f"{ratios['mae_ratio_to_best_peer']:.3f}x the best peer's ({self.best_peer}), " if self.best_peer else ""
         return f"{peer}{ratios['mae_ratio_to_seasonal_naive']:.3f}x seasonal naive's"
+
+    def mae_after(self, day: str) -> tuple[int, dict[str, float]]:
+        """How many backtest days come after `day` (YYYY-MM-DD), and every forecaster's MAE on them."""
+        after = np.array(self.days) > day
+        if not after.any():
+            return 0, dict.fromkeys(self.forecasts, math.nan)
+        actual = np.array(self.actual)[after]
+        return int(after.sum()), {name: float(np.mean(np.abs(actual - np.array(v)[after]))) for name, v in self.forecasts.items()}
 
     def as_kind(self, kind: str) -> Evaluation:
         """The same backtest with another of its forecasters as the configured one."""
@@ -281,6 +293,9 @@ def backtest_forecasters(
         runs,
         first,
         last,
+        tuple(pd.DatetimeIndex(result.dates).strftime("%Y-%m-%d")),
+        tuple(result.actual[:, 0].tolist()),
+        {name: tuple(s.forecast[:, 0].tolist()) for name, s in result.scores.items()},
     )
     ratios = evaluation.ratios()
     registry.log_metric_steps(run_id, [(f"backtest_{name}", value, 0) for name, value in ratios.items()])

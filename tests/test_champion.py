@@ -4,7 +4,11 @@ import math
 
 import pytest
 
-from tasks.champion import decide
+from tasks.champion import UnseenDays, decide
+
+
+def on_unseen_days(challenger: float, champion: float, naive: float = 100.0, days: int = 7) -> UnseenDays:
+    return UnseenDays("3", "2024-11-07", days, challenger, champion, naive)
 
 
 @pytest.mark.parametrize(
@@ -14,9 +18,15 @@ from tasks.champion import decide
         (140.0, 100.0, None, True, "first model"),  # worse than naive, but within 1.5x: becomes the first champion
         (160.0, 100.0, None, False, "far worse than seasonal naive"),
         (math.nan, 100.0, None, False, "diverged"),
-        (80.0, 100.0, 85.0, True, "beats the champion (MAE 80 vs champion v3 85) and seasonal naive (100)"),
-        (86.0, 100.0, 85.0, False, "does not beat the champion (MAE 86 vs champion v3 85)"),
-        (105.0, 100.0, 110.0, False, "beats the champion but not seasonal naive"),
+        (
+            80.0,
+            100.0,
+            on_unseen_days(80.0, 85.0),
+            True,
+            "beats the champion (MAE 80 vs champion v3 85 on the 7 days after 2024-11-07) and seasonal naive (100)",
+        ),
+        (86.0, 100.0, on_unseen_days(86.0, 85.0), False, "does not beat the champion (MAE 86 vs champion v3 85 on the 7 days"),
+        (105.0, 100.0, on_unseen_days(105.0, 110.0), False, "beats the champion but not seasonal naive (MAE 105 vs 100 on"),
     ],
 )
 def test_champion_rule(challenger, naive, champion, promote, reason):
@@ -24,6 +34,29 @@ def test_champion_rule(challenger, naive, champion, promote, reason):
     assert decision.promote is promote
     assert reason in decision.reason
     assert decision.tags()["decision"] == ("promoted" if promote else "not promoted")
+
+
+def test_the_champion_is_judged_on_the_days_after_its_data_not_on_the_challengers_whole_backtest():
+    # The challenger loses on its whole backtest (120 vs seasonal naive 100 is within the 1.5x floor) but wins on the
+    # 7 days neither model saw: those decide.
+    decision = decide(120.0, 100.0, on_unseen_days(70.0, 90.0, naive=95.0), "3", max_baseline_ratio=1.5)
+    assert decision.promote and decision.champion_mae == 90.0 and decision.tags()["unseen_days"] == "7"
+    assert (
+        decision.reason == "beats the champion (MAE 70 vs champion v3 90 on the 7 days after 2024-11-07) and seasonal naive (95)"
+    )
+
+
+@pytest.mark.parametrize("days", [0, 1, 6])
+def test_with_fewer_unseen_days_than_the_minimum_the_champion_stays_whatever_the_figures(days):
+    decision = decide(50.0, 100.0, on_unseen_days(50.0, 90.0, days=days), "3", max_baseline_ratio=1.5, min_unseen_days=7)
+    assert not decision.promote and decision.champion_mae is None
+    assert decision.reason == (
+        f"{days} backtest day(s) after champion v3's data (2024-11-07), 7 needed (retrain.min_unseen_days): "
+        "it stays champion until it can be compared on days neither model was fitted on"
+    )
+    assert decide(50.0, 100.0, on_unseen_days(50.0, 90.0, days=days), "3", 1.5, min_unseen_days=max(days, 1)).promote is (
+        days > 0
+    )
 
 
 def test_an_unscorable_champion_is_kept_and_said_so():
@@ -35,7 +68,7 @@ def test_an_unscorable_champion_is_kept_and_said_so():
     ("challenger", "champion", "reason"),
     [
         (96.0, None, "loses to auto_ets on its backtest days (MAE 96 vs 95)"),  # even as the first model
-        (95.0, 120.0, "loses to auto_ets on its backtest days (MAE 95 vs 95)"),  # a tie is a loss
+        (95.0, on_unseen_days(95.0, 120.0), "loses to auto_ets on its backtest days (MAE 95 vs 95)"),  # a tie is a loss
         (160.0, None, "far worse than seasonal naive"),  # refused for that, still names the peer that beat it
     ],
 )
@@ -48,7 +81,7 @@ def test_a_challenger_that_loses_to_the_best_peer_is_refused_and_names_it(challe
 
 
 def test_a_challenger_that_beats_the_best_peer_goes_on_to_the_champion_rule():
-    decision = decide(90.0, 100.0, 92.0, "3", max_baseline_ratio=1.5, best_peer=("auto_ets", 95.0))
+    decision = decide(90.0, 100.0, on_unseen_days(90.0, 92.0), "3", max_baseline_ratio=1.5, best_peer=("auto_ets", 95.0))
     assert decision.promote and decision.peer_instead is None and "beats the champion" in decision.reason
 
 
@@ -69,3 +102,14 @@ def test_the_backtest_compares_with_the_best_peer_or_says_there_is_none():
     alone = Evaluation("seasonal_naive", {"seasonal_naive": {"mae": 100.0}}, {}, {}, {}, "2024-11-01", "2024-11-14")
     assert alone.best_peer is None and alone.ratios() == {"mae_ratio_to_seasonal_naive": 1.0}
     assert alone.comparison() == "1.000x seasonal naive's"
+
+
+def test_a_drifting_champion_is_replaced_by_a_sane_challenger_without_waiting_for_unseen_days():
+    drift = "live MAE of the last 28 days 160 is 1.60x its backtest MAE 100 (limit 1.5x)"
+    replaced = decide(90.0, 100.0, on_unseen_days(90.0, 80.0, days=1), "3", 1.5, champion_drift=drift)
+    assert (
+        replaced.promote
+        and replaced.reason == f"champion v3 drifts ({drift}): replaced by a challenger trained on the days since"
+    )
+    # The floors still hold: a drifting champion is not replaced by a challenger far worse than seasonal naive.
+    assert not decide(160.0, 100.0, on_unseen_days(90.0, 80.0, days=1), "3", 1.5, champion_drift=drift).promote
