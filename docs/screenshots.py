@@ -137,7 +137,7 @@ def main() -> None:
                 page,
                 f"{base}/#/compare-runs?runs={runs}&experiments={urllib.parse.quote(json.dumps([experiment]))}",
                 DOCS / "mlflow-champion-compare.png",
-                "champion_backtest_mae",
+                "unseen_champion_mae",
                 show_champion_metrics,
             )
             wait_for(f"http://127.0.0.1:{model_port}/ping")
@@ -156,7 +156,7 @@ def show_champion_metrics(page) -> None:
     """Unfold the compare view's metrics table (it scrolls inside a short box) and bring it to the top."""
     page.evaluate(
         """() => {
-            const name = [...document.querySelectorAll('a, td, div')].find(e => e.textContent === 'champion_backtest_mae');
+            const name = [...document.querySelectorAll('a, td, div')].find(e => e.textContent === 'unseen_champion_mae');
             const top = (name.closest('table') || name.parentElement.parentElement.parentElement).getBoundingClientRect().top;
             // the names and the values are two boxes scrolled together: unfold every short box from the table down
             for (const box of document.querySelectorAll('*')) {
