@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -334,6 +335,27 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated("stopped by SIGTERM")
 
 
+def _resend_dropped_stop(unraisable) -> None:
+    """Send a stop signal again when Python dropped its exception, so the run still stops.
+
+    A signal's handler runs wherever the main thread is; inside a garbage-collection callback
+    (a weakref finalizer of SQLAlchemy, pandera, ...) the exception it raises is printed as
+    "Exception ignored" and the run would go on to finish. Sent again from a timer thread,
+    the handler runs outside the callback. Other unraisable exceptions are printed as usual.
+    """
+    from prefect.exceptions import TerminationSignal
+
+    error = unraisable.exc_value
+    if isinstance(error, TerminationSignal):
+        signum = error.signal
+    elif isinstance(error, KeyboardInterrupt):
+        signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    else:
+        sys.__unraisablehook__(unraisable)
+        return
+    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command."""
     args = _parser().parse_args(argv)
@@ -358,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_command_line_logs()
     signal.signal(signal.SIGTERM, _raise_terminated)  # the default would end the process with nothing cleaned up
+    sys.unraisablehook = _resend_dropped_stop
     try:
         settings = _settings(args)  # a bad setting is reported before Prefect starts
         _preflight(args.command, settings)

@@ -198,3 +198,29 @@ def test_an_auto_ets_version_registers_and_predict_uses_it_when_champion(cli_env
     assert forecast["date"].tolist() == [f"2024-11-{day}" for day in range(15, 22)]
     assert (forecast["kind"] == "auto_ets").all() and (forecast["model_version"] == 1).all()
     assert forecast["forecast"].between(1e5, 2e7).all() and (forecast["upper_80"] > forecast["forecast"]).all()
+
+
+DROPPED_STOP = """
+import os, signal, sys, threading, time, weakref
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background runner may ignore it)
+from flows.cli import _resend_dropped_stop
+if sys.argv[1] == "resend":
+    sys.unraisablehook = _resend_dropped_stop
+class Thing: pass
+thing = Thing()
+collected = weakref.ref(thing, lambda _: time.sleep(1.0))  # a garbage-collection callback, running when Ctrl-C comes
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    del thing
+    time.sleep(3)
+    print("went on")
+except KeyboardInterrupt:
+    print("stopped")
+"""
+
+
+@pytest.mark.parametrize(("hook", "outcome"), [("python's", "went on"), ("resend", "stopped")])
+def test_a_ctrl_c_that_lands_in_a_garbage_collection_callback_still_stops_the_command(hook, outcome):
+    done = subprocess.run([sys.executable, "-c", DROPPED_STOP, hook], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == outcome, done.stderr[-2000:]
+    assert ("Exception ignored" in done.stderr) is (hook == "python's")  # the command's own hook says nothing
