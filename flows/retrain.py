@@ -66,9 +66,9 @@ def retrain(
     today = run_date(settings.retrain.timezone)
     with exclusive_retrain(settings), runs_end_truthfully(settings.mlflow):
         arrived = ingest_new_data(settings, init)
-        live = score_live_forecasts(settings)
+        drift = score_live_forecasts(settings)
         if not (arrived.untrained_changes or force):
-            publish_summary(settings, today, trigger, arrived, drift=live.drift)
+            publish_summary(settings, today, trigger, arrived, drift=drift)
             return RetrainSummary("no new data", today, 0, 0, held_back=arrived.held_back)
         run_dir = create_run_dir(settings.output_dir, "retrain")
         write_ingest_report(arrived, run_dir)
@@ -78,17 +78,17 @@ def retrain(
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
         challenger = train_on_history(settings, history, run_dir, "retrain", tags=tags)
         champion = score_champion(settings, history, challenger)
-        decision = decide_champion(settings, challenger, champion, live.drift)
+        decision = decide_champion(settings, challenger, champion, drift)
         refused = None
         if decision.peer_instead and settings.retrain.allow_peer_champion:
             refused = (challenger, decision)
             challenger = register_peer_instead(settings, history, challenger, decision.peer_instead)
             champion = score_champion(settings, history, challenger)
-            decision = decide_champion(settings, challenger, champion, live.drift)
+            decision = decide_champion(settings, challenger, champion, drift)
         mark_trained(settings, arrived, challenger)
         keep_champion_forecast(settings, history)
         write_live_report(settings, run_dir)
-        publish_summary(settings, today, trigger, arrived, challenger, champion, decision, refused, live.drift)
+        publish_summary(settings, today, trigger, arrived, challenger, champion, decision, refused, drift)
     status = "promoted" if decision.promote else "not promoted"
     return RetrainSummary(
         status,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,57 +31,55 @@ def keep_forecast(settings: Settings, forecast: pd.DataFrame, data_through: pd.T
 @task(cache_policy=NO_CACHE)
 def keep_champion_forecast(settings: Settings, history: pd.DataFrame) -> int:
     """The champion's next `retrain.forecast_days` days from the history, kept to be scored when they arrive."""
-    from tasks.registry import Registry
+    from tasks.registry import Registry, UntrustedModel
 
     registry = Registry(settings.mlflow)
     champion = registry.champion()
     if champion is None or settings.retrain.forecast_days == 0:
         return 0
-    forecast = registry.load(champion).predict_days(history, settings.retrain.forecast_days)
+    try:
+        forecast = registry.load(champion).predict_days(history, settings.retrain.forecast_days)
+    except UntrustedModel:
+        raise
+    except Exception as error:  # its artifacts lost (the gate kept it, saying so): the decision stands, no forecast kept
+        get_run_logger().warning("champion v%s could not forecast, nothing kept: %s", champion.version, error)
+        return 0
     forecast = forecast.assign(model_version=str(champion.version), kind=champion.tags.get("kind", ""))
     return keep_forecast(settings, forecast, history[DATE].iloc[-1], "retrain")
 
 
-@dataclass(frozen=True)
-class LiveCheck:
-    """What scoring the arrived days found: how many version-days were scored, and whether the champion drifts."""
-
-    scored: int = 0
-    champion: str | None = None
-    drift: str | None = None  # why the champion's live error says it went stale (None: it does not)
-
-
 @task(cache_policy=NO_CACHE)
-def score_live_forecasts(settings: Settings) -> LiveCheck:
+def score_live_forecasts(settings: Settings) -> str | None:
     """Score every kept forecast whose day has arrived and was not scored yet: live metrics per version and day,
     logged to MLflow on the version's run (a step per day scored) and kept; the latest per version is the
-    run's `live-accuracy` table. Then judge the champion's drift on them (only when days were scored)."""
+    run's `live-accuracy` table. Then judge the champion on its newly scored days: why it drifts, or None."""
     from tasks.history_store import read_forecasts, read_history, read_live_scores, save_live_scores
     from tasks.registry import Registry
 
     store = open_history(settings)[0]
     forecasts = read_forecasts(store)
     if forecasts.empty:
-        return LiveCheck()
+        return None
     scores = live.live_metrics(forecasts, read_history(store))
     new = live.unscored(scores, read_live_scores(store))
     if new.empty:
-        return LiveCheck()
+        return None
     registry = Registry(settings.mlflow)
     columns = live.metric_columns(new)
     for version, rows in new.groupby("model_version"):
         registry.log_live_metrics(str(version), rows, columns)
     save_live_scores(store, new.assign(metrics=new[columns].to_dict("records"))[["model_version", DATE, "metrics"]])
-    publish_live_table(registry, scores)
-    return check_drift(settings, registry, scores, len(new))
+    publish_live_table(registry, new)
+    return check_drift(settings, registry, new)
 
 
-def check_drift(settings: Settings, registry, scores: pd.DataFrame, scored: int) -> LiveCheck:
-    """Judge the champion's newest live figures; a drift is logged, tagged on the version and emitted as an event."""
+def check_drift(settings: Settings, registry, new: pd.DataFrame) -> str | None:
+    """Why the champion drifts on its newly scored days, or None; a drift is logged, tagged on the version and
+    emitted as an event."""
     champion = registry.champion()
-    mine = scores[scores["model_version"] == str(champion.version)] if champion else scores.iloc[:0]
-    if mine.empty:
-        return LiveCheck(scored)
+    mine = new[new["model_version"] == str(champion.version)] if champion else new.iloc[:0]
+    if mine.empty:  # no new day of the champion's: nothing new to judge
+        return None
     version, newest = str(champion.version), mine.sort_values(DATE).iloc[-1].to_dict()
     config = settings.retrain
     reason = live.drift_reason(
@@ -93,7 +90,7 @@ def check_drift(settings: Settings, registry, scores: pd.DataFrame, scored: int)
         get_run_logger().warning("champion v%s drifts on %s: %s", version, day, reason)
         registry.client.set_model_version_tag(settings.mlflow.registered_model, version, "drift", f"{day}: {reason}")
         announce_drift(settings, version, day, reason, newest)
-    return LiveCheck(scored, version, reason)
+    return reason
 
 
 def announce_drift(settings: Settings, version: str, day: str, reason: str, newest: dict) -> None:
@@ -177,12 +174,13 @@ def live_table(scores: pd.DataFrame, backtest_mae: dict[str, float]) -> list[dic
     return rows
 
 
-def publish_live_table(registry, scores: pd.DataFrame) -> None:
-    """The `live-accuracy` table artifact, and one log line per version."""
+def publish_live_table(registry, new: pd.DataFrame) -> None:
+    """The `live-accuracy` table artifact of the versions scored in this run, and one log line per version."""
     from prefect.artifacts import create_table_artifact
 
-    versions = sorted(set(scores["model_version"].astype(str)), key=int)
-    table = live_table(scores, {version: registry.backtest_mae(version) for version in versions})
+    versions = registry.versions()
+    backtest = {version: float(tags.get("challenger_mae", "nan")) for version, tags in versions.items()}
+    table = live_table(new, backtest)
     logger = get_run_logger()
     for row in table:
         logger.info(

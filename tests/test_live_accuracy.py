@@ -114,6 +114,17 @@ def test_forecasts_are_kept_scored_as_days_arrive_and_the_gate_waits_for_days_th
     assert steps[0].timestamp == int(first_day.timestamp() * 1000)
     assert len(scored) == len(scored.drop_duplicates(["model_version", DATE]))  # each version and day scored once
 
+    # A champion whose model files are lost forecasts nothing; the retrain still decides (it stays) and completes.
+    import shutil
+    from urllib.parse import urlparse
+
+    current = Registry(settings.mlflow).champion()
+    shutil.rmtree(urlparse(client.get_model_version_download_uri(model, current.version)).path)
+    kept_before = len(read_forecasts(store))
+    lost = retrain(settings, force=True)
+    assert lost.status == "not promoted" and len(read_forecasts(store)) == kept_before
+    tags = {str(v.version): v.tags for v in client.search_model_versions(f"name = '{model}'")}
+
     # Each retrain that trained left the one-page report beside its run; `report` writes one on demand.
     assert len(list((root / "out").glob("retrain-*/live-report.png"))) == len(tags)
     overrides = [arg for override in workspace_overrides(root) for arg in ("--set", override)]
