@@ -15,13 +15,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import urllib.parse
 from pathlib import Path
 
-from screenshots import BIN, CHROMIUM, CHROMIUM_ARGS, DOCS, ROOT, SAMPLE, free_port, photograph, wait_for
+from screenshots import CHROMIUM, CHROMIUM_ARGS, DOCS, ROOT, SAMPLE, free_port, photograph, start_mlflow_ui, wait_for
 
 DAYS, SHIFTED = 28, 10
 
@@ -80,14 +79,7 @@ def main() -> None:
     shown = next((v for v in versions if "drift" in v.tags), versions[0]).run_id  # the champion that drifted
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
     port = free_port()
-    ui_args = ["ui", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port)]
-    ui = subprocess.Popen(
-        [str(BIN / "mlflow"), *ui_args, "--workers", "1"],
-        env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    ui = start_mlflow_ui(store, port, env)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(f"{base}/health")

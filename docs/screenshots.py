@@ -61,6 +61,18 @@ def run(args: list[str], env: dict) -> str:
     return done.stdout
 
 
+def start_mlflow_ui(store: Path, port: int, env: dict) -> subprocess.Popen:
+    """`make ui`'s server on the local store (its own session, so it can be stopped with its workers)."""
+    ui_args = ["ui", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(
+        [str(BIN / "mlflow"), *ui_args, "--workers", "1"],
+        env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def photograph(page, url: str, target: Path, ready: str, then=None) -> None:
     """Open `url`, wait for the text `ready`, close MLflow's assistant panel, run `then`, save the viewport."""
     page.goto(url)
@@ -103,14 +115,7 @@ def main() -> None:
     experiment = client.get_experiment_by_name("travel-forecast").experiment_id
     trained = [client.get_model_version("travel-forecast", v).run_id for v in ("1", "2")]
     ui_port, model_port = free_port(), free_port()
-    ui_args = ["ui", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(ui_port)]
-    ui = subprocess.Popen(
-        [str(BIN / "mlflow"), *ui_args, "--workers", "1"],
-        env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    ui = start_mlflow_ui(store, ui_port, env)
     served = subprocess.Popen(
         [*CLI, "serve-model", "--port", str(model_port), *settings],
         cwd=ROOT,
