@@ -12,12 +12,19 @@ Without PREFECT_API_URL every command starts Prefect's temporary server (about 3
 and 4 are measured again against a `prefect server start` that the benchmark runs, as a
 scheduled deployment has.
 
+With `--members` it measures instead the default ensemble's fit on the history before the
+backtest's test days, alternating: its networks one after the other (the product's
+tasks/network.fit_network) and side by side as one model with one output and early stopping
+per network (`fit_side_by_side`, tried here, not in the product); `--jobs N` runs N such fits
+at once in N processes, as two series on two Dask workers or `accuracy.py --jobs 2` do.
+
 With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
 series per minute and as seconds per series over 1.
 
     .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
+    .venv/bin/python benchmarks/speed.py --members [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -166,9 +175,14 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
     parser.add_argument("--series", type=Path, help="a long-format config: series per minute with 1 and 2 Dask workers")
+    parser.add_argument("--members", action="store_true", help="the ensemble's networks fitted apart vs side by side")
+    parser.add_argument("--jobs", type=int, default=1, help="with --members: fits at once, each in its own process")
     args = parser.parse_args()
     if args.series:
         series_speed(args)
+        return
+    if args.members:
+        members_speed(args)
         return
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
@@ -291,6 +305,120 @@ def series_speed(args: argparse.Namespace) -> None:
         out / "speed.csv", index=False
     )
     (out / "speed.md").write_text(f"# Speed over series\n\nMedians of {args.repeat} runs.\n\n{table}\n")
+    print(f"written: {out}/speed.csv, speed.md")
+
+
+def fit_side_by_side(config, train, validation) -> list[int]:
+    """The ensemble as one model, one output and one loss per network (Adam keeps their updates apart, so each
+    learns as if alone but for the shared batch order), each network stopped early on its own validation loss
+    and given back its best weights; training ends when the last one stops. Returns each network's epochs."""
+    import keras
+
+    from tasks.network import build_model, join_members
+
+    single = config.model_copy(update={"ensemble": 1})
+    members = []
+    for index in range(config.ensemble):
+        keras.utils.set_random_seed(config.random_seed * 1000 + index)
+        members.append(build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}"))
+    joint = join_members(members)
+    joint.compile(loss=[config.loss] * len(members), optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    best = [np.inf] * len(members)
+    best_weights = [m.get_weights() for m in members]
+    epochs, waiting = [0] * len(members), [0] * len(members)
+
+    def each_network(epoch: int, logs: dict) -> None:
+        for index, member in enumerate(members):
+            if waiting[index] > config.early_stopping_patience:
+                continue  # stopped
+            epochs[index] = epoch + 1
+            loss = logs[f"val_{member.name}_loss"]
+            if loss < best[index]:
+                best[index], best_weights[index], waiting[index] = loss, member.get_weights(), 0
+            waiting[index] += 1
+        joint.stop_training = all(w > config.early_stopping_patience for w in waiting)
+
+    joint.fit(
+        list(train.inputs),
+        [train.y] * len(members),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_data=(list(validation.inputs), [validation.y] * len(members)),
+        shuffle=config.shuffle,
+        verbose=0,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=each_network)],
+    )
+    for member, weights in zip(members, best_weights, strict=True):
+        member.set_weights(weights)
+    return epochs
+
+
+_SAMPLES: dict = {}
+
+
+def _load_samples(config: Path | None, data: Path | None) -> None:
+    """Process initializer: the default model and its samples on the history before the backtest's test days."""
+    from tasks.config import load_settings
+    from tasks.input_file import read_history_file
+    from tasks.lstm import LstmForecaster
+
+    settings = load_settings(config, [], {"data": {"path": str(data)}} if data else None, root=Path.cwd())
+    history = read_history_file(settings.data.path, settings.data).iloc[: -settings.backtest.test_days]
+    train, validation = LstmForecaster(settings.data, settings.model).fit_encoding(history)
+    _SAMPLES.update(model=settings.model, train=train, validation=validation)
+
+
+def _ready(_) -> bool:
+    return bool(_SAMPLES)
+
+
+def _fit(procedure: str, seed: int) -> list[int]:
+    """One fit of the ensemble by `procedure`; each network's epochs."""
+    config = _SAMPLES["model"].model_copy(update={"random_seed": seed})
+    train, validation = _SAMPLES["train"], _SAMPLES["validation"]
+    if procedure == "side by side":
+        return fit_side_by_side(config, train, validation)
+    from tasks.network import fit_network
+
+    epochs: dict[int, int] = {}
+    fit_network(config, train, validation, lambda epoch, logs: epochs.__setitem__(logs.get("member", 1), epoch))
+    return [epochs[index] for index in sorted(epochs)]
+
+
+def members_speed(args: argparse.Namespace) -> None:
+    """The ensemble fitted apart and side by side, `--jobs` fits at once, seeds 42, 43, ... (one per round and job),
+    alternating the order; one table of median wall times and the ratio of side by side to apart."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pandas as pd
+
+    seconds: dict[str, list[float]] = {"apart": [], "side by side": []}
+    epochs: dict[str, list] = {"apart": [], "side by side": []}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, context, initializer=_load_samples, initargs=(args.config, args.data)) as pool:
+        assert all(pool.map(_ready, range(args.jobs)))  # the workers have started and loaded their samples
+        for round_ in range(args.repeat):
+            for name in ["apart", "side by side"][:: 1 if round_ % 2 == 0 else -1]:
+                seeds = [42 + round_ * args.jobs + job for job in range(args.jobs)]
+                start = time.perf_counter()
+                run = list(pool.map(_fit, [name] * args.jobs, seeds))
+                seconds[name].append(time.perf_counter() - start)
+                epochs[name].append(run)
+                print(f"  round {round_ + 1} {name:13s} {seconds[name][-1]:6.1f} s, epochs per network {run}", flush=True)
+    apart = statistics.median(seconds["apart"])
+    ratios = [together / alone for together, alone in zip(seconds["side by side"], seconds["apart"], strict=True)]
+    lines = [f"| the ensemble's fit, {args.jobs} at once | median s | ratio to apart |", "|---|---|---|"]
+    lines += [f"| {name} | {statistics.median(v):.1f} | {statistics.median(v) / apart:.3f} |" for name, v in seconds.items()]
+    table = "\n".join(lines)
+    summary = f"per round, side by side / apart: {', '.join(f'{r:.3f}' for r in ratios)}; epochs per network: {epochs}"
+    print(f"\nmedians of {args.repeat} rounds, measured side by side:\n\n{table}\n{summary}")
+    out = args.out / f"speed-members-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"procedure": k, "runs": " ".join(f"{s:.1f}" for s in v)} for k, v in seconds.items()]).to_csv(
+        out / "speed.csv", index=False
+    )
+    (out / "speed.md").write_text(f"# The ensemble's fit, apart and side by side\n\n{table}\n\n{summary}\n")
     print(f"written: {out}/speed.csv, speed.md")
 
 

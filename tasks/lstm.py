@@ -92,8 +92,23 @@ class LstmForecaster(Forecaster):
         return make_forecaster(kind, self.data, self.model)
 
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
-        from tasks.encoding import fit_encoder
         from tasks.network import fit_network, raise_if_diverged
+
+        train, validation = self.fit_encoding(history)
+        self.network, self.losses = fit_network(self.model, train, validation, self.report)
+        raise_if_diverged(self.losses)
+        held_out = validation if len(validation) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
+        actual = self.encoder.decode(held_out.y, held_out.reference)
+        forecasts = {NETWORKS: self.decode(held_out)}
+        if self.model.combine_with:
+            forecasts |= self.fit_peers(history, held_out.target_rows)
+        self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}
+        self.weights = combination_weights(self.validation_errors, self.model.combination)
+        return log_residuals(actual, combine(forecasts, self.weights))
+
+    def fit_encoding(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
+        """Fit the encoder on `history`; return the networks' training and validation samples."""
+        from tasks.encoding import fit_encoder
 
         data = self.data
         self.encoder = fit_encoder(
@@ -105,17 +120,7 @@ class LstmForecaster(Forecaster):
             self.model.reference,
             len(history) - self.model.validation_days,  # the reference never fitted on the validation days
         )
-        train, validation = self.training_samples(history)
-        self.network, self.losses = fit_network(self.model, train, validation, self.report)
-        raise_if_diverged(self.losses)
-        held_out = validation if len(validation) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
-        actual = self.encoder.decode(held_out.y, held_out.reference)
-        forecasts = {NETWORKS: self.decode(held_out)}
-        if self.model.combine_with:
-            forecasts |= self.fit_peers(history, held_out.target_rows)
-        self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}
-        self.weights = combination_weights(self.validation_errors, self.model.combination)
-        return log_residuals(actual, combine(forecasts, self.weights))
+        return self.training_samples(history)
 
     def fit_peers(self, history: pd.DataFrame, validation_rows: np.ndarray) -> dict[str, np.ndarray]:
         """Fit each peer before the validation days, return its forecasts of them; keep it refitted on every row."""
