@@ -14,9 +14,9 @@ scheduled deployment has.
 
 With `--members` it measures instead the default ensemble's fit on the history before the
 backtest's test days, alternating: its networks one after the other (the product's
-tasks/network.fit_network) and side by side as one model with one output and early stopping
-per network (`fit_side_by_side`, tried here, not in the product); `--jobs N` runs N such fits
-at once in N processes, as two series on two Dask workers or `accuracy.py --jobs 2` do.
+tasks/network.fit_network) and side by side (`fit_side_by_side`, tried here, not in the
+product); `--jobs N` runs N such fits at once in N processes, as two series on two Dask
+workers or `accuracy.py --jobs 2` do.
 
 With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
@@ -38,8 +38,6 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -309,45 +307,63 @@ def series_speed(args: argparse.Namespace) -> None:
 
 
 def fit_side_by_side(config, train, validation) -> list[int]:
-    """The ensemble as one model, one output and one loss per network (Adam keeps their updates apart, so each
-    learns as if alone but for the shared batch order), each network stopped early on its own validation loss
-    and given back its best weights; training ends when the last one stops. Returns each network's epochs."""
+    """The ensemble's networks trained side by side (tried here, not in the product): each batch is one compiled
+    step of every network still training; each has its own optimizer, stops early on its own validation loss
+    (Keras's rule) with its best weights, and leaves the step when it stops. Returns each network's epochs."""
     import keras
+    import numpy as np
+    import tensorflow as tf
 
-    from tasks.network import build_model, join_members
+    from tasks.network import build_model, predict_outputs
 
     single = config.model_copy(update={"ensemble": 1})
     members = []
     for index in range(config.ensemble):
         keras.utils.set_random_seed(config.random_seed * 1000 + index)
         members.append(build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}"))
-    joint = join_members(members)
-    joint.compile(loss=[config.loss] * len(members), optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
-    best = [np.inf] * len(members)
-    best_weights = [m.get_weights() for m in members]
-    epochs, waiting = [0] * len(members), [0] * len(members)
+    optimizers = [keras.optimizers.Adam(learning_rate=config.learning_rate) for _ in members]
+    for member, optimizer in zip(members, optimizers, strict=True):
+        optimizer.build(member.trainable_variables)
+    loss = keras.losses.get(config.loss)
+    steps = {}
 
-    def each_network(epoch: int, logs: dict) -> None:
-        for index, member in enumerate(members):
-            if waiting[index] > config.early_stopping_patience:
-                continue  # stopped
-            epochs[index] = epoch + 1
-            loss = logs[f"val_{member.name}_loss"]
-            if loss < best[index]:
-                best[index], best_weights[index], waiting[index] = loss, member.get_weights(), 0
-            waiting[index] += 1
-        joint.stop_training = all(w > config.early_stopping_patience for w in waiting)
+    def step_of(running: tuple[int, ...]):
+        if running not in steps:
 
-    joint.fit(
-        list(train.inputs),
-        [train.y] * len(members),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_data=(list(validation.inputs), [validation.y] * len(members)),
-        shuffle=config.shuffle,
-        verbose=0,
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=each_network)],
-    )
+            @tf.function
+            def step(inputs, y):
+                with tf.GradientTape(persistent=True) as tape:
+                    losses = [tf.reduce_mean(loss(y, members[i](inputs, training=True))) for i in running]
+                for i, member_loss in zip(running, losses, strict=True):
+                    optimizers[i].apply(
+                        tape.gradient(member_loss, members[i].trainable_variables), members[i].trainable_variables
+                    )
+                return tf.stack(losses)
+
+            steps[running] = step
+        return steps[running]
+
+    inputs, targets = [np.asarray(values, "float32") for values in train.inputs], np.asarray(train.y, "float32")
+    order = np.random.default_rng(config.random_seed * 1000)
+    best, best_weights, waited = [np.inf] * len(members), [None] * len(members), [0] * len(members)
+    epochs = [0] * len(members)
+    running = tuple(range(len(members)))
+    for epoch in range(config.epochs):
+        rows, step = order.permutation(len(train)), step_of(running)
+        for start in range(0, len(train), config.batch_size):
+            chosen = rows[start : start + config.batch_size]
+            step([values[chosen] for values in inputs], targets[chosen])
+        for i in running:
+            epochs[i] = epoch + 1
+            validation_loss = float(
+                np.mean(np.asarray(loss(validation.y, predict_outputs(members[i], validation, config.horizon))))
+            )
+            waited[i] += 1
+            if validation_loss < best[i]:
+                best[i], best_weights[i], waited[i] = validation_loss, members[i].get_weights(), 0
+        running = tuple(i for i in running if waited[i] < config.early_stopping_patience)
+        if not running:
+            break
     for member, weights in zip(members, best_weights, strict=True):
         member.set_weights(weights)
     return epochs
