@@ -346,12 +346,12 @@ def fit_side_by_side(config, train, validation) -> list[int]:
     inputs, targets = [np.asarray(values, "float32") for values in train.inputs], np.asarray(train.y, "float32")
     order = np.random.default_rng(config.random_seed * 1000)
     best, best_weights, waited = [np.inf] * len(members), [None] * len(members), [0] * len(members)
-    epochs = [0] * len(members)
+    epochs, patience, batch = [0] * len(members), config.early_stopping_patience, config.batch_size or len(train)
     running = tuple(range(len(members)))
     for epoch in range(config.epochs):
         rows, step = order.permutation(len(train)), step_of(running)
-        for start in range(0, len(train), config.batch_size):
-            chosen = rows[start : start + config.batch_size]
+        for start in range(0, len(train), batch):
+            chosen = rows[start : start + batch]
             step([values[chosen] for values in inputs], targets[chosen])
         for i in running:
             epochs[i] = epoch + 1
@@ -361,11 +361,12 @@ def fit_side_by_side(config, train, validation) -> list[int]:
             waited[i] += 1
             if validation_loss < best[i]:
                 best[i], best_weights[i], waited[i] = validation_loss, members[i].get_weights(), 0
-        running = tuple(i for i in running if waited[i] < config.early_stopping_patience)
+        running = tuple(i for i in running if not patience or waited[i] < patience)
         if not running:
             break
-    for member, weights in zip(members, best_weights, strict=True):
-        member.set_weights(weights)
+    if patience:  # as Keras's EarlyStopping(restore_best_weights=True); without it, the last weights
+        for member, weights in zip(members, best_weights, strict=True):
+            member.set_weights(weights)
     return epochs
 
 
