@@ -267,7 +267,6 @@ def main() -> None:
 
 def series_speed(args: argparse.Namespace) -> None:
     """Every series trained with 1 and 2 Dask workers, beside the bare recipe, alternating; one table."""
-    import pandas as pd
 
     from tasks.config import load_settings
     from tasks.series_tasks import series_names
@@ -297,12 +296,19 @@ def series_speed(args: argparse.Namespace) -> None:
         )
     table = "\n".join(lines)
     print(f"\nmedians of {args.repeat} runs, measured side by side:\n\n{table}")
-    out = args.out / f"speed-series-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    write_runs(args.out / "speed-series", seconds, f"# Speed over series\n\nMedians of {args.repeat} runs.\n\n{table}\n")
+
+
+def write_runs(prefix: Path, seconds: dict[str, list[float]], markdown: str) -> None:
+    """Every run's seconds per measurement (speed.csv) and the table (speed.md), in `<prefix>-<UTC time>/`."""
+    import pandas as pd
+
+    out = prefix.with_name(f"{prefix.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame([{"measurement": k, "runs": " ".join(f"{s:.1f}" for s in v)} for k, v in seconds.items()]).to_csv(
         out / "speed.csv", index=False
     )
-    (out / "speed.md").write_text(f"# Speed over series\n\nMedians of {args.repeat} runs.\n\n{table}\n")
+    (out / "speed.md").write_text(markdown)
     print(f"written: {out}/speed.csv, speed.md")
 
 
@@ -408,8 +414,6 @@ def members_speed(args: argparse.Namespace) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    import pandas as pd
-
     seconds: dict[str, list[float]] = {"apart": [], "side by side": []}
     epochs: dict[str, list] = {"apart": [], "side by side": []}
     context = multiprocessing.get_context("spawn")
@@ -430,13 +434,7 @@ def members_speed(args: argparse.Namespace) -> None:
     table = "\n".join(lines)
     summary = f"per round, side by side / apart: {', '.join(f'{r:.3f}' for r in ratios)}; epochs per network: {epochs}"
     print(f"\nmedians of {args.repeat} rounds, measured side by side:\n\n{table}\n{summary}")
-    out = args.out / f"speed-members-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([{"procedure": k, "runs": " ".join(f"{s:.1f}" for s in v)} for k, v in seconds.items()]).to_csv(
-        out / "speed.csv", index=False
-    )
-    (out / "speed.md").write_text(f"# The ensemble's fit, apart and side by side\n\n{table}\n\n{summary}\n")
-    print(f"written: {out}/speed.csv, speed.md")
+    write_runs(args.out / "speed-members", seconds, f"# The ensemble's fit, apart and side by side\n\n{table}\n\n{summary}\n")
 
 
 if __name__ == "__main__":
