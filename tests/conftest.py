@@ -32,6 +32,17 @@ def counting_history(days: int):
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Two pytest workers share the machine: one thread each for TensorFlow's ops instead of both fighting over every core.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
+# The files that take longest (minutes of servers and processes each) start first, so that the two workers
+# (`-n 2 --dist loadfile`: a file's tests on one worker) end together instead of one waiting for the other.
+LONGEST_FIRST = ["test_soak.py", "test_production.py", "test_live_accuracy.py", "test_reliability.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: every file's own order is kept
 
 
 @pytest.fixture(scope="session")
