@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--series", type=Path, help="a long-format config: series per minute with 1 and 2 Dask workers")
     parser.add_argument("--members", action="store_true", help="the ensemble's networks fitted apart vs side by side")
     parser.add_argument("--jobs", type=int, default=1, help="with --members: fits at once, each in its own process")
+    parser.add_argument("--op-threads", type=int, help="also: seed and default trains with TF_NUM_INTRAOP_THREADS set to this")
     args = parser.parse_args()
     if args.series:
         series_speed(args)
@@ -212,6 +213,10 @@ def main() -> None:
         baselines_only = ["--set", 'backtest.compare=["seasonal_naive","naive"]']
         commands["default baselines only, server"] = [*commands["default"], *baselines_only]
         envs = {name: served if name.endswith(", server") else env for name in commands}
+        if args.op_threads:  # TensorFlow's threads per op (its default: every core)
+            for name in ("seed", "default"):
+                commands[f"{name}, op threads"] = commands[name]
+                envs[f"{name}, op threads"] = env | {"TF_NUM_INTRAOP_THREADS": str(args.op_threads)}
         try:
             rounds(commands, envs, args.repeat, seconds)
         finally:
@@ -236,6 +241,11 @@ def main() -> None:
         "no-data, server": "4 no new data, with a running Prefect server",
         "default baselines only, server": "3 default without the peers (baselines only), with a running Prefect server",
     }
+    if args.op_threads:
+        labels |= {
+            f"{name}, op threads": f"{label}, {args.op_threads} TensorFlow thread(s) per op"
+            for name, label in list(labels.items())[1:3]
+        }
     lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
     rows = []
     for name, label in labels.items():
