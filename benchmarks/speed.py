@@ -10,7 +10,8 @@ machines: only the ratios mean something):
   6 FLOP/s    training throughput of the default network against this machine's matmul rate
 Without PREFECT_API_URL every command starts Prefect's temporary server (about 3 s); 2, 3
 and 4 are measured again against a `prefect server start` that the benchmark runs, as a
-scheduled deployment has.
+scheduled deployment has. `--op-threads N` adds 2 and 3 again with TensorFlow's threads per
+operation set to N (TF_NUM_INTRAOP_THREADS; its default is every core).
 
 With `--members` it measures instead the default ensemble's fit on the history before the
 backtest's test days, alternating: its networks one after the other (the product's
@@ -22,7 +23,7 @@ With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 seri
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
 series per minute and as seconds per series over 1.
 
-    .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE]
+    .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
     .venv/bin/python benchmarks/speed.py --members [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
 """
