@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 TARGETS = {"seed": 1.10, "default": 0.25, "no-data": 0.05}
+OP_THREADS_MEASURED = ("seed", "default")  # measured again with --op-threads
 
 
 def workspace_config(root: Path, base: Path | None, data: Path | None) -> Path:
@@ -215,7 +216,7 @@ def main() -> None:
         commands["default baselines only, server"] = [*commands["default"], *baselines_only]
         envs = {name: served if name.endswith(", server") else env for name in commands}
         if args.op_threads:  # TensorFlow's threads per op (its default: every core)
-            for name in ("seed", "default"):
+            for name in OP_THREADS_MEASURED:
                 commands[f"{name}, op threads"] = commands[name]
                 envs[f"{name}, op threads"] = env | {"TF_NUM_INTRAOP_THREADS": str(args.op_threads)}
         try:
@@ -244,8 +245,8 @@ def main() -> None:
     }
     if args.op_threads:
         labels |= {
-            f"{name}, op threads": f"{label}, {args.op_threads} TensorFlow thread(s) per op"
-            for name, label in list(labels.items())[1:3]
+            f"{name}, op threads": f"{labels[name]}, {args.op_threads} TensorFlow thread(s) per op"
+            for name in OP_THREADS_MEASURED
         }
     lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
     rows = []
