@@ -111,6 +111,12 @@ class ModelConfig(_Strict):
     validation_days: int = Field(
         28, ge=0, description="Last training days held out for early stopping (and interval calibration); 0 trains on all."
     )
+    weighting_days: int = Field(
+        0,
+        ge=0,
+        description="The last N validation days weight the members and calibrate the intervals, and do not stop the "
+        "networks early (they stop on the validation days before); 0 = the same validation days for both.",
+    )
     ensemble: int = Field(
         3, ge=1, description="Networks trained side by side from different initial weights; forecasts are their mean."
     )
@@ -147,6 +153,15 @@ class ModelConfig(_Strict):
             raise ValueError(
                 "model.combine_with weights the members on the validation days: set model.validation_days >= 7, "
                 "or model.combine_with = [] for the networks alone"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _weighting_days_leave_stopping_days(self) -> ModelConfig:
+        if self.weighting_days and not 7 <= self.weighting_days <= self.validation_days - 7:  # a week of each
+            raise ValueError(
+                f"model.weighting_days = {self.weighting_days} needs a week of its own and a week of stopping days before it: "
+                f"set it between 7 and model.validation_days - 7 ({self.validation_days - 7}), or 0"
             )
         return self
 

@@ -39,7 +39,8 @@ class LstmForecaster(Forecaster):
     With `combine_with` peers, each peer is fitted on the rows before the validation days
     and forecasts them; the members' validation errors give the weights; the peers are then
     refitted on every row. The networks never learn from the validation days either (they
-    only stop early on them), so every member is weighted on days it was not fitted on.
+    only stop early on them), so every member is weighted on days it was not fitted on; with
+    `weighting_days`, on days the networks did not stop on either (split_validation).
     """
 
     kind = "lstm"
@@ -95,9 +96,10 @@ class LstmForecaster(Forecaster):
         from tasks.network import fit_network, raise_if_diverged
 
         train, validation = self.fit_encoding(history)
-        self.network, self.losses = fit_network(self.model, train, validation, self.report)
+        stopping, weighing = self.split_validation(validation, len(history))
+        self.network, self.losses = fit_network(self.model, train, stopping, self.report)
         raise_if_diverged(self.losses)
-        held_out = validation if len(validation) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
+        held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
         actual = self.encoder.decode(held_out.y, held_out.reference)
         forecasts = {NETWORKS: self.decode(held_out)}
         if self.model.combine_with:
@@ -139,6 +141,21 @@ class LstmForecaster(Forecaster):
         first_validation_row = len(history) - self.model.validation_days
         last_target = samples.target_rows + self.horizon - 1
         return select(samples, last_target < first_validation_row), select(samples, samples.target_rows >= first_validation_row)
+
+    def split_validation(self, validation: Samples, history_days: int) -> tuple[Samples, Samples]:
+        """The validation samples that stop the networks early and those that weight the members.
+
+        Early stopping keeps the epoch that did best on its days, so on those days the networks look
+        better than they will on new ones; with `weighting_days`, the weights and intervals come from
+        later days that neither fitted nor stopped any member.
+        """
+        if not self.model.weighting_days:
+            return validation, validation
+        first_weighing_row = history_days - self.model.weighting_days
+        last_target = validation.target_rows + self.horizon - 1
+        return select(validation, last_target < first_weighing_row), select(
+            validation, validation.target_rows >= first_weighing_row
+        )
 
     def decode(self, samples: Samples) -> np.ndarray:
         """The members' mean forecast for these samples, in travellers."""

@@ -100,3 +100,11 @@ def test_an_lstm_saved_before_the_combination_loads_as_the_networks_alone(tmp_pa
     assert old.model.combine_with == [] and old.weights == {"lstm": 1.0}
     rows = np.arange(110, 120)
     np.testing.assert_allclose(old.forecast_rows(history, rows), networks.forecast_rows(history, rows))
+
+
+def test_with_weighting_days_every_member_is_weighted_on_the_last_days_only():
+    history = weekly(120)
+    lstm = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"weighting_days": 7})).fit(history.iloc[:110])
+    assert {name: len(e) for name, e in lstm.validation_errors.items()} == {"lstm": 7, "auto_ets": 7, "seasonal_naive": 7}
+    inverse = {name: 1 / np.mean(e**2) for name, e in lstm.validation_errors.items()}
+    assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})

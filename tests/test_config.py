@@ -75,6 +75,11 @@ def test_empty_day_type_column_means_derive_from_calendar(tmp_path):
         ("model.epochs=abc", r"^invalid setting model\.epochs: Input should be a valid integer, unable to parse string"),
         ("epochs", r"^--set expects key=value, got 'epochs'$"),
         (
+            "model.weighting_days=22",
+            r"^invalid setting model: model\.weighting_days = 22 needs a week of its own and a week of stopping days before it: "
+            r"set it between 7 and model\.validation_days - 7 \(21\), or 0$",
+        ),
+        (
             "model.reference=ets model.horizon=2",
             r"^invalid setting model: model\.reference='ets' forecasts one day per sample \(horizon = 1\)$",
         ),

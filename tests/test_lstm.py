@@ -31,6 +31,19 @@ def test_training_split_is_chronological_and_complete():
     assert train.target_rows[0] == 2
 
 
+def test_weighting_days_are_the_last_validation_days_and_stop_nothing():
+    config = ModelConfig(lags=2, horizon=2, validation_days=16, weighting_days=7, combine_with=[])
+    lstm = LstmForecaster(DATA, config)
+    _, validation = _split(config, _history(50))
+    stopping, weighing = lstm.split_validation(validation, 50)
+    # Validation: first targets 34..48; weighting days are rows 43..49, so a stopping sample's last target is before 43.
+    np.testing.assert_array_equal(validation.target_rows, np.arange(34, 49))
+    np.testing.assert_array_equal(stopping.target_rows, np.arange(34, 42))
+    np.testing.assert_array_equal(weighing.target_rows, np.arange(43, 49))
+    same = LstmForecaster(DATA, config.model_copy(update={"weighting_days": 0})).split_validation(validation, 50)
+    assert all(part is validation for part in same)
+
+
 def test_too_short_history_is_refused_with_the_numbers():
     lstm = LstmForecaster(DATA, ModelConfig(lags=2, validation_days=14, combine_with=[]))
     assert (lstm.min_history_days, lstm.min_fit_days) == (7 + 2, 7 + 4 + 1 + 14)
@@ -51,3 +64,19 @@ def test_intervals_are_calibrated_on_the_validation_days_and_the_losses_kept():
     )
     lstm = LstmForecaster(DATA, config).fit(_history(40))
     assert len(lstm.calibration) == 5 and lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}
+
+
+def test_with_weighting_days_the_networks_stop_on_the_days_before_and_the_intervals_come_from_them():
+    config = ModelConfig(
+        lags=3,
+        validation_days=14,
+        weighting_days=7,
+        ensemble=1,
+        lstm_units=[4],
+        dense_units=[],
+        epochs=3,
+        early_stopping_patience=0,
+        combine_with=[],
+    )
+    lstm = LstmForecaster(DATA, config).fit(_history(60))
+    assert len(lstm.calibration) == 7 and len(lstm.validation_errors["lstm"]) == 7 and "val_loss" in lstm.losses
