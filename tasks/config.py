@@ -112,7 +112,7 @@ class ModelConfig(_Strict):
         28, ge=0, description="Last training days held out for early stopping (and interval calibration); 0 trains on all."
     )
     weighting_days: int = Field(
-        0,
+        14,
         ge=0,
         description="The last N validation days weight the members and calibrate the intervals, and do not stop the "
         "networks early (they stop on the validation days before); 0 = the same validation days for both.",
@@ -138,7 +138,7 @@ class ModelConfig(_Strict):
         description="Peers whose forecasts are combined with the networks' (tasks/combination.py); [] = the networks alone.",
     )
     combination: CombinationRule = Field(
-        "inverse_mse",
+        "trimmed",
         description="How the members are weighted from their errors on the validation days (chosen by tasks/selection.py).",
     )
 
@@ -439,6 +439,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lags": 5,
             "horizon": 1,
             "validation_days": 0,
+            "weighting_days": 0,
             "ensemble": 1,
             "lstm_units": [256, 256],
             "activation": "relu",

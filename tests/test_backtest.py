@@ -112,7 +112,9 @@ def test_an_already_fitted_forecaster_is_scored_only_on_the_rows_it_was_fitted_b
         run_backtest(history.iloc[:39], {"spy": already_fitted(fitted)}, config)
 
 
-TINY = ModelConfig(lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=3, early_stopping_patience=0)
+TINY = ModelConfig(
+    lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=3, early_stopping_patience=0, weighting_days=0
+)
 
 
 def lstm_fits(model: ModelConfig) -> dict:

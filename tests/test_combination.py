@@ -13,7 +13,15 @@ from tests.test_forecasters import weekly
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 COMBINED = ModelConfig(
-    lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2, combine_with=["auto_ets", "seasonal_naive"]
+    lags=7,
+    validation_days=14,
+    ensemble=1,
+    lstm_units=[4],
+    dense_units=[4],
+    epochs=2,
+    combine_with=["auto_ets", "seasonal_naive"],
+    weighting_days=0,
+    combination="inverse_mse",
 )
 
 
@@ -47,7 +55,7 @@ def test_the_combined_lstm_forecasts_the_weighted_sum_of_its_members_and_saves_i
     history = weekly(120)
     lstm = make_forecaster("lstm", DATA, COMBINED).fit(history.iloc[:110])
     assert set(lstm.weights) == {"lstm", "auto_ets", "seasonal_naive"} and sum(lstm.weights.values()) == pytest.approx(1)
-    # The weights (the default rule) are 1 / validation MSE, normalised; the peers were fitted before the validation days.
+    # The weights (inverse_mse) are 1 / validation MSE, normalised; the peers were fitted before the validation days.
     inverse = {name: 1 / np.mean(e**2) for name, e in lstm.validation_errors.items()}
     assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
     assert lstm.peers["auto_ets"].fitted_through == history["date"].iloc[109]

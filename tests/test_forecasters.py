@@ -10,7 +10,7 @@ from tasks.config import DataConfig, ModelConfig
 from tasks.forecasters import forecaster_classes, load_forecaster, make_forecaster, with_future_days
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
-FAST_LSTM = ModelConfig(lags=7, validation_days=7, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2)
+FAST_LSTM = ModelConfig(lags=7, validation_days=7, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2, weighting_days=0)
 
 
 def weekly(days: int, seed: int = 0) -> pd.DataFrame:

@@ -22,7 +22,7 @@ def _split(config: ModelConfig, history: pd.DataFrame):
 
 
 def test_training_split_is_chronological_and_complete():
-    config = ModelConfig(lags=2, horizon=2, validation_days=3, combine_with=[])
+    config = ModelConfig(lags=2, horizon=2, validation_days=3, weighting_days=0, combine_with=[])
     train, validation = _split(config, _history(30))
     # The first week has no reference: the first complete window starts at row 7 -> first target 9.
     np.testing.assert_array_equal(validation.target_rows, [27, 28])  # first target in 27..29, both targets present
@@ -45,7 +45,7 @@ def test_weighting_days_are_the_last_validation_days_and_stop_nothing():
 
 
 def test_too_short_history_is_refused_with_the_numbers():
-    lstm = LstmForecaster(DATA, ModelConfig(lags=2, validation_days=14, combine_with=[]))
+    lstm = LstmForecaster(DATA, ModelConfig(lags=2, validation_days=14, weighting_days=0, combine_with=[]))
     assert (lstm.min_history_days, lstm.min_fit_days) == (7 + 2, 7 + 4 + 1 + 14)
     with pytest.raises(ValueError, match=r"training history has 20 days; lstm \(encoding=seasonal, lags=2.*needs at least 26"):
         lstm.fit(_history(20))
@@ -55,6 +55,7 @@ def test_intervals_are_calibrated_on_the_validation_days_and_the_losses_kept():
     config = ModelConfig(
         lags=3,
         validation_days=5,
+        weighting_days=0,
         ensemble=2,
         lstm_units=[4],
         dense_units=[],

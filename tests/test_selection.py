@@ -13,7 +13,7 @@ from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_p
 from tests.test_forecasters import weekly
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
-MODEL = ModelConfig(lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2)
+MODEL = ModelConfig(lags=7, validation_days=14, ensemble=1, lstm_units=[4], dense_units=[4], epochs=2, weighting_days=0)
 PROTOCOL = BacktestConfig(test_days=14, refit_every=7)
 
 
