@@ -4,8 +4,9 @@ Forecast combination is the most reliable accuracy lever in the forecasting lite
 M4 and M5 winners were combinations): members that err differently cancel part of each
 other's error, and a member that does badly on a city gets little weight there instead of
 being the whole forecast. The weights come from each member's errors on the fit's own
-validation days (the last `validation_days` training days, which no member was fitted on),
-so they are chosen per city and per fit, never from test days.
+validation days (the last `weighting_days` of the `validation_days` training days, which no
+member was fitted on and the networks did not stop early on), so they are chosen per city
+and per fit, never from test days.
 """
 
 from __future__ import annotations

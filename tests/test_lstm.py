@@ -51,11 +51,13 @@ def test_too_short_history_is_refused_with_the_numbers():
         lstm.fit(_history(20))
 
 
-def test_intervals_are_calibrated_on_the_validation_days_and_the_losses_kept():
+@pytest.mark.parametrize(("validation_days", "weighting_days", "calibration_days"), [(5, 0, 5), (14, 7, 7)])
+def test_intervals_are_calibrated_on_the_weighting_days_and_the_losses_kept(validation_days, weighting_days, calibration_days):
+    # weighting_days 0: the validation days both stop the networks and calibrate; else only the last ones calibrate.
     config = ModelConfig(
         lags=3,
-        validation_days=5,
-        weighting_days=0,
+        validation_days=validation_days,
+        weighting_days=weighting_days,
         ensemble=2,
         lstm_units=[4],
         dense_units=[],
@@ -63,21 +65,6 @@ def test_intervals_are_calibrated_on_the_validation_days_and_the_losses_kept():
         early_stopping_patience=0,
         combine_with=[],
     )
-    lstm = LstmForecaster(DATA, config).fit(_history(40))
-    assert len(lstm.calibration) == 5 and lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}
-
-
-def test_with_weighting_days_the_networks_stop_on_the_days_before_and_the_intervals_come_from_them():
-    config = ModelConfig(
-        lags=3,
-        validation_days=14,
-        weighting_days=7,
-        ensemble=1,
-        lstm_units=[4],
-        dense_units=[],
-        epochs=3,
-        early_stopping_patience=0,
-        combine_with=[],
-    )
     lstm = LstmForecaster(DATA, config).fit(_history(60))
-    assert len(lstm.calibration) == 7 and len(lstm.validation_errors["lstm"]) == 7 and "val_loss" in lstm.losses
+    assert len(lstm.calibration) == calibration_days and len(lstm.validation_errors["lstm"]) == calibration_days
+    assert lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}
