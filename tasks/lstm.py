@@ -100,13 +100,15 @@ class LstmForecaster(Forecaster):
         self.network, self.losses = fit_network(self.model, train, stopping, self.report)
         raise_if_diverged(self.losses)
         held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
-        actual = self.encoder.decode(held_out.y, held_out.reference)
-        forecasts = {NETWORKS: self.decode(held_out)}
-        if self.model.combine_with:
-            forecasts |= self.fit_peers(history, held_out.target_rows)
+        actual, forecasts = self.held_out_forecasts(history, held_out)
         self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}
         self.weights = combination_weights(self.validation_errors, self.model.combination)
-        return log_residuals(actual, combine(forecasts, self.weights))
+        residuals = log_residuals(actual, combine(forecasts, self.weights)).ravel()
+        if self.model.weighting_days:  # the intervals still see every validation day: 14 residuals leave 95% unbounded
+            actual, forecasts = self.held_out_forecasts(history, stopping)
+            residuals = np.concatenate([log_residuals(actual, combine(forecasts, self.weights)).ravel(), residuals])
+        self.peers = {kind: self.peer(kind).fit(history) for kind in self.model.combine_with}
+        return residuals
 
     def fit_encoding(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
         """Fit the encoder on `history`; return the networks' training and validation samples."""
@@ -124,14 +126,14 @@ class LstmForecaster(Forecaster):
         )
         return self.training_samples(history)
 
-    def fit_peers(self, history: pd.DataFrame, validation_rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Fit each peer before the validation days, return its forecasts of them; keep it refitted on every row."""
-        before = history.iloc[: int(validation_rows.min())]
-        forecasts = {
-            kind: self.peer(kind).fit(before).forecast_rows(history, validation_rows) for kind in self.model.combine_with
+    def held_out_forecasts(self, history: pd.DataFrame, samples: Samples) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """These samples' actual values and each member's forecast of them, every peer fitted on the days before them."""
+        actual = self.encoder.decode(samples.y, samples.reference)
+        before = history.iloc[: int(samples.target_rows.min())]
+        peers = {
+            kind: self.peer(kind).fit(before).forecast_rows(history, samples.target_rows) for kind in self.model.combine_with
         }
-        self.peers = {kind: self.peer(kind).fit(history) for kind in self.model.combine_with}
-        return forecasts
+        return actual, {NETWORKS: self.decode(samples)} | peers
 
     def training_samples(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
         """Every complete sample, split by date: validation = first target in the last `validation_days` days,
@@ -146,8 +148,9 @@ class LstmForecaster(Forecaster):
         """The validation samples that stop the networks early and those that weight the members.
 
         Early stopping keeps the epoch that did best on its days, so on those days the networks look
-        better than they will on new ones; with `weighting_days`, the weights and intervals come from
-        later days that neither fitted nor stopped any member.
+        better than they will on new ones; with `weighting_days`, the weights come from later days
+        that neither fitted nor stopped any member. The intervals are calibrated on both parts (each
+        peer fitted before the part it forecasts), so a 95% interval has enough residuals to be finite.
         """
         if not self.model.weighting_days:
             return validation, validation

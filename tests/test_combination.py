@@ -112,7 +112,10 @@ def test_an_lstm_saved_before_the_combination_loads_as_the_networks_alone(tmp_pa
 
 def test_with_weighting_days_every_member_is_weighted_on_the_last_days_only():
     history = weekly(120)
-    lstm = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"weighting_days": 7})).fit(history.iloc[:110])
-    assert {name: len(e) for name, e in lstm.validation_errors.items()} == {"lstm": 7, "auto_ets": 7, "seasonal_naive": 7}
+    config = COMBINED.model_copy(update={"validation_days": 28, "weighting_days": 14, "interval_levels": [80, 95]})
+    lstm = make_forecaster("lstm", DATA, config).fit(history.iloc[:110])
+    assert {name: len(e) for name, e in lstm.validation_errors.items()} == {"lstm": 14, "auto_ets": 14, "seasonal_naive": 14}
     inverse = {name: 1 / np.mean(e**2) for name, e in lstm.validation_errors.items()}
     assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
+    # The intervals are calibrated on all 28 validation days: with the last 14 alone, 95% would need rank 15 of 14.
+    assert len(lstm.calibration) == 28 and all(np.isfinite(w) for w in lstm.half_widths().values())

@@ -51,9 +51,9 @@ def test_too_short_history_is_refused_with_the_numbers():
         lstm.fit(_history(20))
 
 
-@pytest.mark.parametrize(("validation_days", "weighting_days", "calibration_days"), [(5, 0, 5), (14, 7, 7)])
-def test_intervals_are_calibrated_on_the_weighting_days_and_the_losses_kept(validation_days, weighting_days, calibration_days):
-    # weighting_days 0: the validation days both stop the networks and calibrate; else only the last ones calibrate.
+@pytest.mark.parametrize(("validation_days", "weighting_days", "weighted_days"), [(5, 0, 5), (14, 7, 7)])
+def test_intervals_are_calibrated_on_every_validation_day_and_the_losses_kept(validation_days, weighting_days, weighted_days):
+    # The intervals see every validation day; the weights, the last weighting_days of them (or all with 0).
     config = ModelConfig(
         lags=3,
         validation_days=validation_days,
@@ -66,5 +66,5 @@ def test_intervals_are_calibrated_on_the_weighting_days_and_the_losses_kept(vali
         combine_with=[],
     )
     lstm = LstmForecaster(DATA, config).fit(_history(60))
-    assert len(lstm.calibration) == calibration_days and len(lstm.validation_errors["lstm"]) == calibration_days
+    assert len(lstm.calibration) == validation_days and len(lstm.validation_errors["lstm"]) == weighted_days
     assert lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}
