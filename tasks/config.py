@@ -114,8 +114,8 @@ class ModelConfig(_Strict):
     weighting_days: int = Field(
         14,
         ge=0,
-        description="The last N validation days weight the members and calibrate the intervals, and do not stop the "
-        "networks early (they stop on the validation days before); 0 = the same validation days for both.",
+        description="The last N validation days weight the members and do not stop the networks early (they stop "
+        "on the validation days before); 0 = the same validation days for both. The intervals see all of them.",
     )
     ensemble: int = Field(
         3, ge=1, description="Networks trained side by side from different initial weights; forecasts are their mean."
