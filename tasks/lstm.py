@@ -36,11 +36,12 @@ class LstmForecaster(Forecaster):
     Without validation days (the notebook recipe) the last training days calibrate the
     intervals: their residuals are in-sample, so those intervals are optimistic.
 
-    With `combine_with` peers, each peer is fitted on the rows before the validation days
-    and forecasts them; the members' validation errors give the weights; the peers are then
-    refitted on every row. The networks never learn from the validation days either (they
-    only stop early on them), so every member is weighted on days it was not fitted on; with
-    `weighting_days`, on days the networks did not stop on either (split_validation).
+    With `combine_with` peers, each peer is fitted on the rows before the weighting days (the
+    last `weighting_days` validation days, or all of them with 0) and forecasts them; the
+    members' errors there give the weights; the peers are then refitted on every row. The
+    networks never learn from the validation days either (they only stop early on the ones
+    before the weighting days), so every member is weighted on days it was neither fitted nor
+    stopped on (split_validation).
     """
 
     kind = "lstm"
