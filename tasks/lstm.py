@@ -39,9 +39,9 @@ class LstmForecaster(Forecaster):
     With `combine_with` peers, each peer is fitted on the rows before the weighting days (the
     last `weighting_days` validation days, or all of them with 0) and forecasts them; the
     members' errors there give the weights; the peers are then refitted on every row. The
-    networks never learn from the validation days either (they only stop early on the ones
-    before the weighting days), so every member is weighted on days it was neither fitted nor
-    stopped on (split_validation).
+    networks never learn from the validation days either (they only stop early on them; with
+    `weighting_days`, only on the ones before), so every member is weighted on days it was not
+    fitted on, and with `weighting_days` not stopped on either (split_validation).
     """
 
     kind = "lstm"
