@@ -82,6 +82,7 @@ def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
 
 def test_backtest_command_scores_without_registering(cli_env, tmp_path):
     args = ["backtest", "--set", "model.epochs=2", "--set", "backtest.test_days=14", "--set", "backtest.refit_every=7"]
+    args += ["--set", 'model.combine_with=["seasonal_naive"]']  # the compared peers stay; AutoARIMA's fits take tens of seconds
     result = run(args, cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Backtest 2024-11-01 .. 2024-11-14, one step ahead" in result.stdout
@@ -111,6 +112,7 @@ def test_on_a_terminal_a_fit_shows_one_progress_line_that_it_clears_before_its_s
 
     primary, secondary = pty.openpty()  # as a user's terminal: the command sees a tty on both outputs
     store = ["--set", f'mlflow.store_dir="{tmp_path / "mlruns"}"', "--set", f'output_dir="{tmp_path / "out"}"']
+    store += ["--set", "model.combine_with=[]", "--set", "backtest.compare=[]"]  # the networks' progress is what is shown
     process = subprocess.Popen(
         [*CLI, "train", "--set", "model.epochs=3", *store],
         cwd=ROOT,
