@@ -75,7 +75,7 @@ def test_retrains_run_on_process_workers_against_postgres_backed_servers(tmp_pat
         f'output_dir = "{tmp_path / "out"}"\n'
         f'[data]\npath = "{tmp_path / "initial.csv"}"\n'
         # Servers, not peers: seasonal naive the one member beside the network (AutoARIMA fits for tens of seconds on 1,700 days).
-        "[model]\nepochs = 2\nensemble = 1\ncombine_with = [\"seasonal_naive\"]\n[backtest]\ntest_days = 7\ncompare = []\n"
+        '[model]\nepochs = 2\nensemble = 1\ncombine_with = ["seasonal_naive"]\n[backtest]\ntest_days = 7\ncompare = []\n'
         f'[mlflow]\ntracking_uri = "http://127.0.0.1:{mlflow_port}"\nregistered_model = "{MODEL}"\n'
         f'[retrain]\nincoming_dir = "{tmp_path / "incoming"}"\nhistory_url = "{history_db}"\n'
         "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"  # two epochs are far from good: let the first model through

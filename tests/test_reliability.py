@@ -37,7 +37,7 @@ def make_workspace(root: Path, extra: str = "", retrain_extra: str = "") -> Path
         f'[data]\npath = "{root / "initial.csv"}"\n'
         # Faults, not peers: seasonal naive the one member beside the network and the one compared (AutoARIMA alone
         # fits for tens of seconds on the sample's 1,700 days, three times per LSTM fit).
-        "[model]\nepochs = 2\nensemble = 1\ncombine_with = [\"seasonal_naive\"]\n[backtest]\ntest_days = 7\ncompare = []\n"
+        '[model]\nepochs = 2\nensemble = 1\ncombine_with = ["seasonal_naive"]\n[backtest]\ntest_days = 7\ncompare = []\n'
         f'[mlflow]\nstore_dir = "{root / "mlruns"}"\nregistered_model = "{MODEL}"\n{extra}'
         f'[retrain]\nincoming_dir = "{root / "incoming"}"\nhistory_path = "{root / "history.db"}"\n'
         "max_baseline_ratio = 100.0\nmax_peer_ratio = 100.0\n"  # two epochs are far from good: let the first model through
