@@ -46,6 +46,10 @@ def make_workspace(root: Path, extra: str = "", retrain_extra: str = "") -> Path
     return config
 
 
+# Appended to a retrain that is stopped while it fits: its backtest fit then lasts seconds, not a fraction of one.
+LONG_FIT = ["--set", "model.epochs=100", "--set", "model.early_stopping_patience=0"]
+
+
 def arrive(root: Path, day: str) -> None:
     """One day's file lands (written whole, as `ingest` does)."""
     (root / "incoming").mkdir(exist_ok=True)
@@ -201,7 +205,7 @@ def test_a_stopped_retrain_ends_its_mlflow_runs_as_killed_leaves_no_process_and_
     log = root / f"{stop}.log"
     # As from a terminal: SIGINT handled (a test runner in the background may have it ignored, and children inherit that).
     process = subprocess.Popen(
-        [*CLI, "retrain", "--config", str(config)],
+        [*CLI, "retrain", "--config", str(config), *LONG_FIT],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),
@@ -620,7 +624,7 @@ def test_a_prefect_server_gone_mid_run_stops_the_run_before_it_registers_and_the
     home.mkdir()
     server, env = start_prefect_server(home)  # a server of its own, to stop mid-run
     log = root / "server-gone.log"
-    process = start([*CLI, "retrain", "--config", str(config)], env, log)
+    process = start([*CLI, "retrain", "--config", str(config), *LONG_FIT], env, log)
     try:
         wait_until(lambda: "MLflow run " in log.read_text(), 300, "training to start", process)
         stop(server)  # the Prefect server goes away while the backtest fits
