@@ -22,15 +22,22 @@ FLOW_IMPORTS = {
 }
 
 
+# Prefect waits 20 s for its temporary server, which starts here beside TensorFlow's import. On a busy machine that
+# was too little: the timed-out server kept starting, the flow run started another on its port, and the command
+# printed both tracebacks (Prefect 3.9.1's SubprocessASGIServer.start). A user's larger setting still wins.
+TEMPORARY_SERVER_STARTUP_SECONDS = 120
+
+
 def start_temporary_server() -> threading.Thread | None:
     """Without PREFECT_API_URL, start Prefect's temporary server now, in the background (~3 s)."""
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
     if PREFECT_API_URL.value():
         return None
+    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_SERVER_STARTUP_SECONDS)
 
     def start() -> None:
-        detached_server_class()().start()  # the instance the first flow run then finds running
+        detached_server_class()().start(timeout=timeout)  # the instance the first flow run then finds running
 
     thread = threading.Thread(target=start, daemon=True)
     thread.start()

@@ -62,6 +62,23 @@ def test_one_off_flows_preload_what_they_need_and_run_without_heartbeats(cli_env
     assert result.stdout.splitlines() == ["retrain None True False", "train None True True"], result.stderr[-2000:]
 
 
+def test_the_temporary_prefect_server_gets_time_to_start_on_a_busy_machine(tmp_path):
+    # Without PREFECT_API_URL a command starts Prefect's temporary server. No machine starts it within 1 s: with
+    # Prefect's timeout as given the command printed a timeout traceback, then a second server's bind traceback.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "1"
+    code = (
+        "import httpx\nfrom flows.runtime import one_off_flow_runtime\nfrom prefect.server.api.server import SubprocessASGIServer\n"
+        "with one_off_flow_runtime('retrain'):\n"
+        "    print(httpx.get(SubprocessASGIServer().api_url + '/health', timeout=10).status_code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.splitlines() == ["200"], result.stderr[-3000:]
+    for failure in ("Timed out", "address already in use", "Traceback"):
+        assert failure not in result.stderr, result.stderr[-3000:]
+
+
 def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
     result = run(["train", "--config", str(SEED_FORMAT_CONFIG), "--set", "model.epochs=2"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
