@@ -23,8 +23,9 @@ FLOW_IMPORTS = {
 
 
 # Prefect waits 20 s for its temporary server, which starts here beside TensorFlow's import. On a busy machine that
-# was too little: the timed-out server kept starting, the flow run started another on its port, and the command
-# printed both tracebacks (Prefect 3.9.1's SubprocessASGIServer.start). A user's larger setting still wins.
+# was too little: the timed-out server came up anyway and outlived the command (the stop, Prefect 3.9.1's
+# SubprocessASGIServer.stop, ends only the newest), the flow run's second start failed to bind its port, and the
+# command printed both tracebacks. A user's larger setting still wins.
 TEMPORARY_SERVER_STARTUP_SECONDS = 120
 
 
