@@ -196,7 +196,8 @@ def main() -> None:
 
     started = time.perf_counter()
     paths = args.data or DEV_SET
-    if args.jobs > 1:
+    if args.jobs > 1:  # the series' processes fill the cores: no helper process beside each fit (the same fits)
+        args.overrides = ['model.peer_fits="inline"', *args.overrides]
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             per_series = list(pool.map(run_series, paths, [args] * len(paths)))
     else:

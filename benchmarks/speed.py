@@ -11,7 +11,9 @@ machines: only the ratios mean something):
 Without PREFECT_API_URL every command starts Prefect's temporary server (about 3 s); 2, 3
 and 4 are measured again against a `prefect server start` that the benchmark runs, as a
 scheduled deployment has. `--op-threads N` adds 2 and 3 again with TensorFlow's threads per
-operation set to N (TF_NUM_INTRAOP_THREADS; its default is every core).
+operation set to N (TF_NUM_INTRAOP_THREADS; its default is every core). `--peer-fits` measures
+only 1 and 3 with a server, and 3 again with the statistical peers fitted in the training process
+after the networks (`model.peer_fits = "inline"`) instead of in a helper process beside them.
 
 With `--members` it measures instead the default ensemble's fit on the history before the
 backtest's test days, alternating: its networks one after the other (the product's
@@ -23,7 +25,7 @@ With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 seri
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
 series per minute and as seconds per series over 1.
 
-    .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1]
+    .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1 | --peer-fits]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
     .venv/bin/python benchmarks/speed.py --members [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
 """
@@ -178,6 +180,7 @@ def main() -> None:
     parser.add_argument("--members", action="store_true", help="the ensemble's networks fitted apart vs side by side")
     parser.add_argument("--jobs", type=int, default=1, help="with --members: fits at once, each in its own process")
     parser.add_argument("--op-threads", type=int, help="also: seed and default trains with TF_NUM_INTRAOP_THREADS set to this")
+    parser.add_argument("--peer-fits", action="store_true", help="only: the default train, peers beside vs inline")
     args = parser.parse_args()
     if args.series:
         series_speed(args)
@@ -219,6 +222,10 @@ def main() -> None:
             for name in OP_THREADS_MEASURED:
                 commands[f"{name}, op threads"] = commands[name]
                 envs[f"{name}, op threads"] = env | {"TF_NUM_INTRAOP_THREADS": str(args.op_threads)}
+        if args.peer_fits:  # the same fits, in a helper process beside the networks (the default) or after them
+            commands = {name: commands[name] for name in ("bare", "default, server")}
+            commands["default, peers inline, server"] = [*commands["default, server"], "--set", 'model.peer_fits="inline"']
+            envs["default, peers inline, server"] = served
         try:
             rounds(commands, envs, args.repeat, seconds)
         finally:
@@ -242,6 +249,7 @@ def main() -> None:
         "default, server": "3 default, with a running Prefect server",
         "no-data, server": "4 no new data, with a running Prefect server",
         "default baselines only, server": "3 default without the peers (baselines only), with a running Prefect server",
+        "default, peers inline, server": "3 default, peers fitted after the networks (inline), with a running Prefect server",
     }
     if args.op_threads:
         labels |= {
@@ -251,6 +259,8 @@ def main() -> None:
     lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
     rows = []
     for name, label in labels.items():
+        if name not in seconds:
+            continue
         median = statistics.median(seconds[name])
         ratio = median / reference
         target = f"≤ {TARGETS[name.split(',')[0]]:.2f}" if name.split(",")[0] in TARGETS else ""

@@ -141,6 +141,11 @@ class ModelConfig(_Strict):
         "trimmed",
         description="How the members are weighted from their errors on the validation days (chosen by tasks/selection.py).",
     )
+    peer_fits: Literal["beside", "inline"] = Field(
+        "beside",
+        description="beside: the statsforecast peers of combine_with are fitted in a helper process while the networks "
+        "train (the same fits, sooner with a free core; tasks/peer_fits.py); inline: in this process, after them.",
+    )
 
     @field_validator("dense_activation", mode="before")
     @classmethod

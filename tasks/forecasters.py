@@ -16,9 +16,9 @@ and recalibrated on backtest residuals before a model is registered.
 
 from __future__ import annotations
 
-import functools
 import json
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -239,16 +239,45 @@ class SeasonalNaive(NaiveForecaster):
         super().__init__(data, model, report, lag=SEASON)
 
 
-@functools.lru_cache(maxsize=128)
-def fitted_statsforecast(model_name: str, series: bytes):
-    """A statsforecast model fitted on a float64 series (its bytes), weekly season.
+FITTED_KEPT = 128  # statsforecast fits kept per process (a benchmark's many folds stay bounded)
+_fitted: OrderedDict[tuple[str, bytes], object] = OrderedDict()
 
-    Kept for the process: the combined LSTM refits its peers on the very rows the backtest's
-    compared peers were just fitted on, and a fitted model is only read afterwards (`forward`).
-    """
+
+def fit_statsforecast(model_name: str, series: bytes):
+    """A statsforecast model fitted on a float64 series (its bytes), weekly season."""
     import statsforecast.models
 
     return getattr(statsforecast.models, model_name)(season_length=SEASON).fit(y=np.frombuffer(series))
+
+
+def fitted_statsforecast(model_name: str, series: bytes):
+    """`fit_statsforecast`, kept for the process.
+
+    The combined LSTM refits its peers on the very rows the backtest's compared peers were just
+    fitted on, its helper process fits them ahead (tasks/peer_fits.py), and a fitted model is
+    only read afterwards (`forward`).
+    """
+    if not is_fitted(model_name, series):
+        keep_fitted(model_name, series, fit_statsforecast(model_name, series))
+    _fitted.move_to_end((model_name, series))
+    return _fitted[(model_name, series)]
+
+
+def is_fitted(model_name: str, series: bytes) -> bool:
+    return (model_name, series) in _fitted
+
+
+def keep_fitted(model_name: str, series: bytes, model) -> None:
+    """Keep a fit for `fitted_statsforecast`, dropping the least recently used beyond FITTED_KEPT."""
+    _fitted[(model_name, series)] = model
+    _fitted.move_to_end((model_name, series))
+    while len(_fitted) > FITTED_KEPT:
+        _fitted.popitem(last=False)
+
+
+def forget_fitted() -> None:
+    """Drop every kept fit (tests that compare two ways of fitting)."""
+    _fitted.clear()
 
 
 class StatsForecaster(Forecaster):

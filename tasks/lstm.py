@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from schemas.daily import TARGET
 from tasks.combination import combination_weights, combine
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
-from tasks.forecasters import CALIBRATION_DAYS, Forecaster, load_forecaster, make_forecaster
+from tasks.forecasters import CALIBRATION_DAYS, Forecaster, StatsForecaster, load_forecaster, make_forecaster
 from tasks.framing import Samples, complete, frame_windows, select
 from tasks.intervals import log_residuals
 
 if TYPE_CHECKING:
     from tasks.encoding import FeatureEncoder
     from tasks.network import EpochReport
+    from tasks.peer_fits import PeerFit
 
 ENCODER_FILE, KERAS_FILE, WEIGHTS_FILE, PEERS_DIR = "encoder.joblib", "model.keras", "combination.json", "peers"
 NETWORKS = "lstm"  # the networks' name among the combination's members
@@ -95,12 +97,15 @@ class LstmForecaster(Forecaster):
 
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
         from tasks.network import fit_network, raise_if_diverged
+        from tasks.peer_fits import peers_fitted_beside
 
         train, validation = self.fit_encoding(history)
         stopping, weighing = self.split_validation(validation, len(history))
-        self.network, self.losses = fit_network(self.model, train, stopping, self.report)
-        raise_if_diverged(self.losses)
         held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
+        forecast_parts = [held_out, stopping] if self.model.weighting_days else [held_out]
+        with peers_fitted_beside(self.peer_fits(history, forecast_parts)):
+            self.network, self.losses = fit_network(self.model, train, stopping, self.report)
+        raise_if_diverged(self.losses)
         actual, forecasts = self.held_out_forecasts(history, held_out)
         self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}
         self.weights = combination_weights(self.validation_errors, self.model.combination)
@@ -135,6 +140,21 @@ class LstmForecaster(Forecaster):
             kind: self.peer(kind).fit(before).forecast_rows(history, samples.target_rows) for kind in self.model.combine_with
         }
         return actual, {NETWORKS: self.decode(samples)} | peers
+
+    def peer_fits(self, history: pd.DataFrame, forecast_parts: list[Samples]) -> list[PeerFit]:
+        """The statsforecast fits `_fit` will ask for: each peer on the days before each part it forecasts,
+        then on every day; none with `peer_fits = "inline"`."""
+        if self.model.peer_fits == "inline":
+            return []
+        travellers = history[TARGET].to_numpy(dtype=float)
+        ends = [int(part.target_rows.min()) for part in forecast_parts] + [len(history)]
+        kinds = [kind for kind in self.model.combine_with if kind in StatsForecaster.MODELS]
+        return [
+            (StatsForecaster.MODELS[kind], travellers[:end].tobytes())
+            for kind in kinds
+            for end in ends
+            if end >= self.peer(kind).min_fit_days
+        ]
 
     def training_samples(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
         """Every complete sample, split by date: validation = first target in the last `validation_days` days,

@@ -1,4 +1,8 @@
-"""The LSTM forecaster: its training split, its minimum history, its calibration."""
+"""The LSTM forecaster: its training split, its minimum history, its calibration, its peers fitted beside it."""
+
+import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,6 +11,7 @@ from conftest import counting_history
 
 from tasks.config import DataConfig, ModelConfig
 from tasks.encoding import fit_encoder
+from tasks.forecasters import forget_fitted
 from tasks.lstm import LstmForecaster
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
@@ -68,3 +73,65 @@ def test_intervals_are_calibrated_on_every_validation_day_and_the_losses_kept(va
     lstm = LstmForecaster(DATA, config).fit(_history(60))
     assert len(lstm.calibration) == validation_days and len(lstm.validation_errors["lstm"]) == weighted_days
     assert lstm.epochs_run == 3 and set(lstm.losses) == {"loss", "val_loss"}
+
+
+def _weekly_history(days: int) -> pd.DataFrame:
+    """counting_history's days with travellers of a weekly shape and noise, so the peers fit something real."""
+    history = _history(days)
+    weekend = np.arange(days) % 7 >= 5
+    noise = np.random.default_rng(7).normal(0, 20, days)
+    history["travellers"] = np.round(1000 - 300 * weekend + noise).astype(np.int64)
+    return history
+
+
+PEERS_BESIDE = ModelConfig(
+    lags=3,
+    validation_days=14,
+    weighting_days=7,
+    ensemble=1,
+    lstm_units=[4],
+    dense_units=[],
+    epochs=2,
+    early_stopping_patience=0,
+    combine_with=["auto_ets", "auto_arima", "seasonal_naive"],
+)
+
+
+def test_peers_fitted_beside_the_networks_forecast_exactly_as_peers_fitted_inline(caplog):
+    # The helper process runs the same fits (tasks/peer_fits.py): only where they run differs.
+    history = _weekly_history(80)
+    fitted = {}
+    for where in ("beside", "inline"):
+        forget_fitted()  # each way fits its own peers
+        with caplog.at_level(logging.INFO, logger="tasks.peer_fits"):
+            lstm = LstmForecaster(DATA, PEERS_BESIDE.model_copy(update={"peer_fits": where})).fit(history.iloc[:-7])
+        fitted[where] = (lstm.predict(history, history["date"].iloc[-7:]), lstm.weights)
+    # Two statsforecast peers, each before the weighting days, before the stopping days and on every day; inline: none.
+    assert caplog.text.count("fitted 6 statistical peer model(s) in a helper process") == 1
+    pd.testing.assert_frame_equal(fitted["beside"][0], fitted["inline"][0], check_exact=True)
+    assert fitted["beside"][1] == fitted["inline"][1]
+
+
+def _peer_helpers() -> list[int]:
+    """This process's children that are peer-fitting helpers."""
+    mine = str(os.getpid())
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:  # ended while read
+            continue
+        if fields.get("PPid", "").strip() == mine and b"tasks.peer_fits" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_a_fit_stopped_while_the_networks_train_leaves_no_peer_helper_behind():
+    def stop(epoch, logs):
+        raise KeyboardInterrupt  # as Ctrl-C mid-fit
+
+    forget_fitted()
+    with pytest.raises(KeyboardInterrupt):  # 700 days: the helper is still fitting when the first epoch ends
+        LstmForecaster(DATA, PEERS_BESIDE, report=stop).fit(_weekly_history(700))
+    assert _peer_helpers() == []
