@@ -2,9 +2,9 @@
 
 A default fit needs each statsforecast peer fitted three times (before the weighting days,
 before the stopping days, on every day: tasks/lstm.py), and those fits depend on the history
-alone, not on the networks. The networks' training keeps about one core busy (small steps,
-bound by dispatch: README, "Speed"), so on a machine with a second core the peers are fitted
-there at the same time. The fits are the same ones (same code and inputs, pickled back), so
+alone, not on the networks. The networks' small steps are bound by dispatch more than by
+arithmetic (README, "Speed"), so on a machine with a second core the peers are fitted there
+at the same time. The fits are the same ones (same code and inputs, pickled back), so
 the forecasts do not change; only where the work runs does.
 
 The helper lives as long as one fit: started before the networks, collected after them, and
@@ -50,8 +50,7 @@ def peers_fitted_beside(fits: list[PeerFit]) -> Iterator[None]:
         return
     helper = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        helper.stdin.write(pickle.dumps(wanted))
-        helper.stdin.close()
+        _send(helper, wanted)
         yield
         fitted = _received(helper)
         if fitted is None:
@@ -66,6 +65,14 @@ def peers_fitted_beside(fits: list[PeerFit]) -> Iterator[None]:
         helper.stdout.close()
 
 
+def _send(helper: subprocess.Popen, fits: list[PeerFit]) -> None:
+    try:
+        helper.stdin.write(pickle.dumps(fits))
+        helper.stdin.close()
+    except BrokenPipeError:  # the helper ended at start: `_received` finds no answer, the peers are fitted here
+        pass
+
+
 def _received(helper: subprocess.Popen) -> list | None:
     answer = helper.stdout.read()
     return pickle.loads(answer) if helper.wait() == 0 and answer else None
@@ -76,7 +83,10 @@ def main() -> None:
     results = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     fits = pickle.loads(sys.stdin.buffer.read())
-    fitted = [fit_statsforecast(model_name, series) for model_name, series in fits]
+    try:
+        fitted = [fit_statsforecast(model_name, series) for model_name, series in fits]
+    except Exception:  # no traceback twice: the caller fits these peers itself and raises the error there
+        sys.exit(1)
     try:
         results.write(pickle.dumps(fitted))
         results.flush()

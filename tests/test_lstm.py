@@ -11,8 +11,9 @@ from conftest import counting_history
 
 from tasks.config import DataConfig, ModelConfig
 from tasks.encoding import fit_encoder
-from tasks.forecasters import forget_fitted
+from tasks.forecasters import fitted_statsforecast, forget_fitted, is_fitted
 from tasks.lstm import LstmForecaster
+from tasks.peer_fits import peers_fitted_beside
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 
@@ -135,3 +136,13 @@ def test_a_fit_stopped_while_the_networks_train_leaves_no_peer_helper_behind():
     with pytest.raises(KeyboardInterrupt):  # 700 days: the helper is still fitting when the first epoch ends
         LstmForecaster(DATA, PEERS_BESIDE, report=stop).fit(_weekly_history(700))
     assert _peer_helpers() == []
+
+
+def test_a_helper_that_fails_leaves_the_fits_to_this_process_without_a_traceback(caplog, capfd):
+    series = np.arange(30, dtype=float).tobytes()
+    with caplog.at_level(logging.WARNING, logger="tasks.peer_fits"), peers_fitted_beside([("NoSuchModel", series)]):
+        pass
+    assert "the helper process fitted no statistical peers; fitting them here instead" in caplog.text
+    assert not is_fitted("NoSuchModel", series) and "Traceback" not in capfd.readouterr().err
+    with pytest.raises(AttributeError, match="NoSuchModel"):  # here, the peer's own error
+        fitted_statsforecast("NoSuchModel", series)
