@@ -159,10 +159,10 @@ def fit_encoder(
     scaler = MinMaxScaler(feature_range=(0, 1)) if kind == "notebook" else StandardScaler()
     reference_model = None
     if kind == "seasonal" and reference == "ets":
-        from tasks.forecasters import AutoEts, fitted_statsforecast
+        from tasks.forecasters import AutoEts, fitted_statsforecast, series_key
 
-        travellers = train_history[TARGET].to_numpy(dtype=float)[:reference_days]
-        reference_model = fitted_statsforecast(AutoEts.MODELS[AutoEts.kind], travellers.tobytes())  # the peer's fit, cached
+        # the peer's fit, cached
+        reference_model = fitted_statsforecast(AutoEts.MODELS[AutoEts.kind], series_key(train_history, reference_days))
     return FeatureEncoder(
         kind, list(case_columns), list(cumulative_columns), list(day_type_codes), scaler.fit(raw), reference_model
     )

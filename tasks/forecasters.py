@@ -243,6 +243,11 @@ FITTED_KEPT = 128  # statsforecast fits kept per process (a benchmark's many fol
 _fitted: OrderedDict[tuple[str, bytes], object] = OrderedDict()
 
 
+def series_key(history: pd.DataFrame, end: int | None = None) -> bytes:
+    """Travellers of the first `end` rows (all with None) as a kept fit's key: float64 bytes."""
+    return history[TARGET].to_numpy(dtype=float)[:end].tobytes()
+
+
 def fit_statsforecast(model_name: str, series: bytes):
     """A statsforecast model fitted on a float64 series (its bytes), weekly season."""
     import statsforecast.models
@@ -300,7 +305,7 @@ class StatsForecaster(Forecaster):
 
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
         actual = history[TARGET].to_numpy(dtype=float)
-        self.fitted = fitted_statsforecast(self.MODELS[self.kind], actual.tobytes())
+        self.fitted = fitted_statsforecast(self.MODELS[self.kind], series_key(history))
         in_sample = self.fitted.predict_in_sample()["fitted"]
         return log_residuals(actual[-CALIBRATION_DAYS:], in_sample[-CALIBRATION_DAYS:])
 

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from schemas.daily import TARGET
 from tasks.combination import combination_weights, combine
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
-from tasks.forecasters import CALIBRATION_DAYS, Forecaster, StatsForecaster, load_forecaster, make_forecaster
+from tasks.forecasters import CALIBRATION_DAYS, Forecaster, StatsForecaster, load_forecaster, make_forecaster, series_key
 from tasks.framing import Samples, complete, frame_windows, select
 from tasks.intervals import log_residuals
 
@@ -146,11 +145,10 @@ class LstmForecaster(Forecaster):
         then on every day; none with `peer_fits = "inline"`."""
         if self.model.peer_fits == "inline":
             return []
-        travellers = history[TARGET].to_numpy(dtype=float)
         ends = [int(part.target_rows.min()) for part in forecast_parts] + [len(history)]
         kinds = [kind for kind in self.model.combine_with if kind in StatsForecaster.MODELS]
         return [
-            (StatsForecaster.MODELS[kind], travellers[:end].tobytes())
+            (StatsForecaster.MODELS[kind], series_key(history, end))
             for kind in kinds
             for end in ends
             if end >= self.peer(kind).min_fit_days
