@@ -14,6 +14,7 @@ from tasks.registry import runs_end_truthfully
 from tasks.retrain_tasks import (
     decide_champion,
     exclusive_retrain,
+    find_backtest_fit,
     ingest_new_data,
     load_history,
     mark_trained,
@@ -76,7 +77,8 @@ def retrain(
         tags = {"trigger": trigger, "run_date": today}
         if parent_run_id:
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
-        challenger = train_on_history(settings, history, run_dir, "retrain", tags=tags)
+        backtest_fit, fit_tag = find_backtest_fit(settings, history)
+        challenger = train_on_history(settings, history, run_dir, "retrain", tags=tags | fit_tag, backtest_fit=backtest_fit)
         champion = score_champion(settings, history, challenger)
         decision = decide_champion(settings, challenger, champion, drift)
         refused = None

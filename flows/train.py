@@ -4,6 +4,7 @@
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from prefect import flow, task
@@ -30,6 +31,9 @@ from tasks.train_tasks import (
     start_tracking,
     validate_input,
 )
+
+if TYPE_CHECKING:
+    from tasks.forecasters import Forecaster
 
 
 @flow(name="train", flow_run_name=dated_run_name, validate_parameters=False)
@@ -82,18 +86,25 @@ def train_series(settings: Settings, series: str, history: pd.DataFrame, run_dir
 
 
 def train_on_history(
-    settings: Settings, history: pd.DataFrame, run_dir: Path, kind: str, tags: dict[str, str], source: Path | None = None
+    settings: Settings,
+    history: pd.DataFrame,
+    run_dir: Path,
+    kind: str,
+    tags: dict[str, str],
+    source: Path | None = None,
+    backtest_fit: "Forecaster | None" = None,
 ) -> TrainSummary:
     """The steps every training shares.
 
-    The backtest scores the configured forecaster honestly (fitted before each origin) beside
-    the ones it is compared with; then the registered model is fitted on the whole history
-    (or, with backtest.refit_final off, is the one fit before the test days, scored as reported).
+    The backtest scores the configured forecaster honestly (fitted before each origin, or `backtest_fit`:
+    a registered version fitted before it) beside the ones it is compared with; then the registered model
+    is fitted on the whole history (or, with backtest.refit_final off, is the one fit before the test days,
+    scored as reported).
     """
     require_enough_history(history, settings)
     run_id = start_tracking(settings, history, run_dir, kind, tags, source)
     if settings.backtest.refit_final:
-        evaluation = backtest_forecasters(history, settings, run_id, run_dir)
+        evaluation = backtest_forecasters(history, settings, run_id, run_dir, fitted=backtest_fit)
         forecaster = fit_forecaster(history, settings, run_id, run_dir)
     else:  # the notebook's way: the model fitted before the test days is the one scored and registered
         forecaster = fit_forecaster(history, settings, run_id, run_dir, before_test=True)

@@ -80,16 +80,53 @@ def history_before_test(history: pd.DataFrame, config: BacktestConfig, horizon: 
 
 
 def already_fitted(forecaster: Forecaster) -> Fit:
-    """The fit of a forecaster fitted on the rows before the only origin (the notebook scores the model it registers)."""
+    """The fit of a forecaster fitted on rows before the only origin: the notebook scores the model it registers,
+    and a retrain's backtest may reuse a version fitted a few days before its origin (`reusable_fit`)."""
 
     def fit(train: pd.DataFrame) -> Forecaster:
-        if train[DATE].iloc[-1] != forecaster.fitted_through:
+        if forecaster.fitted_through > train[DATE].iloc[-1]:
             raise ValueError(
-                f"the forecaster was fitted through {forecaster.fitted_through.date()}, the fold needs {train[DATE].iloc[-1].date()}"
+                f"the forecaster was fitted through {forecaster.fitted_through.date()}, after the fold's origin "
+                f"(its fit may see days through {train[DATE].iloc[-1].date()})"
             )
         return forecaster
 
     return fit
+
+
+@dataclass(frozen=True)
+class RegisteredFit:
+    """A registered version of the configured forecaster: the last day its fit saw, and when it was registered."""
+
+    version: str
+    fitted_through: pd.Timestamp
+    registered_at: pd.Timestamp  # UTC
+
+
+def reusable_fit(
+    fits: list[RegisteredFit], first_test_day: pd.Timestamp, within_days: int, revisions: pd.DataFrame
+) -> tuple[RegisteredFit | None, str]:
+    """The newest fit a one-fold backtest can forecast with instead of fitting afresh, and why (for the log).
+
+    Honest by construction: it saw no day from `first_test_day` on. It stands for a fresh fit only if its
+    days ended within the `within_days` days before the first test day (0: never) and are as stored now:
+    no day it saw was revised (`revisions`: date, revised_at) after it was registered.
+    """
+    latest = first_test_day - pd.Timedelta(days=1)
+    earliest = first_test_day - pd.Timedelta(days=within_days)
+    recent = sorted(
+        (fit for fit in fits if earliest <= fit.fitted_through <= latest),
+        key=lambda fit: (fit.fitted_through, fit.registered_at),
+        reverse=True,
+    )
+    if not recent:
+        return None, f"no version of these settings fitted through {earliest.date()} .. {latest.date()}"
+    for fit in recent:
+        seen = pd.to_datetime(revisions[DATE]) <= fit.fitted_through
+        revised = revisions[seen & (pd.to_datetime(revisions["revised_at"], utc=True) > fit.registered_at)]
+        if revised.empty:
+            return fit, f"v{fit.version}, fitted through {fit.fitted_through.date()}"
+    return None, f"days seen by {', '.join(f'v{fit.version}' for fit in recent)} were revised after they were registered"
 
 
 @dataclass(frozen=True)

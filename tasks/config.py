@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -209,6 +211,12 @@ class BacktestConfig(_Strict):
         ["seasonal_naive", "naive", "auto_ets", "auto_theta", "auto_arima"],
         description="Forecasters scored on the same days as model.kind, each logged as a child MLflow run.",
     )
+    reuse_fit_days: int = Field(
+        7,
+        ge=0,
+        description="A retrain's backtest forecasts with a registered version of the same settings whose days ended "
+        "within the N days before its first test day (and were not revised since) instead of fitting afresh; 0 = always fit.",
+    )
 
     @model_validator(mode="after")
     def _one_fit_to_register(self) -> BacktestConfig:
@@ -413,6 +421,13 @@ class Settings(_Strict):
             return values
         own = {"history_path": Path("data") / name / "history.db", "incoming_dir": Path("data") / name / "incoming"}
         return values | {"retrain": own | retrain}
+
+    def fit_key(self) -> str:
+        """What a fit depends on besides its days (the model and how the data is read), as a short hash: two
+        registered versions with the same key are the same forecaster fitted on other days."""
+        fit = {"preset": self.preset, "model": self.model.model_dump(mode="json"), "data": self.data.model_dump(mode="json")}
+        fit["data"].pop("path")  # a retrain's days come from the history store, whatever file started it
+        return hashlib.sha256(json.dumps(fit, sort_keys=True).encode()).hexdigest()[:16]
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """A copy with nested `changes` applied, validated as a loaded config is (ConfigError)."""

@@ -3,7 +3,7 @@
 registry = Registry(settings.mlflow)      # the store inside mlruns/, or a tracking server
 run_id = registry.start_run("train-2024-11-14-manual", tags, params, files)
 registry.log_backtest(run_id, scores, fold_rows)
-version = registry.register(forecaster, run_id, input_example, description)
+version = registry.register(forecaster, run_id, model_dir, recent, description, settings.fit_key())
 registry.load(registry.champion())        # a trusted, fitted Forecaster
 """
 
@@ -305,11 +305,12 @@ class Registry:
 
     # The registered model -----------------------------------------------------------------
 
-    def register(self, forecaster, run_id: str, model_dir: Path, recent: pd.DataFrame, description: str):
+    def register(self, forecaster, run_id: str, model_dir: Path, recent: pd.DataFrame, description: str, fit_key: str):
         """Log the fitted forecaster (saved into model_dir) as the run's pyfunc; register a new version.
 
         `recent` (validated history) becomes the input example, its forecasts the output example.
-        The version is tagged with its kind and the last day its fit saw (`fitted_through`).
+        The version is tagged with its kind, the last day its fit saw (`fitted_through`) and its settings'
+        `fit_key` (a later retrain's backtest may forecast with it: `registered_fits`).
         """
         import mlflow.pyfunc
         from mlflow.models import infer_signature
@@ -334,7 +335,12 @@ class Registry:
                 signature=signature,
                 input_example=input_example,
             )
-        tags = {"run_id": run_id, "kind": forecaster.kind, "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d")}
+        tags = {
+            "run_id": run_id,
+            "kind": forecaster.kind,
+            "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d"),
+            "fit_key": fit_key,
+        }
         # Registered through the tracking URI that _fluent set (the registry follows it).
         with mlflow_chatter_hidden():  # "Registered model ... already exists. Creating a new version": ours says it once
             version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)
@@ -405,6 +411,23 @@ class Registry:
         ]
         for start in range(0, len(metrics), BATCH_LIMIT):
             self.client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+
+    def registered_fits(self, fit_key: str) -> list:
+        """Every registered version fitted with the settings of `fit_key`, as backtest.RegisteredFit."""
+        from tasks.backtest import RegisteredFit
+
+        found = self.client.search_model_versions(f"name = '{self.config.registered_model}' AND tags.fit_key = '{fit_key}'")
+        return [
+            RegisteredFit(
+                str(v.version), pd.Timestamp(v.tags["fitted_through"]), pd.Timestamp(v.creation_timestamp, unit="ms", tz="UTC")
+            )
+            for v in found
+            if "fitted_through" in v.tags
+        ]
+
+    def version(self, number: str):
+        """One registered version of the model."""
+        return self.client.get_model_version(self.config.registered_model, number)
 
     def versions(self) -> dict[str, dict[str, str]]:
         """Every registered version of the model and its tags."""

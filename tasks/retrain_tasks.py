@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -24,6 +25,9 @@ from tasks.errors import RunStopped
 from tasks.history_store import AdvisoryLock
 from tasks.landing import IngestResult, ingest_landing, open_history
 from tasks.train_tasks import TrainSummary
+
+if TYPE_CHECKING:  # the model side loads only when a model is trained
+    from tasks.forecasters import Forecaster
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,40 @@ def load_history(settings: Settings) -> pd.DataFrame:
     from tasks.history_store import read_history
 
     return read_history(open_history(settings)[0])
+
+
+@task(cache_policy=NO_CACHE)
+def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Forecaster | None, dict[str, str]]:
+    """A registered fit of these settings the backtest can forecast with instead of fitting the model afresh
+    (`backtest.reuse_fit_days`, tasks/backtest.reusable_fit), and the run tag that says which (`backtest_fit`).
+
+    A daily retrain's first test day is the one after the days of the version registered `test_days` runs
+    ago: its backtest then fits nothing of the model, only the final fit on every day.
+    """
+    from tasks.backtest import history_before_test, reusable_fit
+    from tasks.history_store import read_revisions
+    from tasks.registry import Registry, UntrustedModel
+
+    config, logger = settings.backtest, get_run_logger()
+    fresh = None, {"backtest_fit": "fresh"}
+    if not config.reuse_fit_days or config.refit_every or config.window_days or not config.refit_final:
+        return fresh  # several folds, windowed fits, or the notebook's one fit registered: always fitted here
+    first_test_day = history_before_test(history, config, settings.model.horizon)[DATE].iloc[-1] + pd.Timedelta(days=1)
+    registry = Registry(settings.mlflow)
+    revisions = read_revisions(open_history(settings)[0])
+    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), first_test_day, config.reuse_fit_days, revisions)
+    if fit is None:
+        logger.info("the backtest fits %s afresh: %s", settings.model.kind, why)
+        return fresh
+    try:
+        forecaster = registry.load(registry.version(fit.version))
+    except UntrustedModel:
+        raise
+    except Exception as error:  # its artifacts lost, say: fit afresh, as without it
+        logger.warning("the backtest fits %s afresh: v%s could not be loaded: %s", settings.model.kind, fit.version, error)
+        return fresh
+    logger.info("the backtest forecasts with %s (backtest.reuse_fit_days) instead of fitting %s afresh", why, forecaster.kind)
+    return forecaster, {"backtest_fit": f"v{fit.version}"}
 
 
 @task(cache_policy=NO_CACHE)

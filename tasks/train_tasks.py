@@ -259,7 +259,8 @@ def backtest_forecasters(
 
     The configured forecaster's scores go on the run itself; every other forecaster gets a
     child run with the same metric names, so the MLflow UI compares them side by side.
-    `fitted` stands in for the configured forecaster's one fit (the notebook registers the model it scores).
+    `fitted` stands in for the configured forecaster's one fit (the notebook registers the model it scores; a
+    retrain may reuse a registered version fitted before the test days).
     """
     from prefect.artifacts import create_table_artifact
 
@@ -432,7 +433,7 @@ def register_forecaster(
     recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts
     get_run_logger().info("logging the model to MLflow run %s and registering it (%s)", run_id, forecaster.describe())
     with registry.failing_run(run_id):
-        version = registry.register(forecaster, run_id, run_dir / "model", recent, evaluation.headline())
+        version = registry.register(forecaster, run_id, run_dir / "model", recent, evaluation.headline(), settings.fit_key())
     registry.end_run(run_id)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return TrainSummary(run_id, version.name, str(version.version), forecaster.kind, run_dir, forecaster.epochs_run, evaluation)

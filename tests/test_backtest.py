@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.backtest import already_fitted, history_before_test, plan_folds, run_backtest
+from tasks.backtest import RegisteredFit, already_fitted, history_before_test, plan_folds, reusable_fit, run_backtest
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
 from tasks.forecasters import Forecaster, make_forecaster
 from tasks.lstm import LstmForecaster
@@ -108,8 +108,44 @@ def test_an_already_fitted_forecaster_is_scored_only_on_the_rows_it_was_fitted_b
     assert fitted.fitted_through == history["date"].iloc[34]
     result = run_backtest(history, {"spy": already_fitted(fitted)}, config)
     np.testing.assert_array_equal(result.scores["spy"].forecast[:, 0], history["travellers"].to_numpy(float)[34:39])
-    with pytest.raises(ValueError, match="fitted through 2022-02-06, the fold needs 2022-02-05"):
+    # A fit that ended days before the origin (a registered version reused) forecasts from the days it is shown.
+    longer = weekly_series(42)
+    later = run_backtest(longer, {"spy": already_fitted(fitted)}, config)
+    np.testing.assert_array_equal(later.scores["spy"].forecast[:, 0], longer["travellers"].to_numpy(float)[36:41])
+    with pytest.raises(
+        ValueError, match=r"fitted through 2022-02-06, after the fold's origin \(its fit may see days through 2022-02-05"
+    ):
         run_backtest(history.iloc[:39], {"spy": already_fitted(fitted)}, config)
+
+
+def test_a_registered_fit_is_reused_only_if_it_ended_just_before_the_test_days_on_days_not_revised_since():
+    day, at = pd.Timestamp, lambda text: pd.Timestamp(text, tz="UTC")
+    fits = [
+        RegisteredFit("3", day("2024-10-01"), at("2024-10-02 06:00")),
+        RegisteredFit("4", day("2024-10-04"), at("2024-10-05 06:00")),
+        RegisteredFit("5", day("2024-10-04"), at("2024-10-05 07:00")),  # the same days, registered later: preferred
+        RegisteredFit("6", day("2024-10-10"), at("2024-10-11 06:00")),  # saw a test day
+    ]
+    none = pd.DataFrame({"date": [], "revised_at": []})
+    first_test = day("2024-10-08")
+    assert reusable_fit(fits, first_test, 7, none) == (fits[2], "v5, fitted through 2024-10-04")
+    assert reusable_fit(fits, first_test, 3, none) == (
+        None,
+        "no version of these settings fitted through 2024-10-05 .. 2024-10-07",
+    )
+    assert reusable_fit(fits, first_test, 4, none)[0] == fits[2]
+    assert reusable_fit(fits, first_test, 0, none)[0] is None
+    # A day v4 and v5 saw, revised after v5 was registered: v3 (older, its days untouched since) instead.
+    revised = pd.DataFrame({"date": ["2024-10-03"], "revised_at": ["2024-10-06 05:00:00"]})
+    assert reusable_fit(fits, first_test, 7, revised) == (fits[0], "v3, fitted through 2024-10-01")
+    # Revised between v4's and v5's registration: v5 saw the new value.
+    between = pd.DataFrame({"date": ["2024-09-20"], "revised_at": ["2024-10-05 06:30:00"]})
+    assert reusable_fit(fits, first_test, 7, between)[0] == fits[2]
+    everything = pd.DataFrame({"date": ["2024-09-01"], "revised_at": ["2024-10-09 00:00:00"]})
+    assert reusable_fit(fits, first_test, 7, everything) == (
+        None,
+        "days seen by v5, v4, v3 were revised after they were registered",
+    )
 
 
 TINY = ModelConfig(

@@ -123,3 +123,22 @@ def test_run_parameters_are_checked_as_settings_are():
     assert settings.updated({"model": {"epochs": 3}}).model.epochs == 3
     with pytest.raises(ConfigError, match=r"^invalid setting model\.epochs: Input should be greater than or equal to 1"):
         settings.updated({"model": {"epochs": 0}})
+
+
+def test_the_fit_key_changes_with_what_a_fit_depends_on_and_only_with_it(tmp_path):
+    base = load_settings(root=tmp_path)
+    same = {
+        "the data file": {"data": {"path": "elsewhere.csv"}},
+        "the backtest": {"backtest": {"test_days": 3, "reuse_fit_days": 1}},
+        "the gate": {"retrain": {"min_unseen_days": 3}},
+    }
+    other = {
+        "the epochs": {"model": {"epochs": 5}},
+        "the peers": {"model": {"combine_with": []}},
+        "the case columns": {"data": {"case_columns": [], "cumulative_columns": []}},
+        "the preset": {"preset": "seed"},
+    }
+    assert {name: base.updated(change).fit_key() == base.fit_key() for name, change in (same | other).items()} == dict.fromkeys(
+        same, True
+    ) | dict.fromkeys(other, False)
+    assert len(base.fit_key()) == 16
