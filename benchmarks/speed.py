@@ -21,11 +21,18 @@ tasks/network.fit_network) and side by side (`fit_side_by_side`, tried here, not
 product); `--jobs N` runs N such fits at once in N processes, as two series on two Dask
 workers or `accuracy.py --jobs 2` do.
 
+With `--daily` it measures instead, beside 1, the daily retrain (with a running Prefect server): the history
+ends on the data's last day but one, its latest version was fitted on it, and the version of `test_days` days
+earlier too (as after a month of daily retrains); each round restores that state, lands the last day and
+times `travel-forecast retrain`, its backtest forecasting with that earlier version (the default,
+`backtest.reuse_fit_days`) and fitting the model afresh (`backtest.reuse_fit_days = 0`).
+
 With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
 series per minute and as seconds per series over 1.
 
     .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1 | --peer-fits]
+    .venv/bin/python benchmarks/speed.py --daily [--repeat 3] [--data FILE] [--config FILE]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
     .venv/bin/python benchmarks/speed.py --members [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
 """
@@ -82,13 +89,15 @@ def toml_value(value) -> str:
     return repr(value)
 
 
-def timed(command: list[str], env: dict) -> float:
-    """Wall time of a whole process; its output is kept only if it fails."""
+def timed(command: list[str], env: dict, *expect: str) -> float:
+    """Wall time of a whole process; its output is kept only if it fails (or does not say each of `expect`)."""
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    missing = [text for text in expect if text not in result.stdout + result.stderr]
+    if result.returncode != 0 or missing:
+        said = "failed" if result.returncode else f"did not say {missing}"
+        raise RuntimeError(f"{' '.join(command)} {said}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return seconds
 
 
@@ -181,7 +190,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="with --members: fits at once, each in its own process")
     parser.add_argument("--op-threads", type=int, help="also: seed and default trains with TF_NUM_INTRAOP_THREADS set to this")
     parser.add_argument("--peer-fits", action="store_true", help="only: the default train, peers beside vs inline")
+    parser.add_argument("--daily", action="store_true", help="the daily retrain, backtest fit reused vs fitted afresh")
     args = parser.parse_args()
+    if args.daily:
+        daily_speed(args)
+        return
     if args.series:
         series_speed(args)
         return
@@ -285,6 +298,76 @@ def main() -> None:
         f"# Speed\n\nMedians of {args.repeat} runs; ratios to measurement 1 in the same run.\n\n{table}\n"
     )
     print(f"written: {out}/speed.csv, speed.md")
+
+
+def daily_speed(args: argparse.Namespace) -> None:
+    """The daily retrain of one new day, its backtest reusing a registered fit and fitting afresh, beside the bare
+    recipe, alternating; every retrain starts from the same stored state. One table."""
+    import shutil
+
+    import pandas as pd
+
+    from tasks.config import load_settings
+
+    settings = load_settings(args.config, [], {"data": {"path": str(args.data)}} if args.data else None, root=Path.cwd())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
+    env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    rows = pd.read_csv(settings.data.path, dtype=str, encoding=settings.data.encoding, sep=settings.data.delimiter)
+    test_days, last_day = settings.backtest.test_days, rows[settings.data.date_column].iloc[-1]
+    seconds: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        work, kept = root / "workspace", root / "kept"
+        work.mkdir()
+        rows.iloc[:-test_days].to_csv(root / "initial.csv", index=False)  # its fit ends the day before the timed test days
+        config = workspace_config(work, args.config, root / "initial.csv")
+        server, api_url = start_prefect_server(root / "prefect-home", env)
+        served = env | {"PREFECT_API_URL": api_url}
+        cli = [str(BIN / "travel-forecast"), "retrain", "--config", str(config)]
+        bare = [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py")]
+        bare += [*(["--data", str(args.data)] if args.data else []), *(["--config", str(args.config)] if args.config else [])]
+        commands = {
+            "bare": bare,
+            "reused": cli,
+            "fresh": [*cli, "--set", "backtest.reuse_fit_days=0"],
+        }
+        # It measured what it says: v1's fit ended the day before the test days, so its peers stood in too.
+        expect = {"reused": ["the backtest forecasts with v1, fitted through"]}
+        if {"auto_ets", "auto_theta", "auto_arima"} & {*settings.model.combine_with} & {*settings.backtest.compare}:
+            expect["reused"].append("statistical peer fit(s) stand for the compared peers' fits")
+        try:
+            print("  setting up: a version fitted test_days days before the last day, then one on the day before it", flush=True)
+            timed([*cli, "--init"], served)
+            (work / "incoming").mkdir(exist_ok=True)
+            rows.iloc[-test_days:-1].to_csv(work / "incoming" / "earlier-days.csv", index=False)
+            timed(cli, served)
+            shutil.copytree(work, kept)
+            for round_ in range(args.repeat):
+                order = list(commands) if round_ % 2 == 0 else list(commands)[::-1]
+                for name in order:
+                    if name != "bare":  # the same stored state and one new day for every retrain
+                        shutil.rmtree(work)
+                        shutil.copytree(kept, work)
+                        rows.iloc[-1:].to_csv(work / "incoming" / f"{last_day}.csv", index=False)
+                    seconds.setdefault(name, []).append(timed(commands[name], served, *expect.get(name, ())))
+                    print(f"  round {round_ + 1} {name:8s} {seconds[name][-1]:7.1f} s", flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    reference = statistics.median(seconds["bare"])
+    labels = {
+        "bare": "1 notebook recipe, plain Keras script (reference)",
+        "reused": "daily retrain, the backtest forecasting with the version fitted before its test days (default)",
+        "fresh": "daily retrain, the backtest fitting the model afresh (backtest.reuse_fit_days = 0)",
+    }
+    lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
+    for name, label in labels.items():
+        median = statistics.median(seconds[name])
+        lines.append(f"| {label} | {median:.1f} | {median / reference:.3f} | {'≤ 0.25' if name != 'bare' else ''} |")
+    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(seconds["reused"], seconds["fresh"], strict=True))
+    table = "\n".join(lines) + f"\n\nreused / fresh per round: {per_round}"
+    print(f"\nmedians of {args.repeat} runs, with a running Prefect server, measured side by side:\n\n{table}")
+    write_runs(args.out / "speed-daily", seconds, f"# Speed of the daily retrain\n\nMedians of {args.repeat} runs.\n\n{table}\n")
 
 
 def series_speed(args: argparse.Namespace) -> None:

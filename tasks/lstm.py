@@ -15,10 +15,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from schemas.daily import DATE
 from tasks.combination import combination_weights, combine
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
-from tasks.forecasters import CALIBRATION_DAYS, Forecaster, StatsForecaster, load_forecaster, make_forecaster, series_key
+from tasks.forecasters import (
+    CALIBRATION_DAYS,
+    Forecaster,
+    StatsForecaster,
+    keep_fitted,
+    load_forecaster,
+    make_forecaster,
+    series_key,
+)
 from tasks.framing import Samples, complete, frame_windows, select
 from tasks.intervals import log_residuals
 
@@ -114,6 +123,17 @@ class LstmForecaster(Forecaster):
             residuals = np.concatenate([log_residuals(actual, combine(forecasts, self.weights)).ravel(), residuals])
         self.peers = {kind: self.peer(kind).fit(history) for kind in self.model.combine_with}
         return residuals
+
+    def keep_peer_fits(self, history: pd.DataFrame) -> int:
+        """Offer the peers' fits to this process's kept fits (tasks/forecasters.fitted_statsforecast) as fits on
+        `history`, which must be the days this forecaster was fitted on, as they were: a retrain's backtest that
+        reuses this fit then scores its compared peers without fitting them again. Returns how many were offered."""
+        if history[DATE].iloc[-1] != self.fitted_through:
+            raise ValueError(f"fitted through {self.fitted_through.date()}, offered {history[DATE].iloc[-1].date()}")
+        fits = {peer.MODELS[kind]: peer.fitted for kind, peer in self.peers.items() if isinstance(peer, StatsForecaster)}
+        for name, fitted in fits.items():
+            keep_fitted(name, series_key(history), fitted)
+        return len(fits)
 
     def fit_encoding(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
         """Fit the encoder on `history`; return the networks' training and validation samples."""

@@ -150,7 +150,8 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     (`backtest.reuse_fit_days`, tasks/backtest.reusable_fit), and the run tag that says which (`backtest_fit`).
 
     A daily retrain's first test day is the one after the days of the version registered `test_days` runs
-    ago: its backtest then fits nothing of the model, only the final fit on every day.
+    ago: its backtest then fits nothing of the model, and, the peers combined into it being fitted on those
+    very days, none of the compared peers it combines either; only the final fit on every day is left.
     """
     from tasks.backtest import history_before_test, reusable_fit
     from tasks.history_store import read_revisions
@@ -160,7 +161,9 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     fresh = None, {"backtest_fit": "fresh"}
     if not config.reuse_fit_days or config.refit_every or config.window_days or not config.refit_final:
         return fresh  # several folds, windowed fits, or the notebook's one fit registered: always fitted here
-    first_test_day = history_before_test(history, config, settings.model.horizon)[DATE].iloc[-1] + pd.Timedelta(days=1)
+    before_test = history_before_test(history, config, settings.model.horizon)
+    last_train_day = before_test[DATE].iloc[-1]
+    first_test_day = last_train_day + pd.Timedelta(days=1)
     registry = Registry(settings.mlflow)
     revisions = read_revisions(open_history(settings)[0])
     fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), first_test_day, config.reuse_fit_days, revisions)
@@ -175,6 +178,9 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
         logger.warning("the backtest fits %s afresh: v%s could not be loaded: %s", settings.model.kind, fit.version, error)
         return fresh
     logger.info("the backtest forecasts with %s (backtest.reuse_fit_days) instead of fitting %s afresh", why, forecaster.kind)
+    if fit.fitted_through == last_train_day and hasattr(forecaster, "keep_peer_fits"):  # on the very days: its peers too
+        offered = forecaster.keep_peer_fits(before_test)
+        logger.info("its %d statistical peer fit(s) stand for the compared peers' fits on the same days", offered)
     return forecaster, {"backtest_fit": f"v{fit.version}"}
 
 

@@ -11,7 +11,7 @@ from conftest import counting_history
 
 from tasks.config import DataConfig, ModelConfig
 from tasks.encoding import fit_encoder
-from tasks.forecasters import fitted_statsforecast, forget_fitted, is_fitted
+from tasks.forecasters import fitted_statsforecast, forget_fitted, is_fitted, load_forecaster, make_forecaster, series_key
 from tasks.lstm import LstmForecaster
 from tasks.peer_fits import peers_fitted_beside
 
@@ -146,3 +146,19 @@ def test_a_helper_that_fails_leaves_the_fits_to_this_process_without_a_traceback
     assert not is_fitted("NoSuchModel", series) and "Traceback" not in capfd.readouterr().err
     with pytest.raises(AttributeError, match="NoSuchModel"):  # here, the peer's own error
         fitted_statsforecast("NoSuchModel", series)
+
+
+def test_a_saved_fits_peers_stand_for_fits_on_its_own_days_only(tmp_path):
+    # A retrain's backtest reusing a registered LSTM scores its compared peers with the LSTM's own peer fits.
+    history = _weekly_history(80)
+    forget_fitted()
+    lstm = LstmForecaster(DATA, PEERS_BESIDE.model_copy(update={"peer_fits": "inline"})).fit(history)
+    compared = make_forecaster("auto_arima", DATA, PEERS_BESIDE).fit(history).predict(history, history["date"].iloc[-7:])
+    forget_fitted()
+    loaded = load_forecaster(lstm.save(tmp_path / "model"))  # as a registered version is loaded
+    with pytest.raises(ValueError, match="fitted through 2021-03-21, offered 2021-03-20"):
+        loaded.keep_peer_fits(history.iloc[:-1])
+    assert loaded.keep_peer_fits(history) == 2  # AutoETS and AutoARIMA; seasonal naive fits nothing
+    assert is_fitted("AutoETS", series_key(history)) and is_fitted("AutoARIMA", series_key(history))
+    again = make_forecaster("auto_arima", DATA, PEERS_BESIDE).fit(history).predict(history, history["date"].iloc[-7:])
+    pd.testing.assert_frame_equal(again, compared, check_exact=True)
