@@ -7,12 +7,19 @@ columns keep their own names and get their checks from the config (`input_schema
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
 DATE, TARGET, DAY_TYPE = "date", "travellers", "day_type"
+
+
+def content_sha256(history: pd.DataFrame) -> str:
+    """A validated history's content hash: the same days with the same values, the same hash."""
+    return hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def _finite(series: pd.Series) -> pd.Series:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from schemas.daily import DATE, TARGET
+from schemas.daily import DATE, TARGET, content_sha256
 from tasks.config import BacktestConfig
 from tasks.errors import HistoryTooShort
 from tasks.evaluation import forecast_metrics, seasonal_naive_mae
@@ -96,37 +96,35 @@ def already_fitted(forecaster: Forecaster) -> Fit:
 
 @dataclass(frozen=True)
 class RegisteredFit:
-    """A registered version of the configured forecaster: the last day its fit saw, and when it was registered."""
+    """A registered version of the configured forecaster: the last day its fit saw and those days' content hash."""
 
     version: str
     fitted_through: pd.Timestamp
-    registered_at: pd.Timestamp  # UTC
+    fitted_on_sha256: str
 
 
 def reusable_fit(
-    fits: list[RegisteredFit], first_test_day: pd.Timestamp, within_days: int, revisions: pd.DataFrame
+    fits: list[RegisteredFit], history: pd.DataFrame, first_test_day: pd.Timestamp, within_days: int
 ) -> tuple[RegisteredFit | None, str]:
     """The newest fit a one-fold backtest can forecast with instead of fitting afresh, and why (for the log).
 
     Honest by construction: it saw no day from `first_test_day` on. It stands for a fresh fit only if its
-    days ended within the `within_days` days before the first test day (0: never) and are as stored now:
-    no day it saw was revised (`revisions`: date, revised_at) after it was registered.
+    days ended within the `within_days` days before the first test day (0: never) and are the history's days
+    as they are now (the same content hash: no day revised since, nor another history).
     """
     latest = first_test_day - pd.Timedelta(days=1)
     earliest = first_test_day - pd.Timedelta(days=within_days)
     recent = sorted(
         (fit for fit in fits if earliest <= fit.fitted_through <= latest),
-        key=lambda fit: (fit.fitted_through, fit.registered_at),
+        key=lambda fit: (fit.fitted_through, int(fit.version)),
         reverse=True,
     )
     if not recent:
         return None, f"no version of these settings fitted through {earliest.date()} .. {latest.date()}"
     for fit in recent:
-        seen = pd.to_datetime(revisions[DATE]) <= fit.fitted_through
-        revised = revisions[seen & (pd.to_datetime(revisions["revised_at"], utc=True) > fit.registered_at)]
-        if revised.empty:
+        if content_sha256(history[history[DATE] <= fit.fitted_through]) == fit.fitted_on_sha256:
             return fit, f"v{fit.version}, fitted through {fit.fitted_through.date()}"
-    return None, f"days seen by {', '.join(f'v{fit.version}' for fit in recent)} were revised after they were registered"
+    return None, f"the days {', '.join(f'v{fit.version}' for fit in recent)} saw have changed since (revised)"
 
 
 @dataclass(frozen=True)

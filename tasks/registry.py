@@ -3,7 +3,7 @@
 registry = Registry(settings.mlflow)      # the store inside mlruns/, or a tracking server
 run_id = registry.start_run("train-2024-11-14-manual", tags, params, files)
 registry.log_backtest(run_id, scores, fold_rows)
-version = registry.register(forecaster, run_id, model_dir, recent, description, settings.fit_key())
+version = registry.register(forecaster, run_id, model_dir, recent, description, fit_tags)
 registry.load(registry.champion())        # a trusted, fitted Forecaster
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from schemas.daily import DATE
+from schemas.daily import DATE, content_sha256
 from tasks.config import MlflowConfig
 from tasks.errors import RunStopped
 
@@ -72,7 +72,7 @@ def data_fingerprint(history: pd.DataFrame, path: Path | None = None) -> dict[st
         "data.rows": str(len(history)),
         "data.first_date": history[DATE].min().strftime("%Y-%m-%d"),
         "data.last_date": history[DATE].max().strftime("%Y-%m-%d"),
-        "data.history_sha256": hashlib.sha256(pd.util.hash_pandas_object(history, index=False).to_numpy().tobytes()).hexdigest(),
+        "data.history_sha256": content_sha256(history),
     }
     return fingerprint | ({"data.file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()} if path else {})
 
@@ -305,12 +305,13 @@ class Registry:
 
     # The registered model -----------------------------------------------------------------
 
-    def register(self, forecaster, run_id: str, model_dir: Path, recent: pd.DataFrame, description: str, fit_key: str):
+    def register(self, forecaster, run_id: str, model_dir: Path, recent: pd.DataFrame, description: str, fit: dict[str, str]):
         """Log the fitted forecaster (saved into model_dir) as the run's pyfunc; register a new version.
 
         `recent` (validated history) becomes the input example, its forecasts the output example.
-        The version is tagged with its kind, the last day its fit saw (`fitted_through`) and its settings'
-        `fit_key` (a later retrain's backtest may forecast with it: `registered_fits`).
+        The version is tagged with its kind, the last day its fit saw (`fitted_through`) and `fit`: its
+        settings' `fit_key` and the hash of the days it was fitted on (`fitted_on_sha256`), with which a
+        later retrain's backtest may forecast (`registered_fits`).
         """
         import mlflow.pyfunc
         from mlflow.models import infer_signature
@@ -339,8 +340,7 @@ class Registry:
             "run_id": run_id,
             "kind": forecaster.kind,
             "fitted_through": forecaster.fitted_through.strftime("%Y-%m-%d"),
-            "fit_key": fit_key,
-        }
+        } | fit
         # Registered through the tracking URI that _fluent set (the registry follows it).
         with mlflow_chatter_hidden():  # "Registered model ... already exists. Creating a new version": ours says it once
             version = mlflow.register_model(info.model_uri, self.config.registered_model, tags=tags)
@@ -418,11 +418,9 @@ class Registry:
 
         found = self.client.search_model_versions(f"name = '{self.config.registered_model}' AND tags.fit_key = '{fit_key}'")
         return [
-            RegisteredFit(
-                str(v.version), pd.Timestamp(v.tags["fitted_through"]), pd.Timestamp(v.creation_timestamp, unit="ms", tz="UTC")
-            )
+            RegisteredFit(str(v.version), pd.Timestamp(v.tags["fitted_through"]), v.tags["fitted_on_sha256"])
             for v in found
-            if "fitted_through" in v.tags
+            if "fitted_on_sha256" in v.tags
         ]
 
     def version(self, number: str):

@@ -154,7 +154,6 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     very days, none of the compared peers it combines either; only the final fit on every day is left.
     """
     from tasks.backtest import history_before_test, reusable_fit
-    from tasks.history_store import read_revisions
     from tasks.registry import Registry, UntrustedModel
 
     config, logger = settings.backtest, get_run_logger()
@@ -165,8 +164,7 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     last_train_day = before_test[DATE].iloc[-1]
     first_test_day = last_train_day + pd.Timedelta(days=1)
     registry = Registry(settings.mlflow)
-    revisions = read_revisions(open_history(settings)[0])
-    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), first_test_day, config.reuse_fit_days, revisions)
+    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), history, first_test_day, config.reuse_fit_days)
     if fit is None:
         logger.info("the backtest fits %s afresh: %s", settings.model.kind, why)
         return fresh

@@ -18,6 +18,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from schemas.daily import DATE, content_sha256
 from tasks import evaluation as ev
 from tasks import input_file
 from tasks.config import GATE_REFERENCE, DataConfig, ModelConfig, Settings
@@ -432,8 +433,10 @@ def register_forecaster(
     forecaster.calibrate(evaluation.residuals)
     recent = history.tail(forecaster.min_history_days + SEASON)  # enough days for a week of forecasts
     get_run_logger().info("logging the model to MLflow run %s and registering it (%s)", run_id, forecaster.describe())
+    fitted_on = history[history[DATE] <= forecaster.fitted_through]
+    fit = {"fit_key": settings.fit_key(), "fitted_on_sha256": content_sha256(fitted_on)}  # a later backtest may reuse it
     with registry.failing_run(run_id):
-        version = registry.register(forecaster, run_id, run_dir / "model", recent, evaluation.headline(), settings.fit_key())
+        version = registry.register(forecaster, run_id, run_dir / "model", recent, evaluation.headline(), fit)
     registry.end_run(run_id)
     get_run_logger().info("registered %s version %s", version.name, version.version)
     return TrainSummary(run_id, version.name, str(version.version), forecaster.kind, run_dir, forecaster.epochs_run, evaluation)

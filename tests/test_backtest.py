@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from schemas.daily import content_sha256
 from tasks.backtest import RegisteredFit, already_fitted, history_before_test, plan_folds, reusable_fit, run_backtest
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
 from tasks.forecasters import Forecaster, make_forecaster
@@ -118,34 +119,28 @@ def test_an_already_fitted_forecaster_is_scored_only_on_the_rows_it_was_fitted_b
         run_backtest(history.iloc[:39], {"spy": already_fitted(fitted)}, config)
 
 
-def test_a_registered_fit_is_reused_only_if_it_ended_just_before_the_test_days_on_days_not_revised_since():
-    day, at = pd.Timestamp, lambda text: pd.Timestamp(text, tz="UTC")
-    fits = [
-        RegisteredFit("3", day("2024-10-01"), at("2024-10-02 06:00")),
-        RegisteredFit("4", day("2024-10-04"), at("2024-10-05 06:00")),
-        RegisteredFit("5", day("2024-10-04"), at("2024-10-05 07:00")),  # the same days, registered later: preferred
-        RegisteredFit("6", day("2024-10-10"), at("2024-10-11 06:00")),  # saw a test day
-    ]
-    none = pd.DataFrame({"date": [], "revised_at": []})
-    first_test = day("2024-10-08")
-    assert reusable_fit(fits, first_test, 7, none) == (fits[2], "v5, fitted through 2024-10-04")
-    assert reusable_fit(fits, first_test, 3, none) == (
+def test_a_registered_fit_is_reused_only_if_it_ended_just_before_the_test_days_on_the_days_stored_now():
+    history = weekly_series(40)  # 2022-01-03 .. 2022-02-11
+    day = pd.Timestamp
+
+    def fit(version: str, through: str, days: pd.DataFrame = history) -> RegisteredFit:
+        return RegisteredFit(version, day(through), content_sha256(days[days["date"] <= day(through)]))
+
+    fits = [fit("3", "2022-01-28"), fit("4", "2022-01-31"), fit("5", "2022-01-31"), fit("6", "2022-02-06")]
+    first_test = day("2022-02-04")  # v6 saw test days; v5 is v4's days registered again, the newer
+    assert reusable_fit(fits, history, first_test, 7) == (fits[2], "v5, fitted through 2022-01-31")
+    assert reusable_fit(fits, history, first_test, 3) == (
         None,
-        "no version of these settings fitted through 2024-10-05 .. 2024-10-07",
+        "no version of these settings fitted through 2022-02-01 .. 2022-02-03",
     )
-    assert reusable_fit(fits, first_test, 4, none)[0] == fits[2]
-    assert reusable_fit(fits, first_test, 0, none)[0] is None
-    # A day v4 and v5 saw, revised after v5 was registered: v3 (older, its days untouched since) instead.
-    revised = pd.DataFrame({"date": ["2024-10-03"], "revised_at": ["2024-10-06 05:00:00"]})
-    assert reusable_fit(fits, first_test, 7, revised) == (fits[0], "v3, fitted through 2024-10-01")
-    # Revised between v4's and v5's registration: v5 saw the new value.
-    between = pd.DataFrame({"date": ["2024-09-20"], "revised_at": ["2024-10-05 06:30:00"]})
-    assert reusable_fit(fits, first_test, 7, between)[0] == fits[2]
-    everything = pd.DataFrame({"date": ["2024-09-01"], "revised_at": ["2024-10-09 00:00:00"]})
-    assert reusable_fit(fits, first_test, 7, everything) == (
-        None,
-        "days seen by v5, v4, v3 were revised after they were registered",
-    )
+    assert reusable_fit(fits, history, first_test, 4)[0] == fits[2]
+    assert reusable_fit(fits, history, first_test, 0)[0] is None
+    # A day v4 and v5 saw was revised since: v3 (older, its days unchanged) instead; then one v3 saw too.
+    revised = history.assign(travellers=history["travellers"].where(history["date"] != day("2022-01-30"), 1))
+    assert reusable_fit(fits, revised, first_test, 7) == (fits[0], "v3, fitted through 2022-01-28")
+    revised.loc[0, "travellers"] = 1
+    assert reusable_fit(fits, revised, first_test, 7) == (None, "the days v5, v4, v3 saw have changed since (revised)")
+    assert reusable_fit(fits, weekly_series(40, noise=0.01), first_test, 7)[0] is None  # nor another series' days
 
 
 TINY = ModelConfig(
