@@ -40,6 +40,11 @@ ENCODER_FILE, KERAS_FILE, WEIGHTS_FILE, PEERS_DIR = "encoder.joblib", "model.ker
 NETWORKS = "lstm"  # the networks' name among the combination's members
 
 
+def days_before(samples: Samples) -> int:
+    """How many rows come before the samples' first target: the days the peers forecasting them are fitted on."""
+    return int(samples.target_rows.min())
+
+
 class LstmForecaster(Forecaster):
     """Encoder + network ensemble; forecasts in travellers.
 
@@ -154,7 +159,7 @@ class LstmForecaster(Forecaster):
     def held_out_forecasts(self, history: pd.DataFrame, samples: Samples) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """These samples' actual values and each member's forecast of them, every peer fitted on the days before them."""
         actual = self.encoder.decode(samples.y, samples.reference)
-        before = history.iloc[: int(samples.target_rows.min())]
+        before = history.iloc[: days_before(samples)]
         peers = {
             kind: self.peer(kind).fit(before).forecast_rows(history, samples.target_rows) for kind in self.model.combine_with
         }
@@ -165,7 +170,7 @@ class LstmForecaster(Forecaster):
         then on every day; none with `peer_fits = "inline"`."""
         if self.model.peer_fits == "inline":
             return []
-        ends = [int(part.target_rows.min()) for part in forecast_parts] + [len(history)]
+        ends = [days_before(part) for part in forecast_parts] + [len(history)]
         kinds = [kind for kind in self.model.combine_with if kind in StatsForecaster.MODELS]
         return [
             (StatsForecaster.MODELS[kind], series_key(history, end))
