@@ -322,7 +322,7 @@ def daily_speed(args: argparse.Namespace) -> None:
         rows.iloc[:-test_days].to_csv(root / "initial.csv", index=False)  # its fit ends the day before the timed test days
         config = workspace_config(work, args.config, root / "initial.csv")
         server, api_url = start_prefect_server(root / "prefect-home", env)
-        served = env | {"PREFECT_API_URL": api_url}
+        served = env | {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(root / "prefect-home-client")}  # not ~/.prefect
         cli = [str(BIN / "travel-forecast"), "retrain", "--config", str(config)]
         bare = [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py")]
         bare += [*(["--data", str(args.data)] if args.data else []), *(["--config", str(args.config)] if args.config else [])]

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from schemas.daily import DATE
 from tasks.champion import Decision, UnseenDays, decide
 from tasks.config import GATE_REFERENCE, PROJECT_ROOT, Settings
-from tasks.errors import RunStopped
+from tasks.errors import HistoryTooShort, RunStopped
 from tasks.history_store import AdvisoryLock
 from tasks.landing import IngestResult, ingest_landing, open_history
 from tasks.train_tasks import TrainSummary
@@ -160,7 +160,10 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     fresh = None, {"backtest_fit": "fresh"}
     if not config.reuse_fit_days or config.refit_every or config.window_days or not config.refit_final:
         return fresh  # several folds, windowed fits, or the notebook's one fit registered: always fitted here
-    before_test = history_before_test(history, config, settings.model.horizon)
+    try:
+        before_test = history_before_test(history, config, settings.model.horizon)
+    except HistoryTooShort:
+        return fresh  # the training says how many days it needs (require_enough_history)
     last_train_day = before_test[DATE].iloc[-1]
     first_test_day = last_train_day + pd.Timedelta(days=1)
     registry = Registry(settings.mlflow)
