@@ -179,8 +179,8 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
         logger.warning("the backtest fits %s afresh: v%s could not be loaded: %s", settings.model.kind, fit.version, error)
         return fresh
     logger.info("the backtest forecasts with %s (backtest.reuse_fit_days) instead of fitting %s afresh", why, forecaster.kind)
-    if fit.fitted_through == last_train_day and hasattr(forecaster, "keep_peer_fits"):  # on the very days: its peers too
-        offered = forecaster.keep_peer_fits(before_test)
+    on_its_days = fit.fitted_through == last_train_day and hasattr(forecaster, "keep_peer_fits")  # its peers stand in too
+    if on_its_days and (offered := forecaster.keep_peer_fits(before_test)):
         logger.info("its %d statistical peer fit(s) stand for the compared peers' fits on the same days", offered)
     return forecaster, {"backtest_fit": f"v{fit.version}"}
 
