@@ -136,8 +136,9 @@ class LstmForecaster(Forecaster):
         if history[DATE].iloc[-1] != self.fitted_through:
             raise ValueError(f"fitted through {self.fitted_through.date()}, offered {history[DATE].iloc[-1].date()}")
         fits = {peer.MODELS[kind]: peer.fitted for kind, peer in self.peers.items() if isinstance(peer, StatsForecaster)}
+        key = series_key(history)
         for name, fitted in fits.items():
-            keep_fitted(name, series_key(history), fitted)
+            keep_fitted(name, key, fitted)
         return len(fits)
 
     def fit_encoding(self, history: pd.DataFrame) -> tuple[Samples, Samples]:

@@ -3,7 +3,7 @@
 registry = Registry(settings.mlflow)      # the store inside mlruns/, or a tracking server
 run_id = registry.start_run("train-2024-11-14-manual", tags, params, files)
 registry.log_backtest(run_id, scores, fold_rows)
-version = registry.register(forecaster, run_id, model_dir, recent, description, fit_tags)
+version = registry.register(forecaster, run_id, model_dir, recent, description, fit)  # fit: fit_key, fitted_on_sha256
 registry.load(registry.champion())        # a trusted, fitted Forecaster
 """
 
