@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from schemas.daily import DATE  # noqa: E402
-from tasks.backtest import Backtest, run_backtest  # noqa: E402
+from tasks.backtest import Backtest, run_backtest, warm_refits  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.input_file import read_history_file  # noqa: E402
@@ -70,8 +70,9 @@ def with_seed(settings: Settings, offset: int) -> Settings:
 
 
 def fit_of(settings: Settings, kind: str):
-    """The backtest's fit function of one forecaster kind with these settings."""
-    return lambda train: make_forecaster(kind, settings.data, settings.model).fit(train)
+    """The backtest's fit function of one forecaster kind with these settings (refits warm-started as the product's)."""
+    fit = lambda train, start: make_forecaster(kind, settings.data, settings.model).warm_from(start).fit(train)
+    return warm_refits(fit, settings.model.warm_start_days)
 
 
 def score_rows(backtest: Backtest, seconds: float, **keys) -> list[dict]:

@@ -15,6 +15,7 @@ from tasks.retrain_tasks import (
     decide_champion,
     exclusive_retrain,
     find_backtest_fit,
+    find_warm_start,
     ingest_new_data,
     load_history,
     mark_trained,
@@ -78,7 +79,10 @@ def retrain(
         if parent_run_id:
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
         backtest_fit, fit_tag = find_backtest_fit(settings, history)
-        challenger = train_on_history(settings, history, run_dir, "retrain", tags=tags | fit_tag, backtest_fit=backtest_fit)
+        warm_start, warm_tag = find_warm_start(settings, history)
+        challenger = train_on_history(
+            settings, history, run_dir, "retrain", tags | fit_tag | warm_tag, backtest_fit=backtest_fit, warm_start=warm_start
+        )
         champion = score_champion(settings, history, challenger)
         decision = decide_champion(settings, challenger, champion, drift)
         refused = None

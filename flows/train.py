@@ -93,21 +93,22 @@ def train_on_history(
     tags: dict[str, str],
     source: Path | None = None,
     backtest_fit: "Forecaster | None" = None,
+    warm_start: "Forecaster | None" = None,
 ) -> TrainSummary:
     """The steps every training shares.
 
     The backtest scores the configured forecaster honestly (fitted before each origin, or `backtest_fit`:
     a registered version fitted before it) beside the ones it is compared with; then the registered model
     is fitted on the whole history (or, with backtest.refit_final off, is the one fit before the test days,
-    scored as reported).
+    scored as reported), its networks starting from `warm_start`'s weights if given.
     """
     require_enough_history(history, settings)
     run_id = start_tracking(settings, history, run_dir, kind, tags, source)
     if settings.backtest.refit_final:
         evaluation = backtest_forecasters(history, settings, run_id, run_dir, fitted=backtest_fit)
-        forecaster = fit_forecaster(history, settings, run_id, run_dir)
+        forecaster = fit_forecaster(history, settings, run_id, run_dir, start=warm_start)
     else:  # the notebook's way: the model fitted before the test days is the one scored and registered
-        forecaster = fit_forecaster(history, settings, run_id, run_dir, before_test=True)
+        forecaster = fit_forecaster(history, settings, run_id, run_dir, before_test=True, start=warm_start)
         evaluation = backtest_forecasters(history, settings, run_id, run_dir, fitted=forecaster)
     return register_forecaster(settings, history, forecaster, evaluation, run_id, run_dir)
 

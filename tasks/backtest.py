@@ -27,6 +27,7 @@ from tasks.intervals import log_residuals
 logger = logging.getLogger(__name__)
 
 Fit = Callable[[pd.DataFrame], Forecaster]  # training rows -> a fitted forecaster
+WarmFit = Callable[[pd.DataFrame, Forecaster | None], Forecaster]  # ... started from an earlier fit (or None)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,19 @@ def already_fitted(forecaster: Forecaster) -> Fit:
         return forecaster
 
     return fit
+
+
+def warm_refits(fit: WarmFit, within_days: int) -> Fit:
+    """A forecaster's fit whose every refit starts from the fold before's fit (`Forecaster.warm_from`) when that
+    one's days ended at most `within_days` days before the refit's (0: never); the backtest fits folds in order."""
+    earlier: list[Forecaster] = []
+
+    def refit(train: pd.DataFrame) -> Forecaster:
+        recent = earlier and within_days and 0 <= (train[DATE].iloc[-1] - earlier[0].fitted_through).days <= within_days
+        earlier[:] = [fit(train, earlier[0] if recent else None)]
+        return earlier[0]
+
+    return refit
 
 
 @dataclass(frozen=True)

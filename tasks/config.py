@@ -134,6 +134,14 @@ class ModelConfig(_Strict):
     batch_size: int = Field(64, ge=0, description="0 trains on the full batch.")
     shuffle: bool = True
     early_stopping_patience: int = Field(20, ge=0, description="0 trains every epoch.")
+    warm_start_days: int = Field(
+        7,
+        ge=0,
+        description="A fit's networks start from the weights of an earlier fit of these settings whose days ended at most "
+        "N days before (a retrain: the newest registered version; a backtest's refit: the fold before) and stop early "
+        "after warm_start_patience epochs without gain; 0 = from random weights every fit.",
+    )
+    warm_start_patience: int = Field(5, ge=1, description="Early-stopping patience of a warm-started fit.")
     random_seed: int = Field(42, description="Seeds the initial weights and batch order; member i uses random_seed * 1000 + i.")
     combine_with: list[PeerKind] = Field(
         ["auto_ets", "auto_theta", "auto_arima", "seasonal_naive"],
@@ -473,6 +481,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 0,
             "shuffle": False,
             "early_stopping_patience": 0,
+            "warm_start_days": 0,  # every fit from its seed's weights
             "combine_with": [],  # the recipe's network alone
         },
         # One fit, before the test days; scored beside the two baselines, as the notebook's comparison

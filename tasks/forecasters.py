@@ -90,6 +90,11 @@ class Forecaster(ABC):
         self.fitted_through = pd.Timestamp(history[DATE].iloc[-1])
         return self
 
+    def warm_from(self, earlier: Forecaster | None) -> Forecaster:
+        """Start the next fit from `earlier`, these settings fitted on earlier days (`model.warm_start_days`; None:
+        afresh); a forecaster without trained weights fits afresh whatever it is given. Returns self."""
+        return self
+
     @abstractmethod
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
         """Fit; return log residuals of forecasts for days the fit did not learn from (or in-sample ones)."""

@@ -68,6 +68,7 @@ class LstmForecaster(Forecaster):
         self.peers: dict[str, Forecaster] = {}  # refitted on every training row
         self.weights: dict[str, float] = {NETWORKS: 1.0}  # member -> weight, summing to 1
         self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
+        self.start = None  # an earlier fit's networks the next fit starts from (warm_from)
 
     @property
     def min_history_days(self) -> int:
@@ -108,6 +109,10 @@ class LstmForecaster(Forecaster):
         """An unfitted peer with this forecaster's data format and horizon."""
         return make_forecaster(kind, self.data, self.model)
 
+    def warm_from(self, earlier: Forecaster | None) -> LstmForecaster:
+        self.start = earlier.network if isinstance(earlier, LstmForecaster) else None
+        return self
+
     def _fit(self, history: pd.DataFrame) -> np.ndarray:
         from tasks.network import fit_network, raise_if_diverged
         from tasks.peer_fits import peers_fitted_beside
@@ -117,7 +122,8 @@ class LstmForecaster(Forecaster):
         held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
         forecast_parts = [held_out, stopping] if self.model.weighting_days else [held_out]
         with peers_fitted_beside(self.peer_fits(history, forecast_parts)):
-            self.network, self.losses = fit_network(self.model, train, stopping, self.report)
+            self.network, self.losses = fit_network(self.model, train, stopping, self.report, self.start)
+        self.start = None  # its weights are in this fit now
         raise_if_diverged(self.losses)
         actual, forecasts = self.held_out_forecasts(history, held_out)
         self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}

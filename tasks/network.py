@@ -53,14 +53,14 @@ def build_model(config: ModelConfig, lags: int, n_features: int, n_future: int =
     return model
 
 
-def _callbacks(config: ModelConfig, report: EpochReport | None, has_validation: bool) -> list:
+def _callbacks(report: EpochReport | None, patience: int) -> list:
     keras = import_keras()
 
     callbacks: list = []
     if report is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: report(epoch + 1, dict(logs or {}))))
-    if config.early_stopping_patience and has_validation:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True))
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True))
     callbacks.append(keras.callbacks.TerminateOnNaN())
     return callbacks
 
@@ -71,7 +71,11 @@ def _inputs(samples: Samples):
 
 
 def fit_network(
-    config: ModelConfig, train: Samples, validation: Samples, report: EpochReport | None = None
+    config: ModelConfig,
+    train: Samples,
+    validation: Samples,
+    report: EpochReport | None = None,
+    start: keras.Model | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Seed everything, build and fit; return the model and its per-epoch losses.
 
@@ -80,6 +84,9 @@ def fit_network(
     after the other, each from its own random seed (own weights, own batch order), then joined
     into one model with one output per member. The losses are the members' mean per epoch
     (a member that stopped early repeats its last value).
+
+    `start` (a warm start: an earlier fit of the same settings) gives each member its initial
+    weights instead of its seed; such a member stops after `warm_start_patience` epochs without gain.
     """
     keras = import_keras()
     import tensorflow as tf
@@ -87,10 +94,14 @@ def fit_network(
     tf.config.experimental.enable_op_determinism()
     single = config.model_copy(update={"ensemble": 1})
     has_validation = len(validation) > 0
+    stops = has_validation and config.early_stopping_patience > 0
+    patience = (config.warm_start_patience if start is not None else config.early_stopping_patience) if stops else 0
     members, histories = [], []
     for index in range(config.ensemble):
         keras.utils.set_random_seed(config.random_seed * 1000 + index)  # members never share a seed across runs
         member = build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}")
+        if start is not None:
+            member.set_weights(member_of(start, index, config.ensemble).get_weights())
         fitted = member.fit(
             _inputs(train),
             train.y,
@@ -99,7 +110,7 @@ def fit_network(
             validation_data=(_inputs(validation), validation.y) if has_validation else None,
             shuffle=config.shuffle,
             verbose=0,
-            callbacks=_callbacks(config, _member_report(report, index, config.ensemble), has_validation),
+            callbacks=_callbacks(_member_report(report, index, config.ensemble), patience),
         )
         members.append(member)
         histories.append(fitted.history)
@@ -110,6 +121,11 @@ def _member_report(report: EpochReport | None, index: int, members: int) -> Epoc
     if report is None or members == 1:
         return report
     return lambda epoch, logs: report(epoch, {"member": index + 1, **logs})
+
+
+def member_of(network: keras.Model, index: int, members: int) -> keras.Model:
+    """Member `index` of a fitted (or loaded) network: a single member is the network itself."""
+    return network if members == 1 else network.get_layer(f"m{index}")
 
 
 def join_members(members: list) -> keras.Model:

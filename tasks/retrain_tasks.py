@@ -153,8 +153,7 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     ago: its backtest then fits nothing of the model, and, the peers combined into it being fitted on those
     very days, none of the compared peers it combines either; only the final fit on every day is left.
     """
-    from tasks.backtest import history_before_test, reusable_fit
-    from tasks.registry import Registry, UntrustedModel
+    from tasks.backtest import history_before_test
 
     config, logger = settings.backtest, get_run_logger()
     fresh = None, {"backtest_fit": "fresh"}
@@ -165,24 +164,60 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     except HistoryTooShort:
         return fresh  # the training says how many days it needs (require_enough_history)
     last_train_day = before_test[DATE].iloc[-1]
-    first_test_day = last_train_day + pd.Timedelta(days=1)
-    registry = Registry(settings.mlflow)
-    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), history, first_test_day, config.reuse_fit_days)
-    if fit is None:
-        logger.info("the backtest fits %s afresh: %s", settings.model.kind, why)
-        return fresh
-    try:
-        forecaster = registry.load(registry.version(fit.version))
-    except UntrustedModel:
-        raise
-    except Exception as error:  # its artifacts lost, say: fit afresh, as without it
-        logger.warning("the backtest fits %s afresh: v%s could not be loaded: %s", settings.model.kind, fit.version, error)
+    forecaster, version, why = load_recent_fit(settings, history, last_train_day, config.reuse_fit_days)
+    if forecaster is None:
+        (logger.warning if version else logger.info)("the backtest fits %s afresh: %s", settings.model.kind, why)
         return fresh
     logger.info("the backtest forecasts with %s (backtest.reuse_fit_days) instead of fitting %s afresh", why, forecaster.kind)
-    on_its_days = fit.fitted_through == last_train_day and hasattr(forecaster, "keep_peer_fits")  # its peers stand in too
+    on_its_days = forecaster.fitted_through == last_train_day and hasattr(forecaster, "keep_peer_fits")  # its peers stand in too
     if on_its_days and (offered := forecaster.keep_peer_fits(before_test)):
         logger.info("its %d statistical peer fit(s) stand for the compared peers' fits on the same days", offered)
-    return forecaster, {"backtest_fit": f"v{fit.version}"}
+    return forecaster, {"backtest_fit": f"v{version}"}
+
+
+@task(cache_policy=NO_CACHE)
+def find_warm_start(settings: Settings, history: pd.DataFrame) -> tuple[Forecaster | None, dict[str, str]]:
+    """The registered fit the model's networks start from (`model.warm_start_days`): the newest version of these
+    settings fitted on the stored days as they are, at most `warm_start_days` before the last day the fit sees;
+    and the run tag that says which (`warm_start`)."""
+    from tasks.backtest import history_before_test
+
+    model, logger = settings.model, get_run_logger()
+    cold = None, {"warm_start": "none"}
+    if not model.warm_start_days or model.kind != "lstm":  # only networks start from weights
+        return cold
+    try:  # the days the fit will see: all of them, or the notebook's days before the test days
+        rows = history if settings.backtest.refit_final else history_before_test(history, settings.backtest, model.horizon)
+    except HistoryTooShort:
+        return cold
+    forecaster, version, why = load_recent_fit(settings, history, rows[DATE].iloc[-1], model.warm_start_days)
+    if forecaster is None:
+        (logger.warning if version else logger.info)("the networks start from random weights: %s", why)
+        return cold
+    logger.info("the networks start from the weights of %s (model.warm_start_days)", why)
+    return forecaster, {"warm_start": f"v{version}"}
+
+
+def load_recent_fit(
+    settings: Settings, history: pd.DataFrame, last_day: pd.Timestamp, within_days: int
+) -> tuple[Forecaster | None, str | None, str]:
+    """The newest registered fit of these settings whose days ended within `within_days` days up to `last_day`
+    and are the history's days as they are now (tasks/backtest.reusable_fit), loaded; its version; and why
+    (for the log). A version that cannot be loaded (its artifacts lost, say) is None, with the reason."""
+    from tasks.backtest import reusable_fit
+    from tasks.registry import Registry, UntrustedModel
+
+    registry = Registry(settings.mlflow)
+    first_day_after = last_day + pd.Timedelta(days=1)
+    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), history, first_day_after, within_days)
+    if fit is None:
+        return None, None, why
+    try:
+        return registry.load(registry.version(fit.version)), fit.version, why
+    except UntrustedModel:
+        raise
+    except Exception as error:
+        return None, fit.version, f"v{fit.version} could not be loaded: {error}"
 
 
 @task(cache_policy=NO_CACHE)

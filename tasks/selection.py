@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from schemas.daily import DATE
-from tasks.backtest import Fit
+from tasks.backtest import Fit, warm_refits
 from tasks.combination import combination_weights
 from tasks.config import BacktestConfig, CombinationRule, DataConfig, ModelConfig
 from tasks.lstm import NETWORKS, LstmForecaster
@@ -49,12 +49,13 @@ def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
 def candidate_fits(data: DataConfig, model: ModelConfig, candidates: Iterable[str] = CANDIDATES) -> dict[str, Fit]:
     """One backtest fit per candidate, all sharing one fit of the networks and peers per fold."""
     fitted: dict[pd.Timestamp, LstmForecaster] = {}
+    fit = warm_refits(lambda train, start: LstmForecaster(data, model).warm_from(start).fit(train), model.warm_start_days)
 
     def fit_once(train: pd.DataFrame) -> LstmForecaster:
         last = train[DATE].iloc[-1]
         if last not in fitted:
             fitted.clear()  # folds come in order: keep the current one only
-            fitted[last] = LstmForecaster(data, model).fit(train)
+            fitted[last] = fit(train)
         return fitted[last]
 
     return {f"lstm {c}": (lambda train, c=c: reweighted(fit_once(train), c)) for c in candidates}

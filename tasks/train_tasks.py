@@ -198,21 +198,24 @@ def backtest_fits(settings: Settings, fitted: Forecaster | None = None) -> dict:
     """The configured forecaster, then every `backtest.compare` one and seasonal naive (the gate's floor), each once."""
     from functools import partial
 
-    from tasks.backtest import already_fitted
+    from tasks.backtest import already_fitted, warm_refits
     from tasks.forecasters import make_forecaster
 
-    def fit(kind: str, train: pd.DataFrame) -> Forecaster:
-        if kind != settings.model.kind:
-            return make_forecaster(kind, settings.data, settings.model).fit(train)
-        progress = FitProgress.of(settings.model)  # the backtest's fits move too
+    model = settings.model
+
+    def fit(kind: str, train: pd.DataFrame, start: Forecaster | None = None) -> Forecaster:
+        if kind != model.kind:
+            return make_forecaster(kind, settings.data, model).fit(train)
+        progress = FitProgress.of(model)  # the backtest's fits move too
         try:
-            return make_forecaster(kind, settings.data, settings.model, progress.record).fit(train)
+            return make_forecaster(kind, settings.data, model, progress.record).warm_from(start).fit(train)
         finally:
             progress.clear()
 
-    kinds = dict.fromkeys([settings.model.kind, *settings.backtest.compare, GATE_REFERENCE])
+    kinds = dict.fromkeys([model.kind, *settings.backtest.compare, GATE_REFERENCE])
     fits = {kind: partial(fit, kind) for kind in kinds}
-    return fits | ({settings.model.kind: already_fitted(fitted)} if fitted is not None else {})
+    own = already_fitted(fitted) if fitted is not None else warm_refits(partial(fit, model.kind), model.warm_start_days)
+    return fits | {model.kind: own}
 
 
 def write_backtest_files(result: Backtest, kind: str, run_dir: Path) -> list[Path]:
@@ -370,9 +373,15 @@ def terminal() -> TextIO | None:
 
 @task(cache_policy=NO_CACHE)
 def fit_forecaster(
-    history: pd.DataFrame, settings: Settings, run_id: str, run_dir: Path, before_test: bool = False
+    history: pd.DataFrame,
+    settings: Settings,
+    run_id: str,
+    run_dir: Path,
+    before_test: bool = False,
+    start: Forecaster | None = None,
 ) -> Forecaster:
-    """Fit the configured forecaster on all history (or on the days before the backtest), logging each epoch.
+    """Fit the configured forecaster on all history (or on the days before the backtest), logging each epoch;
+    its networks start from `start`'s weights if given (a warm start, `model.warm_start_days`).
 
     A network's losses per epoch go to MLflow with their plot, kept even if training diverged.
     """
@@ -390,7 +399,7 @@ def fit_forecaster(
         logger.debug("epoch %d/%d %s", epoch, model.epochs, " ".join(f"{key}={value:.5f}" for key, value in logs.items()))
 
     rows = history_before_test(history, settings.backtest, model.horizon) if before_test else history
-    forecaster = make_forecaster(model.kind, settings.data, model, report)
+    forecaster = make_forecaster(model.kind, settings.data, model, report).warm_from(start)
     registry = Registry(settings.mlflow)
     logger.info("fitting %s on %d days through %s", forecaster.describe(), len(rows), rows["date"].iloc[-1].date())
     with registry.failing_run(run_id):

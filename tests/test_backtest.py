@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from schemas.daily import content_sha256
-from tasks.backtest import RegisteredFit, already_fitted, history_before_test, plan_folds, reusable_fit, run_backtest
+from tasks.backtest import (
+    RegisteredFit,
+    already_fitted,
+    history_before_test,
+    plan_folds,
+    reusable_fit,
+    run_backtest,
+    warm_refits,
+)
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
 from tasks.forecasters import Forecaster, make_forecaster
 from tasks.lstm import LstmForecaster
@@ -117,6 +125,22 @@ def test_an_already_fitted_forecaster_is_scored_only_on_the_rows_it_was_fitted_b
         ValueError, match=r"fitted through 2022-02-06, after the fold's origin \(its fit may see days through 2022-02-05"
     ):
         run_backtest(history.iloc[:39], {"spy": already_fitted(fitted)}, config)
+
+
+@pytest.mark.parametrize("within_days, warm", [(7, True), (6, False), (0, False)])
+def test_each_refit_starts_from_the_fold_before_when_its_days_ended_within_the_warm_start_days(within_days, warm):
+    made, starts = [], []
+
+    def fit(train: pd.DataFrame, start: Forecaster | None) -> Forecaster:
+        starts.append(start)
+        made.append(make_forecaster("seasonal_naive", DATA, ModelConfig()).fit(train))
+        return made[-1]
+
+    run_backtest(
+        weekly_series(60), {"seasonal_naive": warm_refits(fit, within_days)}, BacktestConfig(test_days=21, refit_every=7)
+    )
+    assert len(made) == 3  # folds 7 days apart
+    assert starts == ([None, *made[:-1]] if warm else [None, None, None])
 
 
 def test_a_registered_fit_is_reused_only_if_it_ended_just_before_the_test_days_on_the_days_stored_now():

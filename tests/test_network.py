@@ -106,6 +106,23 @@ def test_early_stopping_needs_validation_samples():
     assert len(fit_network(config, samples, validation)[1]["loss"]) < 30  # lr 0: no improvement, stops early
 
 
+def test_a_warm_start_begins_from_each_earlier_member_and_stops_on_its_own_patience(tmp_path):
+    import keras
+
+    samples = _seasonal_samples(60)
+    train, validation = select(samples, samples.target_rows < 50), select(samples, samples.target_rows >= 50)
+    config = ModelConfig(lstm_units=[4], dense_units=[], epochs=30, ensemble=2, early_stopping_patience=3, warm_start_patience=1)
+    earlier, _ = fit_network(config.model_copy(update={"epochs": 2}), train, validation)
+    earlier.save(tmp_path / "model.keras")  # as a registered version is: saved, then loaded
+    loaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
+    frozen = config.model_copy(update={"learning_rate": 0.0})  # out of a user's range: nothing moves, nothing improves
+    warm, warm_losses = fit_network(frozen, train, validation, start=loaded)
+    cold, cold_losses = fit_network(frozen, train, validation)
+    assert len(warm_losses["loss"]) == 1 + 1 and len(cold_losses["loss"]) == 1 + 3  # best epoch + patience
+    np.testing.assert_array_equal(predict_outputs(warm, validation, 1), predict_outputs(earlier, validation, 1))
+    assert not np.allclose(predict_outputs(cold, validation, 1), predict_outputs(earlier, validation, 1))
+
+
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_output_width_follows_the_horizon(horizon):
     model = build_model(ModelConfig(horizon=horizon, lstm_units=[4], dense_units=[]), lags=4, n_features=2)
