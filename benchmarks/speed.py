@@ -22,10 +22,12 @@ product); `--jobs N` runs N such fits at once in N processes, as two series on t
 workers or `accuracy.py --jobs 2` do.
 
 With `--daily` it measures instead, beside 1, the daily retrain (with a running Prefect server): the history
-ends on the data's last day but one, its latest version was fitted on it, and the version of `test_days` days
-earlier too (as after a month of daily retrains); each round restores that state, lands the last day and
-times `travel-forecast retrain`, its backtest forecasting with that earlier version (the default,
-`backtest.reuse_fit_days`) and fitting the model afresh (`backtest.reuse_fit_days = 0`).
+ends on the data's last day but one, its latest version was fitted on it, and the versions fitted before the
+`test_days` and before the held-out days of the fit on every day too (as after a month of daily retrains); each
+round restores that state, lands the last day and times `travel-forecast retrain`: the default (the backtest
+forecasting with the version fitted before its test days, `backtest.reuse_fit_days`; the networks starting from
+the latest version's weights, `model.warm_start_days`), the networks from random weights, and that with the
+backtest fitting the model afresh.
 
 With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
@@ -40,6 +42,7 @@ series per minute and as seconds per series over 1.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -308,39 +311,51 @@ def daily_speed(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from tasks.config import load_settings
+    from tasks.lstm import held_out_ends
 
     settings = load_settings(args.config, [], {"data": {"path": str(args.data)}} if args.data else None, root=Path.cwd())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     rows = pd.read_csv(settings.data.path, dtype=str, encoding=settings.data.encoding, sep=settings.data.delimiter)
     test_days, last_day = settings.backtest.test_days, rows[settings.data.date_column].iloc[-1]
+    # The versions a month of daily retrains leaves that the timed one uses: fitted before its test days, on the
+    # days before its held-out days (their peers stand in), and on the day before (its networks start from it).
+    ends = sorted({len(rows) - test_days, *held_out_ends(settings.model, len(rows)), len(rows) - 1})
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         work, kept = root / "workspace", root / "kept"
         work.mkdir()
-        rows.iloc[:-test_days].to_csv(root / "initial.csv", index=False)  # its fit ends the day before the timed test days
+        rows.iloc[: ends[0]].to_csv(root / "initial.csv", index=False)
         config = workspace_config(work, args.config, root / "initial.csv")
         server, api_url = start_prefect_server(root / "prefect-home", env)
         served = env | {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(root / "prefect-home-client")}  # not ~/.prefect
         cli = [str(BIN / "travel-forecast"), "retrain", "--config", str(config)]
         bare = [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py")]
         bare += [*(["--data", str(args.data)] if args.data else []), *(["--config", str(args.config)] if args.config else [])]
+        cold = ["--set", "model.warm_start_days=0"]
         commands = {
             "bare": bare,
-            "reused": cli,
-            "fresh": [*cli, "--set", "backtest.reuse_fit_days=0"],
+            "warm": cli,
+            "reused": [*cli, *cold],
+            "fresh": [*cli, *cold, "--set", "backtest.reuse_fit_days=0"],
         }
         # It measured what it says: v1's fit ended the day before the test days, so its peers stood in too.
-        expect = {"reused": ["the backtest forecasts with v1, fitted through"]}
-        if {"auto_ets", "auto_theta", "auto_arima"} & {*settings.model.combine_with} & {*settings.backtest.compare}:
-            expect["reused"].append("statistical peer fit(s) stand for the compared peers' fits")
+        expect = {name: ["the backtest forecasts with v1, fitted through"] for name in ("warm", "reused")}
+        expect["warm"].append(f"the networks start from the weights of v{len(ends)}, fitted through")
+        peers = {"auto_ets", "auto_theta", "auto_arima"} & {*settings.model.combine_with}
+        for name in ("warm", "reused"):
+            if peers & {*settings.backtest.compare}:
+                expect[name].append("statistical peer fit(s) stand for the compared peers' fits")
+            if peers and len(ends) > 2:
+                expect[name].append("statistical peer fit(s) of the version fitted through")
         try:
-            print("  setting up: a version fitted test_days days before the last day, then one on the day before it", flush=True)
+            print(f"  setting up: versions fitted on the first {', '.join(map(str, ends))} of {len(rows)} days", flush=True)
             timed([*cli, "--init"], served)
             (work / "incoming").mkdir(exist_ok=True)
-            rows.iloc[-test_days:-1].to_csv(work / "incoming" / "earlier-days.csv", index=False)
-            timed(cli, served)
+            for start, end in itertools.pairwise(ends):
+                rows.iloc[start:end].to_csv(work / "incoming" / f"days-{end}.csv", index=False)
+                timed(cli, served)
             shutil.copytree(work, kept)
             for round_ in range(args.repeat):
                 order = list(commands) if round_ % 2 == 0 else list(commands)[::-1]
@@ -357,15 +372,20 @@ def daily_speed(args: argparse.Namespace) -> None:
     reference = statistics.median(seconds["bare"])
     labels = {
         "bare": "1 notebook recipe, plain Keras script (reference)",
-        "reused": "daily retrain, the backtest forecasting with the version fitted before its test days (default)",
-        "fresh": "daily retrain, the backtest fitting the model afresh (backtest.reuse_fit_days = 0)",
+        "warm": "daily retrain (default): the backtest forecasting with the version fitted before its test days, "
+        "the networks starting from the newest version's weights",
+        "reused": "... the networks from random weights (model.warm_start_days = 0)",
+        "fresh": "... and the backtest fitting the model afresh (backtest.reuse_fit_days = 0)",
     }
     lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
     for name, label in labels.items():
         median = statistics.median(seconds[name])
         lines.append(f"| {label} | {median:.1f} | {median / reference:.3f} | {'≤ 0.25' if name != 'bare' else ''} |")
-    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(seconds["reused"], seconds["fresh"], strict=True))
-    table = "\n".join(lines) + f"\n\nreused / fresh per round: {per_round}"
+    per_round = lambda a, b: ", ".join(f"{x / y:.2f}" for x, y in zip(seconds[a], seconds[b], strict=True))
+    table = (
+        "\n".join(lines)
+        + f"\n\nper round: warm / fresh {per_round('warm', 'fresh')}; reused / fresh {per_round('reused', 'fresh')}"
+    )
     print(f"\nmedians of {args.repeat} runs, with a running Prefect server, measured side by side:\n\n{table}")
     write_runs(args.out / "speed-daily", seconds, f"# Speed of the daily retrain\n\nMedians of {args.repeat} runs.\n\n{table}\n")
 

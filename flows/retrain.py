@@ -17,6 +17,7 @@ from tasks.retrain_tasks import (
     find_backtest_fit,
     find_warm_start,
     ingest_new_data,
+    keep_registered_peer_fits,
     load_history,
     mark_trained,
     publish_summary,
@@ -80,6 +81,7 @@ def retrain(
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
         backtest_fit, fit_tag = find_backtest_fit(settings, history)
         warm_start, warm_tag = find_warm_start(settings, history)
+        keep_registered_peer_fits(settings, history, [backtest_fit, warm_start])
         challenger = train_on_history(
             settings, history, run_dir, "retrain", tags | fit_tag | warm_tag, backtest_fit=backtest_fit, warm_start=warm_start
         )

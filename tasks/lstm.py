@@ -45,6 +45,15 @@ def days_before(samples: Samples) -> int:
     return int(samples.target_rows.min())
 
 
+def held_out_ends(model: ModelConfig, days: int) -> list[int]:
+    """For a fit on `days` days, how many days the peers forecasting its held-out parts are fitted on: the days
+    before its weighting days and before its stopping days (`days_before` of each part), or before its
+    in-sample calibration days without validation days."""
+    if not model.validation_days:
+        return [days - CALIBRATION_DAYS]
+    return sorted({days - model.validation_days, days - (model.weighting_days or model.validation_days)})
+
+
 class LstmForecaster(Forecaster):
     """Encoder + network ensemble; forecasts in travellers.
 

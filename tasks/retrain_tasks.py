@@ -164,7 +164,8 @@ def find_backtest_fit(settings: Settings, history: pd.DataFrame) -> tuple[Foreca
     except HistoryTooShort:
         return fresh  # the training says how many days it needs (require_enough_history)
     last_train_day = before_test[DATE].iloc[-1]
-    forecaster, version, why = load_recent_fit(settings, history, last_train_day, config.reuse_fit_days)
+    first_test_day = last_train_day + pd.Timedelta(days=1)
+    forecaster, version, why = load_recent_fit(settings, history, first_test_day, config.reuse_fit_days)
     if forecaster is None:
         (logger.warning if version else logger.info)("the backtest fits %s afresh: %s", settings.model.kind, why)
         return fresh
@@ -190,7 +191,8 @@ def find_warm_start(settings: Settings, history: pd.DataFrame) -> tuple[Forecast
         rows = history if settings.backtest.refit_final else history_before_test(history, settings.backtest, model.horizon)
     except HistoryTooShort:
         return cold
-    forecaster, version, why = load_recent_fit(settings, history, rows[DATE].iloc[-1], model.warm_start_days)
+    day_after = rows[DATE].iloc[-1] + pd.Timedelta(days=1)  # its days ended at most warm_start_days before the last
+    forecaster, version, why = load_recent_fit(settings, history, day_after, model.warm_start_days + 1)
     if forecaster is None:
         (logger.warning if version else logger.info)("the networks start from random weights: %s", why)
         return cold
@@ -198,18 +200,37 @@ def find_warm_start(settings: Settings, history: pd.DataFrame) -> tuple[Forecast
     return forecaster, {"warm_start": f"v{version}"}
 
 
+@task(cache_policy=NO_CACHE)
+def keep_registered_peer_fits(settings: Settings, history: pd.DataFrame, loaded: list[Forecaster | None]) -> None:
+    """Registered versions fitted on exactly the days the model's fit forecasts its held-out days from (with a
+    retrain a day: the ones registered `weighting_days` and `validation_days` retrains ago) offer their
+    statistical peers as those fits (LstmForecaster.keep_peer_fits), so the fit fits its peers on every day only.
+    `loaded`: versions this run already loaded, not loaded again."""
+    from tasks.lstm import held_out_ends
+
+    model, logger = settings.model, get_run_logger()
+    if model.kind != "lstm" or not model.combine_with or not settings.backtest.refit_final:
+        return  # no peers, or the notebook's one fit before the test days
+    for end in (end for end in held_out_ends(model, len(history)) if end > 0):  # (too short: the training says so)
+        day = history[DATE].iloc[end - 1]
+        forecaster = next((f for f in loaded if f is not None and f.fitted_through == day), None)
+        if forecaster is None:
+            forecaster = load_recent_fit(settings, history, day + pd.Timedelta(days=1), 1)[0]  # fitted through that day
+        if forecaster is not None and (offered := forecaster.keep_peer_fits(history.iloc[:end])):
+            logger.info("the %d statistical peer fit(s) of the version fitted through %s stand in", offered, day.date())
+
+
 def load_recent_fit(
-    settings: Settings, history: pd.DataFrame, last_day: pd.Timestamp, within_days: int
+    settings: Settings, history: pd.DataFrame, first_unseen_day: pd.Timestamp, within_days: int
 ) -> tuple[Forecaster | None, str | None, str]:
-    """The newest registered fit of these settings whose days ended within `within_days` days up to `last_day`
-    and are the history's days as they are now (tasks/backtest.reusable_fit), loaded; its version; and why
-    (for the log). A version that cannot be loaded (its artifacts lost, say) is None, with the reason."""
+    """The newest registered fit of these settings whose days ended within the `within_days` days before
+    `first_unseen_day` and are the history's days as they are now (tasks/backtest.reusable_fit), loaded; its
+    version; and why (for the log). A version that cannot be loaded (its artifacts lost, say) is None, with why."""
     from tasks.backtest import reusable_fit
     from tasks.registry import Registry, UntrustedModel
 
     registry = Registry(settings.mlflow)
-    first_day_after = last_day + pd.Timedelta(days=1)
-    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), history, first_day_after, within_days)
+    fit, why = reusable_fit(registry.registered_fits(settings.fit_key()), history, first_unseen_day, within_days)
     if fit is None:
         return None, None, why
     try:

@@ -1,5 +1,6 @@
 """A retrain's backtest forecasts with a registered version fitted just before its test days instead of fitting
-the model again (backtest.reuse_fit_days), unless the days that version saw were revised since."""
+the model again (backtest.reuse_fit_days), and its final fit's networks start from the newest version's weights
+(model.warm_start_days), unless the days that version saw were revised since."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def test_the_backtest_reuses_the_version_fitted_before_its_test_days_unless_its_
     assert "the backtest forecasts with v1, fitted through" in reused.stdout + reused.stderr
     run = retrain_run(reused_root, last)
     assert run.data.tags["backtest_fit"] == "v1"
+    assert run.data.tags["warm_start"] == "v1"  # the final fit's networks start from v1's, fitted 3 days before
+    assert "the networks start from the weights of v1, fitted through" in reused.stdout + reused.stderr
     # The challenger's backtest forecasts are v1's: on the three days both were scored on, the same MAE.
     assert run.data.metrics["unseen_days"] == 3
     assert run.data.metrics["unseen_challenger_mae"] == run.data.metrics["unseen_champion_mae"]
@@ -56,3 +59,34 @@ def test_the_backtest_reuses_the_version_fitted_before_its_test_days_unless_its_
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert "the backtest fits lstm afresh: the days v1 saw have changed since (revised)" in fresh.stdout + fresh.stderr
     assert retrain_run(revised_root, last).data.tags["backtest_fit"] == "fresh"
+    assert retrain_run(revised_root, last).data.tags["warm_start"] == "none"  # nor from v1's weights
+
+
+# A fit on every day forecasts its held-out days (the last 7 weighting, the 7 before them stopping) with AutoETS
+# fitted on the days before each part: versions fitted on exactly those days lend theirs.
+HELD_OUT_PEERS = [
+    "--set",
+    "model.validation_days=14",
+    "--set",
+    "model.weighting_days=7",
+    "--set",
+    'model.combine_with=["auto_ets"]',
+]
+
+
+def test_versions_fitted_on_the_days_before_the_held_out_days_lend_their_peer_fits(tmp_path, prefect_env):
+    config = make_workspace(tmp_path)
+    rows = pd.read_csv(SAMPLE, dtype=str)
+    rows.iloc[:-14].to_csv(tmp_path / "initial.csv", index=False)  # v1: the days before the stopping days
+    assert retrain(config, prefect_env, "--init", *HELD_OUT_PEERS).returncode == 0
+    (tmp_path / "incoming").mkdir(exist_ok=True)
+    rows.iloc[-14:-7].to_csv(tmp_path / "incoming" / "week-1.csv", index=False)  # v2: the days before the weighting days
+    assert retrain(config, prefect_env, *HELD_OUT_PEERS).returncode == 0
+    rows.iloc[-7:].to_csv(tmp_path / "incoming" / "week-2.csv", index=False)
+
+    result = retrain(config, prefect_env, *HELD_OUT_PEERS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    for version, day in (("v1", rows["date"].iloc[-15]), ("v2", rows["date"].iloc[-8])):
+        assert f"the 1 statistical peer fit(s) of the version fitted through {day} stand in" in log, version
+    assert retrain_run(tmp_path, rows["date"].iloc[-1]).data.tags["warm_start"] == "v2"

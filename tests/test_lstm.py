@@ -12,7 +12,7 @@ from conftest import counting_history
 from tasks.config import DataConfig, ModelConfig
 from tasks.encoding import fit_encoder
 from tasks.forecasters import fitted_statsforecast, forget_fitted, is_fitted, load_forecaster, make_forecaster, series_key
-from tasks.lstm import LstmForecaster
+from tasks.lstm import LstmForecaster, days_before, held_out_ends
 from tasks.peer_fits import peers_fitted_beside
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
@@ -48,6 +48,15 @@ def test_weighting_days_are_the_last_validation_days_and_stop_nothing():
     np.testing.assert_array_equal(weighing.target_rows, np.arange(43, 49))
     same = LstmForecaster(DATA, config.model_copy(update={"weighting_days": 0})).split_validation(validation, 50)
     assert all(part is validation for part in same)
+
+
+@pytest.mark.parametrize(("weighting_days", "ends"), [(7, [34, 43]), (0, [34])])
+def test_held_out_ends_are_the_days_before_each_held_out_part(weighting_days, ends):
+    # A retrain looks for registered versions fitted on exactly these days, whose peers then stand for those fits.
+    config = ModelConfig(lags=2, horizon=2, validation_days=16, weighting_days=weighting_days, combine_with=[])
+    _, validation = _split(config, _history(50))
+    parts = LstmForecaster(DATA, config).split_validation(validation, 50)
+    assert sorted({days_before(part) for part in parts}) == held_out_ends(config, 50) == ends
 
 
 def test_too_short_history_is_refused_with_the_numbers():
