@@ -26,8 +26,8 @@ ends on the data's last day but one, its latest version was fitted on it, and th
 `test_days` and before the held-out days of the fit on every day too (as after a month of daily retrains); each
 round restores that state, lands the last day and times `travel-forecast retrain`: the default (the backtest
 forecasting with the version fitted before its test days, `backtest.reuse_fit_days`; the networks starting from
-the latest version's weights, `model.warm_start_days`), the networks from random weights, and that with the
-backtest fitting the model afresh.
+the latest version's weights, `model.warm_start_days`; the peers' fits lent by the versions fitted on their
+days), and everything fitted afresh (both 0: the warm start being part of the fit key, no version matches).
 
 With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
@@ -333,22 +333,19 @@ def daily_speed(args: argparse.Namespace) -> None:
         cli = [str(BIN / "travel-forecast"), "retrain", "--config", str(config)]
         bare = [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py")]
         bare += [*(["--data", str(args.data)] if args.data else []), *(["--config", str(args.config)] if args.config else [])]
-        cold = ["--set", "model.warm_start_days=0"]
+        # Afresh: random weights, and (warm_start_days being part of the fit key) no version reused or lending peers.
         commands = {
             "bare": bare,
             "warm": cli,
-            "reused": [*cli, *cold],
-            "fresh": [*cli, *cold, "--set", "backtest.reuse_fit_days=0"],
+            "fresh": [*cli, "--set", "model.warm_start_days=0", "--set", "backtest.reuse_fit_days=0"],
         }
         # It measured what it says: v1's fit ended the day before the test days, so its peers stood in too.
-        expect = {name: ["the backtest forecasts with v1, fitted through"] for name in ("warm", "reused")}
-        expect["warm"].append(f"the networks start from the weights of v{len(ends)}, fitted through")
+        expect = {"warm": ["the backtest forecasts with v1, fitted through", f"start from the weights of v{len(ends)}, fitted"]}
         peers = {"auto_ets", "auto_theta", "auto_arima"} & {*settings.model.combine_with}
-        for name in ("warm", "reused"):
-            if peers & {*settings.backtest.compare}:
-                expect[name].append("statistical peer fit(s) stand for the compared peers' fits")
-            if peers and len(ends) > 2:
-                expect[name].append("statistical peer fit(s) of the version fitted through")
+        if peers & {*settings.backtest.compare}:
+            expect["warm"].append("statistical peer fit(s) stand for the compared peers' fits")
+        if peers and len(ends) > 2:
+            expect["warm"].append("statistical peer fit(s) of the version fitted through")
         try:
             print(f"  setting up: versions fitted on the first {', '.join(map(str, ends))} of {len(rows)} days", flush=True)
             # Quicker, and one version each (v1, v2, ...): the backtest and the gate are not part of a version's fit_key.
@@ -375,19 +372,15 @@ def daily_speed(args: argparse.Namespace) -> None:
     labels = {
         "bare": "1 notebook recipe, plain Keras script (reference)",
         "warm": "daily retrain (default): the backtest forecasting with the version fitted before its test days, "
-        "the networks starting from the newest version's weights",
-        "reused": "... the networks from random weights (model.warm_start_days = 0)",
-        "fresh": "... and the backtest fitting the model afresh (backtest.reuse_fit_days = 0)",
+        "the networks starting from the newest version's weights, peer fits lent",
+        "fresh": "daily retrain, everything fitted afresh (model.warm_start_days = 0, backtest.reuse_fit_days = 0)",
     }
     lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
     for name, label in labels.items():
         median = statistics.median(seconds[name])
         lines.append(f"| {label} | {median:.1f} | {median / reference:.3f} | {'≤ 0.25' if name != 'bare' else ''} |")
-    per_round = lambda a, b: ", ".join(f"{x / y:.2f}" for x, y in zip(seconds[a], seconds[b], strict=True))
-    table = (
-        "\n".join(lines)
-        + f"\n\nper round: warm / fresh {per_round('warm', 'fresh')}; reused / fresh {per_round('reused', 'fresh')}"
-    )
+    per_round = ", ".join(f"{x / y:.2f}" for x, y in zip(seconds["warm"], seconds["fresh"], strict=True))
+    table = "\n".join(lines) + f"\n\nwarm / fresh per round: {per_round}"
     print(f"\nmedians of {args.repeat} runs, with a running Prefect server, measured side by side:\n\n{table}")
     write_runs(args.out / "speed-daily", seconds, f"# Speed of the daily retrain\n\nMedians of {args.repeat} runs.\n\n{table}\n")
 
