@@ -96,13 +96,19 @@ def fit_network(
     has_validation = len(validation) > 0
     stops = has_validation and config.early_stopping_patience > 0
     patience = (config.warm_start_patience if start is not None else config.early_stopping_patience) if stops else 0
+    shape = train.X.shape[1], train.X.shape[2], train.future.shape[1]
+    # Every member trains on one compiled model: Keras traces its training and validation steps once per
+    # model (seconds each), not once per member. A member is the trainer given the member's initial weights
+    # and a fresh optimizer state: the same fit as its own model's, bit for bit.
+    trainer = build_model(single, *shape, name="trainer") if config.ensemble > 1 else None
     members, histories = [], []
     for index in range(config.ensemble):
         keras.utils.set_random_seed(config.random_seed * 1000 + index)  # members never share a seed across runs
-        member = build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}")
+        member = build_model(single, *shape, name=f"m{index}")
         if start is not None:
             member.set_weights(member_of(start, index, config.ensemble).get_weights())
-        fitted = member.fit(
+        model = _reset(trainer, member.get_weights()) if trainer is not None else member
+        fitted = model.fit(
             _inputs(train),
             train.y,
             epochs=config.epochs,
@@ -112,9 +118,20 @@ def fit_network(
             verbose=0,
             callbacks=_callbacks(_member_report(report, index, config.ensemble), patience),
         )
+        if trainer is not None:
+            member.set_weights(trainer.get_weights())
         members.append(member)
         histories.append(fitted.history)
     return join_members(members), mean_losses(histories)
+
+
+def _reset(trainer: keras.Model, weights: list[np.ndarray]) -> keras.Model:
+    """The trainer as a model never trained: these weights, the optimizer's steps and moments zero."""
+    trainer.set_weights(weights)
+    for variable in trainer.optimizer.variables:  # none before its first fit
+        if variable.name != "learning_rate":
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+    return trainer
 
 
 def _member_report(report: EpochReport | None, index: int, members: int) -> EpochReport | None:

@@ -6,7 +6,7 @@ import pytest
 from tasks.config import PRESETS, ModelConfig
 from tasks.encoding import Encoded
 from tasks.framing import frame_windows, select
-from tasks.network import build_model, fit_network, mean_losses, predict_outputs
+from tasks.network import build_model, fit_network, mean_losses, member_of, predict_outputs
 
 SEED = ModelConfig(**PRESETS["seed"]["model"])
 
@@ -66,6 +66,30 @@ def test_an_ensemble_forecasts_the_mean_of_its_members():
     members = model.predict(samples.inputs, verbose=0)
     assert len(members) == 3 and not np.allclose(members[0], members[1])  # own seeds, own weights
     np.testing.assert_allclose(predict_outputs(model, samples, 1), np.mean(members, axis=0), rtol=1e-6)
+
+
+def test_each_member_is_fitted_as_on_its_own_model():
+    import keras
+
+    samples = _seasonal_samples(80)
+    train, validation = select(samples, samples.target_rows < 66), select(samples, samples.target_rows >= 66)
+    config = ModelConfig(lstm_units=[4], dense_units=[3], epochs=6, batch_size=16, ensemble=3, early_stopping_patience=2)
+    network, _ = fit_network(config, train, validation)  # the members share one compiled trainer
+    for index in range(3):  # each member built, compiled and fitted alone, as before the shared trainer
+        keras.utils.set_random_seed(config.random_seed * 1000 + index)
+        alone = build_model(config.model_copy(update={"ensemble": 1}), 7, 2, 1, name=f"m{index}")
+        stop = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+        alone.fit(
+            train.inputs,
+            train.y,
+            epochs=6,
+            batch_size=16,
+            validation_data=(validation.inputs, validation.y),
+            verbose=0,
+            callbacks=[stop],
+        )
+        for fitted, own in zip(member_of(network, index, 3).get_weights(), alone.get_weights(), strict=True):
+            np.testing.assert_array_equal(fitted, own)
 
 
 def test_mean_losses_pads_members_that_stopped_early():
