@@ -81,20 +81,21 @@ def retrain(
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
         backtest_fit, fit_tag = find_backtest_fit(settings, history)
         warm_start, warm_tag = find_warm_start(settings, history)
-        keep_registered_peer_fits(settings, history, [backtest_fit, warm_start])
+        loaded = [backtest_fit, warm_start]  # registered versions this run loaded, each loaded once
+        loaded += keep_registered_peer_fits(settings, history, loaded)
         challenger = train_on_history(
             settings, history, run_dir, "retrain", tags | fit_tag | warm_tag, backtest_fit=backtest_fit, warm_start=warm_start
         )
-        champion = score_champion(settings, history, challenger)
+        champion = score_champion(settings, history, challenger, loaded)
         decision = decide_champion(settings, challenger, champion, drift)
         refused = None
         if decision.peer_instead and settings.retrain.allow_peer_champion:
             refused = (challenger, decision)
             challenger = register_peer_instead(settings, history, challenger, decision.peer_instead)
-            champion = score_champion(settings, history, challenger)
+            champion = score_champion(settings, history, challenger, loaded)
             decision = decide_champion(settings, challenger, champion, drift)
         mark_trained(settings, arrived, challenger)
-        keep_champion_forecast(settings, history)
+        keep_champion_forecast(settings, history, loaded)
         write_live_report(settings, run_dir)
         publish_summary(settings, today, trigger, arrived, challenger, champion, decision, refused, drift)
     status = "promoted" if decision.promote else "not promoted"

@@ -65,6 +65,7 @@ class Forecaster(ABC):
         self.losses: dict[str, list[float]] = {}  # per-epoch training losses of the last fit (networks only)
         self.calibration = np.zeros(0)  # log residuals on days the fit did not learn from
         self.fitted_through: pd.Timestamp | None = None  # the last day the fit saw
+        self.registered_as: tuple[str, str, str] | None = None  # (store, model, version) it was loaded from
 
     @property
     def horizon(self) -> int:

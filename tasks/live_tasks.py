@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -13,6 +15,9 @@ from schemas.daily import DATE
 from tasks import live
 from tasks.config import Settings
 from tasks.landing import open_history
+
+if TYPE_CHECKING:
+    from tasks.forecasters import Forecaster
 
 EVENT_DRIFT = "travel-forecast.model.drift"
 
@@ -29,8 +34,9 @@ def keep_forecast(settings: Settings, forecast: pd.DataFrame, data_through: pd.T
 
 
 @task(cache_policy=NO_CACHE)
-def keep_champion_forecast(settings: Settings, history: pd.DataFrame) -> int:
-    """The champion's next `retrain.forecast_days` days from the history, kept to be scored when they arrive."""
+def keep_champion_forecast(settings: Settings, history: pd.DataFrame, loaded: Iterable[Forecaster | None] = ()) -> int:
+    """The champion's next `retrain.forecast_days` days from the history, kept to be scored when they arrive.
+    `loaded`: versions this run already loaded, not loaded again."""
     from tasks.registry import Registry, UntrustedModel
 
     registry = Registry(settings.mlflow)
@@ -38,7 +44,7 @@ def keep_champion_forecast(settings: Settings, history: pd.DataFrame) -> int:
     if champion is None or settings.retrain.forecast_days == 0:
         return 0
     try:
-        forecast = registry.load(champion).predict_days(history, settings.retrain.forecast_days)
+        forecast = registry.load(champion, loaded).predict_days(history, settings.retrain.forecast_days)
     except UntrustedModel:
         raise
     except Exception as error:  # its artifacts lost (the gate kept it, saying so): the decision stands, no forecast kept

@@ -18,16 +18,20 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from schemas.daily import DATE, content_sha256
 from tasks.config import MlflowConfig
 from tasks.errors import RunStopped
+
+if TYPE_CHECKING:
+    from tasks.forecasters import Forecaster
 
 # What a logged model needs to load and predict; versions pinned to this environment.
 MODEL_REQUIREMENTS = [
@@ -356,13 +360,18 @@ class Registry:
         except MlflowException:
             return None
 
-    def load(self, version):
-        """A registered version's fitted forecaster, only if its files are in this store's experiment.
+    def load(self, version, loaded: Iterable[Forecaster | None] = ()):
+        """A registered version's fitted forecaster, only if its files are in this store's experiment; one this
+        run already loaded (in `loaded`) is returned as it is, not loaded again (a version never changes).
 
         Loading a pyfunc runs its code (and older versions were pickled): a version registered
         from a path or bucket outside the experiment's artifact root is refused, not loaded.
         """
         import mlflow.pyfunc
+
+        key = (self.uri, version.name, str(version.version))
+        if (known := next((f for f in loaded if f is not None and f.registered_as == key), None)) is not None:
+            return known
 
         experiment = self.client.get_experiment(self.experiment_id)
         location = self.client.get_model_version_download_uri(version.name, version.version)
@@ -373,7 +382,9 @@ class Registry:
                 f"'{self.config.experiment}' ({root}): refusing to load it"
             )
         mlflow.set_tracking_uri(self.uri)
-        return mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
+        forecaster = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
+        forecaster.registered_as = key
+        return forecaster
 
     def record_decision(self, challenger: str, champion: str | None, run_id: str, decision, gate: dict[str, float]) -> None:
         """Tag both versions and the run with the decision; move the alias only on promotion.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -201,23 +201,24 @@ def find_warm_start(settings: Settings, history: pd.DataFrame) -> tuple[Forecast
 
 
 @task(cache_policy=NO_CACHE)
-def keep_registered_peer_fits(settings: Settings, history: pd.DataFrame, loaded: list[Forecaster | None]) -> None:
+def keep_registered_peer_fits(settings: Settings, history: pd.DataFrame, loaded: list[Forecaster | None]) -> list[Forecaster]:
     """Registered versions fitted on exactly the days the model's fit forecasts its held-out days from (with a
     retrain a day: the ones registered `weighting_days` and `validation_days` retrains ago) offer their
     statistical peers as those fits (LstmForecaster.keep_peer_fits), so the fit fits its peers on every day only.
-    `loaded`: versions this run already loaded, not loaded again."""
+    `loaded`: versions this run already loaded, not loaded again. Returns the versions it loaded."""
     from tasks.lstm import held_out_ends
 
-    model, logger = settings.model, get_run_logger()
+    model, logger, loaded_here = settings.model, get_run_logger(), []
     if model.kind != "lstm" or not model.combine_with or not settings.backtest.refit_final:
-        return  # no peers, or the notebook's one fit before the test days
+        return loaded_here  # no peers, or the notebook's one fit before the test days
     for end in (end for end in held_out_ends(model, len(history)) if end > 0):  # (too short: the training says so)
         day = history[DATE].iloc[end - 1]
         forecaster = next((f for f in loaded if f is not None and f.fitted_through == day), None)
-        if forecaster is None:
-            forecaster = load_recent_fit(settings, history, day + pd.Timedelta(days=1), 1)[0]  # fitted through that day
+        if forecaster is None and (forecaster := load_recent_fit(settings, history, day + pd.Timedelta(days=1), 1)[0]):
+            loaded_here.append(forecaster)  # fitted through that day
         if forecaster is not None and (offered := forecaster.keep_peer_fits(history.iloc[:end])):
             logger.info("the %d statistical peer fit(s) of the version fitted through %s stand in", offered, day.date())
+    return loaded_here
 
 
 def load_recent_fit(
@@ -251,8 +252,11 @@ def write_ingest_report(result: IngestResult, run_dir: Path) -> Path:
 
 
 @task(cache_policy=NO_CACHE)
-def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainSummary) -> ChampionScore | None:
-    """Score the current champion, one step ahead, on the challenger's backtest days after the champion's fit ended."""
+def score_champion(
+    settings: Settings, history: pd.DataFrame, challenger: TrainSummary, loaded: Iterable[Forecaster | None] = ()
+) -> ChampionScore | None:
+    """Score the current champion, one step ahead, on the challenger's backtest days after the champion's fit ended
+    (`loaded`: versions this run already loaded, not loaded again)."""
     from tasks.registry import Registry, UntrustedModel
 
     registry = Registry(settings.mlflow)
@@ -265,12 +269,12 @@ def score_champion(settings: Settings, history: pd.DataFrame, challenger: TrainS
         forecaster = None
         fitted_through = current.tags.get("fitted_through")
         if fitted_through is None:  # versions registered before the tag: their fit knows
-            forecaster = registry.load(current)
+            forecaster = registry.load(current, loaded)
             fitted_through = f"{forecaster.fitted_through:%Y-%m-%d}"
         days, maes = evaluation.mae_after(fitted_through)
         champion_mae = math.nan
         if days:
-            forecaster = forecaster or registry.load(current)
+            forecaster = forecaster or registry.load(current, loaded)
             champion_mae = champion_mae_on(forecaster, history, evaluation.days[-days:], evaluation.actual[-days:])
     except UntrustedModel:
         raise

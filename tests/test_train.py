@@ -135,6 +135,19 @@ def test_registered_version_loads_and_forecasts_travellers(trained):
         model.predict(recent.tail(5), params={"days": 3})
 
 
+def test_a_version_this_run_loaded_is_not_loaded_again(trained):
+    from tasks.registry import Registry
+
+    settings, summary = trained
+    registry = Registry(settings.mlflow)
+    version = registry.version(summary.model_version)
+    first = registry.load(version)
+    assert first.registered_as == (registry.uri, settings.mlflow.registered_model, summary.model_version)
+    assert registry.load(version, [None, first]) is first
+    again = registry.load(version)  # not given: loaded afresh
+    assert again is not first and again.registered_as == first.registered_as
+
+
 def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained, tmp_path):
     from flows.train import train
     from tasks.registry import Registry
