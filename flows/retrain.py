@@ -14,6 +14,7 @@ from tasks.registry import runs_end_truthfully
 from tasks.retrain_tasks import (
     decide_champion,
     exclusive_retrain,
+    final_peers_fitted_ahead,
     find_backtest_fit,
     find_warm_start,
     ingest_new_data,
@@ -79,13 +80,15 @@ def retrain(
         tags = {"trigger": trigger, "run_date": today}
         if parent_run_id:
             tags |= {"series": settings.data.series, "mlflow.parentRunId": parent_run_id}
-        backtest_fit, fit_tag = find_backtest_fit(settings, history)
-        warm_start, warm_tag = find_warm_start(settings, history)
-        loaded = [backtest_fit, warm_start]  # registered versions this run loaded, each loaded once
-        loaded += keep_registered_peer_fits(settings, history, loaded)
-        challenger = train_on_history(
-            settings, history, run_dir, "retrain", tags | fit_tag | warm_tag, backtest_fit=backtest_fit, warm_start=warm_start
-        )
+        with final_peers_fitted_ahead(settings, history):
+            backtest_fit, fit_tag = find_backtest_fit(settings, history)
+            warm_start, warm_tag = find_warm_start(settings, history)
+            loaded = [backtest_fit, warm_start]  # registered versions this run loaded, each loaded once
+            loaded += keep_registered_peer_fits(settings, history, loaded)
+            tags |= fit_tag | warm_tag
+            challenger = train_on_history(
+                settings, history, run_dir, "retrain", tags, backtest_fit=backtest_fit, warm_start=warm_start
+            )
         champion = score_champion(settings, history, challenger, loaded)
         decision = decide_champion(settings, challenger, champion, drift)
         refused = None

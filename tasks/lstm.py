@@ -54,6 +54,14 @@ def held_out_ends(model: ModelConfig, days: int) -> list[int]:
     return sorted({days - model.validation_days, days - (model.weighting_days or model.validation_days)})
 
 
+def every_day_peer_fits(model: ModelConfig, history: pd.DataFrame) -> list[PeerFit]:
+    """The statsforecast fits on every day of `history` that a fit on it asks for (`LstmForecaster.peer_fits`'s
+    last ones): no registered version lends these (none was fitted on these days)."""
+    if model.kind != "lstm" or model.peer_fits == "inline":
+        return []
+    return [(StatsForecaster.MODELS[kind], series_key(history)) for kind in model.combine_with if kind in StatsForecaster.MODELS]
+
+
 class LstmForecaster(Forecaster):
     """Encoder + network ensemble; forecasts in travellers.
 

@@ -9,6 +9,8 @@ the forecasts do not change; only where the work runs does.
 
 The helper lives as long as one fit: started before the networks, collected after them, and
 terminated at once if the fit stops (a signal, an error), so a stopped retrain leaves no process.
+A daily retrain starts the helper of its final fit's peers on every day ahead, before its backtest
+(`peers_fitted_ahead`): the fit then collects those instead of fitting them again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,43 @@ log = logging.getLogger(__name__)
 PeerFit = tuple[str, bytes]  # statsforecast model name, the float64 series it is fitted on
 
 
+class _Helper:
+    """A helper process fitting peers: `python -m tasks.peer_fits`, a fresh interpreter (a multiprocessing
+    child would run the caller's main script again)."""
+
+    def __init__(self, fits: list[PeerFit]):
+        self.fits, self.collected = fits, False
+        self.process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            self.process.stdin.write(pickle.dumps(fits))
+            self.process.stdin.close()
+        except BrokenPipeError:  # the helper ended at start: `collect` finds no answer, the peers are fitted here
+            pass
+
+    def collect(self, where: str) -> None:
+        """Wait for the fits and keep them where `fitted_statsforecast` finds them (once); if the helper failed,
+        nothing is kept and each peer is fitted in this process when it is asked for."""
+        if self.collected:
+            return
+        self.collected = True
+        answer = self.process.stdout.read()
+        fitted = pickle.loads(answer) if self.process.wait() == 0 and answer else None
+        if fitted is None:
+            log.warning("the helper process fitted no statistical peers; fitting them here instead")
+            return
+        for (model_name, series), model in zip(self.fits, fitted, strict=True):
+            keep_fitted(model_name, series, model)
+        log.info("fitted %d statistical peer model(s) in a helper process %s", len(self.fits), where)
+
+    def close(self) -> None:
+        self.process.kill()  # a no-op once it has exited; a stop mid-fit leaves no helper behind
+        self.process.wait()
+        self.process.stdout.close()
+
+
+_ahead: dict[PeerFit, _Helper] = {}  # fits a helper started ahead is fitting, for the fit that will ask for them
+
+
 def helper_allowed() -> bool:
     """Whether a helper process gains anything: a second core for this process."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -39,43 +78,42 @@ def peers_fitted_beside(fits: list[PeerFit]) -> Iterator[None]:
     """Fit these peers in a helper process during the `with` block; on leaving it normally, wait
     for them and keep them where `fitted_statsforecast` finds them.
 
-    Fits already kept are not repeated. Without a second core, or if the helper fails, nothing
-    is kept and each peer is fitted in this process when it is asked for (a peer that cannot be
-    fitted then raises its own error here). The helper is a fresh interpreter (`python -m
-    tasks.peer_fits`), not a multiprocessing child: that would run the caller's main script again.
+    Fits already kept are not repeated; those a helper started ahead is fitting (`peers_fitted_ahead`)
+    are collected from it. Without a second core, or if the helper fails, nothing is kept and each
+    peer is fitted in this process when it is asked for (a peer that cannot be fitted then raises
+    its own error here).
     """
-    wanted = list(dict.fromkeys(fit for fit in fits if not is_fitted(*fit)))
+    ahead = list(dict.fromkeys(_ahead[fit] for fit in fits if fit in _ahead and not _ahead[fit].collected))
+    wanted = list(dict.fromkeys(fit for fit in fits if not is_fitted(*fit) and fit not in _ahead))
+    helper = _Helper(wanted) if wanted and helper_allowed() else None
+    try:
+        yield
+        if helper is not None:
+            helper.collect("beside the networks")
+        for earlier in ahead:
+            earlier.collect("started ahead of the fit")
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+@contextmanager
+def peers_fitted_ahead(fits: list[PeerFit]) -> Iterator[None]:
+    """Fit these peers in a helper process from now on, for a fit later in the `with` block, which collects
+    them when its networks are done (`peers_fitted_beside`). Without a second core nothing is started; the
+    helper ends with the block (fits no fit collected are dropped)."""
+    wanted = list(dict.fromkeys(fit for fit in fits if not is_fitted(*fit) and fit not in _ahead))
     if not wanted or not helper_allowed():
         yield
         return
-    helper = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    helper = _Helper(wanted)
+    _ahead.update(dict.fromkeys(wanted, helper))
     try:
-        _send(helper, wanted)
         yield
-        fitted = _received(helper)
-        if fitted is None:
-            log.warning("the helper process fitted no statistical peers; fitting them here instead")
-            return
-        for (model_name, series), model in zip(wanted, fitted, strict=True):
-            keep_fitted(model_name, series, model)
-        log.info("fitted %d statistical peer model(s) in a helper process beside the networks", len(wanted))
     finally:
-        helper.kill()  # a no-op once it has exited; a stop mid-fit leaves no helper behind
-        helper.wait()
-        helper.stdout.close()
-
-
-def _send(helper: subprocess.Popen, fits: list[PeerFit]) -> None:
-    try:
-        helper.stdin.write(pickle.dumps(fits))
-        helper.stdin.close()
-    except BrokenPipeError:  # the helper ended at start: `_received` finds no answer, the peers are fitted here
-        pass
-
-
-def _received(helper: subprocess.Popen) -> list | None:
-    answer = helper.stdout.read()
-    return pickle.loads(answer) if helper.wait() == 0 and answer else None
+        for fit in wanted:
+            _ahead.pop(fit, None)
+        helper.close()
 
 
 def main() -> None:

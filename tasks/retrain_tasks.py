@@ -221,6 +221,18 @@ def keep_registered_peer_fits(settings: Settings, history: pd.DataFrame, loaded:
     return loaded_here
 
 
+@contextmanager
+def final_peers_fitted_ahead(settings: Settings, history: pd.DataFrame) -> Iterator[None]:
+    """The final fit's statistical peers on every day, fitted in a helper process from here on, while the run
+    loads registered versions and backtests; the fit collects them (tasks/peer_fits.py): the same fits, which
+    no longer wait at the end of the networks' training (a daily retrain's networks stop in seconds)."""
+    from tasks.lstm import every_day_peer_fits
+    from tasks.peer_fits import peers_fitted_ahead
+
+    with peers_fitted_ahead(every_day_peer_fits(settings.model, history) if settings.backtest.refit_final else []):
+        yield
+
+
 def load_recent_fit(
     settings: Settings, history: pd.DataFrame, first_unseen_day: pd.Timestamp, within_days: int
 ) -> tuple[Forecaster | None, str | None, str]:

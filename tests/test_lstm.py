@@ -12,8 +12,8 @@ from conftest import counting_history
 from tasks.config import DataConfig, ModelConfig
 from tasks.encoding import fit_encoder
 from tasks.forecasters import fitted_statsforecast, forget_fitted, is_fitted, load_forecaster, make_forecaster, series_key
-from tasks.lstm import LstmForecaster, days_before, held_out_ends
-from tasks.peer_fits import peers_fitted_beside
+from tasks.lstm import LstmForecaster, days_before, every_day_peer_fits, held_out_ends
+from tasks.peer_fits import peers_fitted_ahead, peers_fitted_beside
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
 
@@ -120,6 +120,35 @@ def test_peers_fitted_beside_the_networks_forecast_exactly_as_peers_fitted_inlin
     assert caplog.text.count("fitted 6 statistical peer model(s) in a helper process") == 1
     pd.testing.assert_frame_equal(fitted["beside"][0], fitted["inline"][0], check_exact=True)
     assert fitted["beside"][1] == fitted["inline"][1]
+
+
+def test_a_fit_collects_its_peers_fitted_ahead_and_forecasts_exactly_as_inline(caplog):
+    # A daily retrain starts the final fit's peers on every day before its backtest (tasks/retrain_tasks.py).
+    history = _weekly_history(80).iloc[:-7]
+    forget_fitted()
+    inline = LstmForecaster(DATA, PEERS_BESIDE.model_copy(update={"peer_fits": "inline"})).fit(history)
+    forget_fitted()
+    ahead = every_day_peer_fits(PEERS_BESIDE, history)
+    assert ahead == [("AutoETS", series_key(history)), ("AutoARIMA", series_key(history))]  # seasonal naive fits nothing
+    with caplog.at_level(logging.INFO, logger="tasks.peer_fits"), peers_fitted_ahead(ahead):
+        assert len(_peer_helpers()) == 1
+        lstm = LstmForecaster(DATA, PEERS_BESIDE).fit(history)
+    assert _peer_helpers() == []
+    # The fit's own helper fits only the peers before its two held-out parts; the two on every day came from ahead.
+    assert "fitted 4 statistical peer model(s) in a helper process beside the networks" in caplog.text
+    assert "fitted 2 statistical peer model(s) in a helper process started ahead of the fit" in caplog.text
+    pd.testing.assert_frame_equal(
+        lstm.predict(history, history["date"].iloc[-7:]), inline.predict(history, history["date"].iloc[-7:]), check_exact=True
+    )
+    assert every_day_peer_fits(PEERS_BESIDE.model_copy(update={"peer_fits": "inline"}), history) == []
+
+
+def test_peers_fitted_ahead_that_no_fit_collects_end_with_their_block():
+    forget_fitted()
+    history = _weekly_history(700)
+    with peers_fitted_ahead(every_day_peer_fits(PEERS_BESIDE, history)):  # a retrain stopped before its fit
+        assert len(_peer_helpers()) == 1
+    assert _peer_helpers() == [] and not is_fitted("AutoARIMA", series_key(history))
 
 
 def _peer_helpers() -> list[int]:
