@@ -201,11 +201,13 @@ def find_warm_start(settings: Settings, history: pd.DataFrame) -> tuple[Forecast
 
 
 @task(cache_policy=NO_CACHE)
-def keep_registered_peer_fits(settings: Settings, history: pd.DataFrame, loaded: list[Forecaster | None]) -> list[Forecaster]:
+def keep_registered_peer_fits(
+    settings: Settings, history: pd.DataFrame, loaded: list[Forecaster | None]
+) -> list[Forecaster | None]:
     """Registered versions fitted on exactly the days the model's fit forecasts its held-out days from (with a
     retrain a day: the ones registered `weighting_days` and `validation_days` retrains ago) offer their
     statistical peers as those fits (LstmForecaster.keep_peer_fits), so the fit fits its peers on every day only.
-    `loaded`: versions this run already loaded, not loaded again. Returns the versions it loaded."""
+    `loaded`: versions this run already loaded, not loaded again. Returns what it loaded (None: nothing found)."""
     from tasks.lstm import held_out_ends
 
     model, logger, loaded_here = settings.model, get_run_logger(), []
@@ -214,8 +216,9 @@ def keep_registered_peer_fits(settings: Settings, history: pd.DataFrame, loaded:
     for end in (end for end in held_out_ends(model, len(history)) if end > 0):  # (too short: the training says so)
         day = history[DATE].iloc[end - 1]
         forecaster = next((f for f in loaded if f is not None and f.fitted_through == day), None)
-        if forecaster is None and (forecaster := load_recent_fit(settings, history, day + pd.Timedelta(days=1), 1)[0]):
-            loaded_here.append(forecaster)  # fitted through that day
+        if forecaster is None:
+            forecaster = load_recent_fit(settings, history, day + pd.Timedelta(days=1), 1)[0]  # fitted through that day
+            loaded_here.append(forecaster)
         if forecaster is not None and (offered := forecaster.keep_peer_fits(history.iloc[:end])):
             logger.info("the %d statistical peer fit(s) of the version fitted through %s stand in", offered, day.date())
     return loaded_here
