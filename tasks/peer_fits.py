@@ -83,8 +83,8 @@ def peers_fitted_beside(fits: list[PeerFit]) -> Iterator[None]:
     peer is fitted in this process when it is asked for (a peer that cannot be fitted then raises
     its own error here).
     """
-    ahead = list(dict.fromkeys(_ahead[fit] for fit in fits if fit in _ahead and not _ahead[fit].collected))
-    wanted = list(dict.fromkeys(fit for fit in fits if not is_fitted(*fit) and fit not in _ahead))
+    ahead = list(dict.fromkeys(_ahead[fit] for fit in fits if fit in _ahead))  # each collected once
+    wanted = _unfitted(fits)
     helper = _Helper(wanted) if wanted and helper_allowed() else None
     try:
         yield
@@ -102,7 +102,7 @@ def peers_fitted_ahead(fits: list[PeerFit]) -> Iterator[None]:
     """Fit these peers in a helper process from now on, for a fit later in the `with` block, which collects
     them when its networks are done (`peers_fitted_beside`). Without a second core nothing is started; the
     helper ends with the block (fits no fit collected are dropped)."""
-    wanted = list(dict.fromkeys(fit for fit in fits if not is_fitted(*fit) and fit not in _ahead))
+    wanted = _unfitted(fits)
     if not wanted or not helper_allowed():
         yield
         return
@@ -114,6 +114,11 @@ def peers_fitted_ahead(fits: list[PeerFit]) -> Iterator[None]:
         for fit in wanted:
             _ahead.pop(fit, None)
         helper.close()
+
+
+def _unfitted(fits: list[PeerFit]) -> list[PeerFit]:
+    """These fits, once each, but those kept or being fitted by a helper started ahead."""
+    return list(dict.fromkeys(fit for fit in fits if not is_fitted(*fit) and fit not in _ahead))
 
 
 def main() -> None:
