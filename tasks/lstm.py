@@ -9,6 +9,7 @@ model, the registered MLflow model and `predict` all call `fit` and `forecast_ro
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,8 +56,8 @@ def held_out_ends(model: ModelConfig, days: int) -> list[int]:
 
 
 def every_day_peer_fits(model: ModelConfig, history: pd.DataFrame) -> list[PeerFit]:
-    """The statsforecast fits on every day of `history` that a fit on it asks for (`LstmForecaster.peer_fits`'s
-    last ones): no registered version lends these (none was fitted on these days)."""
+    """The statsforecast fits on every day of `history` that a fit on it asks for (the last of
+    `LstmForecaster.peer_fits`): no registered version lends these (none was fitted on these days)."""
     if model.kind != "lstm" or model.peer_fits == "inline":
         return []
     return [(StatsForecaster.MODELS[kind], series_key(history)) for kind in model.combine_with if kind in StatsForecaster.MODELS]
@@ -191,17 +192,18 @@ class LstmForecaster(Forecaster):
 
     def peer_fits(self, history: pd.DataFrame, forecast_parts: list[Samples]) -> list[PeerFit]:
         """The statsforecast fits `_fit` will ask for: each peer on the days before each part it forecasts,
-        then on every day; none with `peer_fits = "inline"`."""
+        then on every day (every_day_peer_fits); none with `peer_fits = "inline"`."""
         if self.model.peer_fits == "inline":
             return []
-        ends = [days_before(part) for part in forecast_parts] + [len(history)]
+        ends = [days_before(part) for part in forecast_parts]
         kinds = [kind for kind in self.model.combine_with if kind in StatsForecaster.MODELS]
-        return [
+        held_out = [
             (StatsForecaster.MODELS[kind], series_key(history, end))
             for kind in kinds
             for end in ends
             if end >= self.peer(kind).min_fit_days
         ]
+        return held_out + every_day_peer_fits(self.model, history)
 
     def training_samples(self, history: pd.DataFrame) -> tuple[Samples, Samples]:
         """Every complete sample, split by date: validation = first target in the last `validation_days` days,
@@ -265,7 +267,11 @@ class LstmForecaster(Forecaster):
         keras = import_keras()
 
         self.encoder = joblib.load(directory / ENCODER_FILE)
-        self.network = keras.models.load_model(directory / KERAS_FILE, compile=False)
+        with warnings.catch_warnings():
+            # Each member was saved with the optimizer it was compiled with, never stepped (a shared model trained
+            # it); loaded uncompiled, that state is not used, and Keras's "Skipping variable loading" is noise.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            self.network = keras.models.load_model(directory / KERAS_FILE, compile=False)
         if not (directory / WEIGHTS_FILE).exists():  # saved before the combination existed: the networks alone
             self.model = self.model.model_copy(update={"combine_with": []})
             return
