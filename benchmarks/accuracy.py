@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -199,8 +199,11 @@ def main() -> None:
     paths = args.data or DEV_SET
     if args.jobs > 1:  # the series' processes fill the cores: no helper process beside each fit (the same fits)
         args.overrides = ['model.peer_fits="inline"', *args.overrides]
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            per_series = list(pool.map(run_series, paths, [args] * len(paths)))
+        # A stop (SIGTERM, Ctrl-C) leaves the block by an exception, and leaving it terminates the series'
+        # processes: they would otherwise go on fitting for as long as their series takes.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            per_series = pool.starmap(run_series, [(path, args) for path in paths], chunksize=1)
     else:
         per_series = [run_series(path, args) for path in paths]
     rows = pd.DataFrame([row for series in per_series for row in series])
