@@ -367,6 +367,7 @@ class Registry:
         Loading a pyfunc runs its code (and older versions were pickled): a version registered
         from a path or bucket outside the experiment's artifact root is refused, not loaded.
         """
+        import mlflow.artifacts
         import mlflow.pyfunc
 
         key = (self.uri, version.name, str(version.version))
@@ -382,7 +383,17 @@ class Registry:
                 f"'{self.config.experiment}' ({root}): refusing to load it"
             )
         mlflow.set_tracking_uri(self.uri)
-        forecaster = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}").unwrap_python_model().forecaster
+        # Where pyfunc.load_model would read it: a local store's own folder, a server's downloaded to a temporary one.
+        files = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
+        if differences := environment_differences(files / "requirements.txt"):
+            logging.getLogger(__name__).warning(
+                "model '%s' v%s was logged with other packages than these (%s): it may load or forecast differently",
+                version.name,
+                version.version,
+                "; ".join(differences),
+            )
+        # MLflow's own check of the same file first maps every installed package to its modules: about a second per process.
+        forecaster = mlflow.pyfunc.load_model(str(files), suppress_warnings=True).unwrap_python_model().forecaster
         forecaster.registered_as = key
         return forecaster
 
@@ -461,6 +472,24 @@ class Registry:
 def model_requirements() -> list[str]:
     """Pinned requirements of the logged model (inferring them costs ~13 s)."""
     return [f"{name}=={package_version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def environment_differences(requirements: Path) -> list[str]:
+    """The pinned requirements (`name==version` lines, as model_requirements writes) that this environment does not meet."""
+    from importlib.metadata import PackageNotFoundError
+
+    differences = []
+    for line in requirements.read_text().splitlines() if requirements.exists() else []:
+        name, pinned = line.partition("#")[0].partition("==")[::2]
+        if not pinned:
+            continue
+        try:
+            installed = package_version(name.strip())
+        except PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned.strip():
+            differences.append(f"{name.strip()} {pinned.strip()}, here {installed}")
+    return differences
 
 
 MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))  # the pyfunc's code (models from code)

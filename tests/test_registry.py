@@ -5,7 +5,14 @@ import math
 import pandas as pd
 
 from tasks.backtest import Scores
-from tasks.registry import backtest_metrics, data_fingerprint, flatten, fold_metric_steps
+from tasks.registry import (
+    backtest_metrics,
+    data_fingerprint,
+    environment_differences,
+    flatten,
+    fold_metric_steps,
+    model_requirements,
+)
 
 
 def test_every_forecaster_is_logged_under_the_same_metric_names():
@@ -67,3 +74,18 @@ def test_a_second_sigterm_while_a_stopping_run_records_its_end_is_ignored_then_t
         assert received == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_logged_models_pins_are_compared_with_the_installed_packages(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("\n".join(model_requirements()))
+    assert environment_differences(requirements) == []  # as this environment logs them
+    pins = model_requirements()
+    pins[0] = pins[0].split("==")[0] + "==0.0.1"
+    requirements.write_text("\n".join([*pins, "-r other.txt", "# pandas==0.0.1", "no-such-package-here==1.0  # a comment"]))
+    installed = model_requirements()[0].split("==")[1]
+    assert environment_differences(requirements) == [
+        f"{pins[0].split('==')[0]} 0.0.1, here {installed}",
+        "no-such-package-here 1.0, here not installed",
+    ]
+    assert environment_differences(tmp_path / "none.txt") == []  # older versions may have none

@@ -1,5 +1,8 @@
 """The train flow under a real (temporary) Prefect server with a real MLflow store in tmp."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,6 +149,29 @@ def test_a_version_this_run_loaded_is_not_loaded_again(trained):
     assert registry.load(version, [None, first]) is first
     again = registry.load(version)  # not given: loaded afresh
     assert again is not first and again.registered_as == first.registered_as
+
+
+def test_a_version_logged_with_other_packages_loads_with_a_warning_that_names_them(trained, caplog):
+    import mlflow.artifacts
+
+    from tasks.registry import Registry
+
+    settings, summary = trained
+    registry = Registry(settings.mlflow)
+    version = registry.version(summary.model_version)
+    with caplog.at_level("WARNING", logger="tasks.registry"):
+        registry.load(version)
+    assert not [r for r in caplog.records if r.name == "tasks.registry"]
+    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}")) / "requirements.txt"
+    logged = requirements.read_text()
+    requirements.write_text(re.sub(r"(?m)^keras==.*$", "keras==0.0.1", logged))
+    try:
+        with caplog.at_level("WARNING", logger="tasks.registry"):
+            assert registry.load(version).registered_as == (registry.uri, version.name, str(version.version))
+    finally:
+        requirements.write_text(logged)
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "tasks.registry"]
+    assert f"v{version.version} was logged with other packages than these (keras 0.0.1, here " in warning
 
 
 def test_a_statistical_peer_registers_loads_and_forecasts_like_the_lstm(trained, tmp_path):
