@@ -188,6 +188,22 @@ def test_validate_command_reports_without_training(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_the_program_ends_after_every_exit_handler_with_mains_code(tmp_path):
+    (tmp_path / "bad.csv").write_text(SAMPLE.read_text().replace("2020-03-03,5481103", "2020-03-03,-1", 1))
+    code = (
+        "import atexit, sys\nimport flows.cli as cli\nfrom flows.cli import main\n"
+        "def with_handler():\n"
+        "    atexit.register(lambda: print('handler of the command ran', flush=True))\n"
+        "    return main()\n"
+        f"cli.main = with_handler\nsys.argv = ['travel-forecast', 'validate', {str(tmp_path / 'bad.csv')!r}]\ncli.command()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1  # main's, through the end without teardown
+    assert "handler of the command ran" in result.stdout  # the handlers registered while it ran came first
+    assert "1 validation failure(s)" in result.stderr
+
+
 def test_an_auto_ets_version_registers_and_predict_uses_it_when_champion(cli_env, tmp_path):
     trained = run(["train", "--set", "model.kind=auto_ets", "--set", "backtest.compare=[]"], cli_env, tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
