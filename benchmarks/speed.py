@@ -19,7 +19,9 @@ With `--members` it measures instead the default ensemble's fit on the history b
 backtest's test days, alternating: its networks one after the other (the product's
 tasks/network.fit_network) and side by side (`fit_side_by_side`, tried here, not in the
 product); `--jobs N` runs N such fits at once in N processes, as two series on two Dask
-workers or `accuracy.py --jobs 2` do.
+workers or `accuracy.py --jobs 2` do. `--warm` times instead the fit of a daily retrain: every
+network starting from an earlier fit's weights (one fit of the same days, made once per process
+before the timed rounds) and stopping after `model.warm_start_patience` epochs without gain.
 
 With `--daily` it measures instead, beside 1, the daily retrain (with a running Prefect server): the history
 ends on the data's last day but one, its latest version was fitted on it, and the versions fitted before the
@@ -36,7 +38,7 @@ series per minute and as seconds per series over 1.
     .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1 | --peer-fits]
     .venv/bin/python benchmarks/speed.py --daily [--repeat 3] [--data FILE] [--config FILE]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
-    .venv/bin/python benchmarks/speed.py --members [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
+    .venv/bin/python benchmarks/speed.py --members [--warm] [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ def main() -> None:
     parser.add_argument("--series", type=Path, help="a long-format config: series per minute with 1 and 2 Dask workers")
     parser.add_argument("--members", action="store_true", help="the ensemble's networks fitted apart vs side by side")
     parser.add_argument("--jobs", type=int, default=1, help="with --members: fits at once, each in its own process")
+    parser.add_argument("--warm", action="store_true", help="with --members: every fit warm-started, as a daily retrain's")
     parser.add_argument("--op-threads", type=int, help="also: seed and default trains with TF_NUM_INTRAOP_THREADS set to this")
     parser.add_argument("--peer-fits", action="store_true", help="only: the default train, peers beside vs inline")
     parser.add_argument("--daily", action="store_true", help="the daily retrain, backtest fit reused vs fitted afresh")
@@ -432,21 +435,25 @@ def write_runs(prefix: Path, seconds: dict[str, list[float]], markdown: str) -> 
     print(f"written: {out}/speed.csv, speed.md")
 
 
-def fit_side_by_side(config, train, validation) -> list[int]:
+def fit_side_by_side(config, train, validation, start=None) -> list[int]:
     """The ensemble's networks trained side by side (tried here, not in the product): each batch is one compiled
-    step of every network still training; each has its own optimizer, stops early on its own validation loss
-    (Keras's rule) with its best weights, and leaves the step when it stops. Returns each network's epochs."""
+    step of every network still training, each network given a batch of its own order; each has its own optimizer,
+    stops early on its own validation loss (Keras's rule) with its best weights, and leaves the step when it stops.
+    `start`: an earlier fit whose weights the networks start from (with the warm-start patience). Returns each
+    network's epochs."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from tasks.network import build_model, predict_outputs
+    from tasks.network import build_model, member_of, predict_outputs
 
     single = config.model_copy(update={"ensemble": 1})
     members = []
     for index in range(config.ensemble):
         keras.utils.set_random_seed(config.random_seed * 1000 + index)
         members.append(build_model(single, train.X.shape[1], train.X.shape[2], train.future.shape[1], name=f"m{index}"))
+        if start is not None:
+            members[-1].set_weights(member_of(start, index, config.ensemble).get_weights())
     optimizers = [keras.optimizers.Adam(learning_rate=config.learning_rate) for _ in members]
     for member, optimizer in zip(members, optimizers, strict=True):
         optimizer.build(member.trainable_variables)
@@ -456,10 +463,10 @@ def fit_side_by_side(config, train, validation) -> list[int]:
     def step_of(running: tuple[int, ...]):
         if running not in steps:
 
-            @tf.function
+            @tf.function(reduce_retracing=True)  # one trace for every batch size (the last batch is smaller)
             def step(inputs, y):
                 with tf.GradientTape(persistent=True) as tape:
-                    losses = [tf.reduce_mean(loss(y, members[i](inputs, training=True))) for i in running]
+                    losses = [tf.reduce_mean(loss(y[k], members[i](inputs[k], training=True))) for k, i in enumerate(running)]
                 for i, member_loss in zip(running, losses, strict=True):
                     optimizers[i].apply(
                         tape.gradient(member_loss, members[i].trainable_variables), members[i].trainable_variables
@@ -470,15 +477,16 @@ def fit_side_by_side(config, train, validation) -> list[int]:
         return steps[running]
 
     inputs, targets = [np.asarray(values, "float32") for values in train.inputs], np.asarray(train.y, "float32")
-    order = np.random.default_rng(config.random_seed * 1000)
+    orders = [np.random.default_rng(config.random_seed * 1000 + index) for index in range(len(members))]
     best, best_weights, waited = [np.inf] * len(members), [None] * len(members), [0] * len(members)
-    epochs, patience, batch = [0] * len(members), config.early_stopping_patience, config.batch_size or len(train)
+    patience = config.warm_start_patience if start is not None else config.early_stopping_patience
+    epochs, batch = [0] * len(members), config.batch_size or len(train)
     running = tuple(range(len(members)))
     for epoch in range(config.epochs):
-        rows, step = order.permutation(len(train)), step_of(running)
-        for start in range(0, len(train), batch):
-            chosen = rows[start : start + batch]
-            step([values[chosen] for values in inputs], targets[chosen])
+        rows, step = [orders[i].permutation(len(train)) for i in running], step_of(running)
+        for first in range(0, len(train), batch):
+            chosen = [order[first : first + batch] for order in rows]
+            step([[values[c] for values in inputs] for c in chosen], [targets[c] for c in chosen])
         for i in running:
             epochs[i] = epoch + 1
             validation_loss = float(
@@ -499,8 +507,9 @@ def fit_side_by_side(config, train, validation) -> list[int]:
 _SAMPLES: dict = {}
 
 
-def _load_samples(config: Path | None, data: Path | None) -> None:
-    """Process initializer: the default model and its samples on the history before the backtest's test days."""
+def _load_samples(config: Path | None, data: Path | None, warm: bool = False) -> None:
+    """Process initializer: the default model and its samples on the history before the backtest's test days;
+    `warm`: and one fit of its networks on them, which the timed fits start from."""
     from tasks.config import load_settings
     from tasks.input_file import read_history_file
     from tasks.lstm import LstmForecaster
@@ -509,6 +518,10 @@ def _load_samples(config: Path | None, data: Path | None) -> None:
     history = read_history_file(settings.data.path, settings.data).iloc[: -settings.backtest.test_days]
     train, validation = LstmForecaster(settings.data, settings.model).fit_encoding(history)
     _SAMPLES.update(model=settings.model, train=train, validation=validation)
+    if warm:
+        from tasks.network import fit_network
+
+        _SAMPLES["start"] = fit_network(settings.model, train, validation)[0]
 
 
 def _ready(_) -> bool:
@@ -519,12 +532,13 @@ def _fit(procedure: str, seed: int) -> list[int]:
     """One fit of the ensemble by `procedure`; each network's epochs."""
     config = _SAMPLES["model"].model_copy(update={"random_seed": seed})
     train, validation = _SAMPLES["train"], _SAMPLES["validation"]
+    start = _SAMPLES.get("start")
     if procedure == "side by side":
-        return fit_side_by_side(config, train, validation)
+        return fit_side_by_side(config, train, validation, start)
     from tasks.network import fit_network
 
     epochs: dict[int, int] = {}
-    fit_network(config, train, validation, lambda epoch, logs: epochs.__setitem__(logs.get("member", 1), epoch))
+    fit_network(config, train, validation, lambda epoch, logs: epochs.__setitem__(logs.get("member", 1), epoch), start)
     return [epochs[index] for index in sorted(epochs)]
 
 
@@ -537,7 +551,8 @@ def members_speed(args: argparse.Namespace) -> None:
     seconds: dict[str, list[float]] = {"apart": [], "side by side": []}
     epochs: dict[str, list] = {"apart": [], "side by side": []}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, context, initializer=_load_samples, initargs=(args.config, args.data)) as pool:
+    initargs = (args.config, args.data, args.warm)
+    with ProcessPoolExecutor(args.jobs, context, initializer=_load_samples, initargs=initargs) as pool:
         assert all(pool.map(_ready, range(args.jobs)))  # the workers have started and loaded their samples
         for round_ in range(args.repeat):
             for name in ["apart", "side by side"][:: 1 if round_ % 2 == 0 else -1]:
@@ -554,7 +569,9 @@ def members_speed(args: argparse.Namespace) -> None:
     table = "\n".join(lines)
     summary = f"per round, side by side / apart: {', '.join(f'{r:.3f}' for r in ratios)}; epochs per network: {epochs}"
     print(f"\nmedians of {args.repeat} rounds, measured side by side:\n\n{table}\n{summary}")
-    write_runs(args.out / "speed-members", seconds, f"# The ensemble's fit, apart and side by side\n\n{table}\n\n{summary}\n")
+    fit = "warm-started fit (as a daily retrain's)" if args.warm else "fit"
+    heading = f"# The ensemble's {fit}, apart and side by side\n\n{table}\n\n{summary}\n"
+    write_runs(args.out / f"speed-members{'-warm' if args.warm else ''}", seconds, heading)
 
 
 if __name__ == "__main__":
