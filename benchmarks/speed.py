@@ -437,15 +437,16 @@ def write_runs(prefix: Path, seconds: dict[str, list[float]], markdown: str) -> 
 
 def fit_side_by_side(config, train, validation, start=None) -> list[int]:
     """The ensemble's networks trained side by side (tried here, not in the product): each batch is one compiled
-    step of every network still training, each network given a batch of its own order; each has its own optimizer,
-    stops early on its own validation loss (Keras's rule) with its best weights, and leaves the step when it stops.
+    step of every network, each given a batch of its own order and its own optimizer; each stops early on its own
+    validation loss (Keras's rule: one compiled call scores them all each epoch) with its best weights. A network
+    that stopped stays in the step until the last one stops (one trace per fit), its later weights unused.
     `start`: an earlier fit whose weights the networks start from (with the warm-start patience). Returns each
     network's epochs."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from tasks.network import build_model, member_of, predict_outputs
+    from tasks.network import build_model, member_of
 
     single = config.model_copy(update={"ensemble": 1})
     members = []
@@ -458,44 +459,37 @@ def fit_side_by_side(config, train, validation, start=None) -> list[int]:
     for member, optimizer in zip(members, optimizers, strict=True):
         optimizer.build(member.trainable_variables)
     loss = keras.losses.get(config.loss)
-    steps = {}
 
-    def step_of(running: tuple[int, ...]):
-        if running not in steps:
+    @tf.function(reduce_retracing=True)  # one trace for every batch size (the last batch is smaller)
+    def step(inputs, y):
+        with tf.GradientTape(persistent=True) as tape:
+            losses = [tf.reduce_mean(loss(y[i], member(inputs[i], training=True))) for i, member in enumerate(members)]
+        for member, optimizer, member_loss in zip(members, optimizers, losses, strict=True):
+            optimizer.apply(tape.gradient(member_loss, member.trainable_variables), member.trainable_variables)
+        return tf.stack(losses)
 
-            @tf.function(reduce_retracing=True)  # one trace for every batch size (the last batch is smaller)
-            def step(inputs, y):
-                with tf.GradientTape(persistent=True) as tape:
-                    losses = [tf.reduce_mean(loss(y[k], members[i](inputs[k], training=True))) for k, i in enumerate(running)]
-                for i, member_loss in zip(running, losses, strict=True):
-                    optimizers[i].apply(
-                        tape.gradient(member_loss, members[i].trainable_variables), members[i].trainable_variables
-                    )
-                return tf.stack(losses)
-
-            steps[running] = step
-        return steps[running]
+    @tf.function
+    def validation_losses(inputs, y):
+        return tf.stack([tf.reduce_mean(loss(y, member(inputs, training=False))) for member in members])
 
     inputs, targets = [np.asarray(values, "float32") for values in train.inputs], np.asarray(train.y, "float32")
+    held = [np.asarray(values, "float32") for values in validation.inputs], np.asarray(validation.y, "float32")
     orders = [np.random.default_rng(config.random_seed * 1000 + index) for index in range(len(members))]
     best, best_weights, waited = [np.inf] * len(members), [None] * len(members), [0] * len(members)
     patience = config.warm_start_patience if start is not None else config.early_stopping_patience
     epochs, batch = [0] * len(members), config.batch_size or len(train)
-    running = tuple(range(len(members)))
+    running = set(range(len(members)))
     for epoch in range(config.epochs):
-        rows, step = [orders[i].permutation(len(train)) for i in running], step_of(running)
+        rows = [order.permutation(len(train)) for order in orders]
         for first in range(0, len(train), batch):
             chosen = [order[first : first + batch] for order in rows]
             step([[values[c] for values in inputs] for c in chosen], [targets[c] for c in chosen])
-        for i in running:
-            epochs[i] = epoch + 1
-            validation_loss = float(
-                np.mean(np.asarray(loss(validation.y, predict_outputs(members[i], validation, config.horizon))))
-            )
-            waited[i] += 1
-            if validation_loss < best[i]:
-                best[i], best_weights[i], waited[i] = validation_loss, members[i].get_weights(), 0
-        running = tuple(i for i in running if not patience or waited[i] < patience)
+        scores = validation_losses(*held).numpy()
+        for i in sorted(running):
+            epochs[i], waited[i] = epoch + 1, waited[i] + 1
+            if scores[i] < best[i]:
+                best[i], best_weights[i], waited[i] = scores[i], members[i].get_weights(), 0
+        running = {i for i in running if not patience or waited[i] < patience}
         if not running:
             break
     if patience:  # as Keras's EarlyStopping(restore_best_weights=True); without it, the last weights
