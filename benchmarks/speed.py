@@ -31,6 +31,11 @@ forecasting with the version fitted before its test days, `backtest.reuse_fit_da
 the latest version's weights, `model.warm_start_days`; the peers' fits lent by the versions fitted on their
 days), and everything fitted afresh (both 0: the warm start being part of the fit key, no version matches).
 
+With `--exit` it measures instead how long a `travel-forecast` process takes to end once its command returned,
+holding what a retrain holds (TensorFlow, Keras, MLflow, Prefect, statsforecast): as the program ends now
+(flows.cli.command: the exit handlers, then no interpreter teardown) and with the interpreter's teardown (the
+program's end before 2026-12-03: `sys.exit(main())`).
+
 With `--series CONFIG` (a long-format config, e.g. config/mta_modes.toml: 7 series) it measures
 instead, beside 1: `travel-forecast train` of every series with 1 and with 2 Dask workers, as
 series per minute and as seconds per series over 1.
@@ -38,6 +43,7 @@ series per minute and as seconds per series over 1.
     .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1 | --peer-fits]
     .venv/bin/python benchmarks/speed.py --daily [--repeat 3] [--data FILE] [--config FILE]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
+    .venv/bin/python benchmarks/speed.py --exit [--repeat 3]
     .venv/bin/python benchmarks/speed.py --members [--warm] [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
 """
 
@@ -197,7 +203,11 @@ def main() -> None:
     parser.add_argument("--op-threads", type=int, help="also: seed and default trains with TF_NUM_INTRAOP_THREADS set to this")
     parser.add_argument("--peer-fits", action="store_true", help="only: the default train, peers beside vs inline")
     parser.add_argument("--daily", action="store_true", help="the daily retrain, backtest fit reused vs fitted afresh")
+    parser.add_argument("--exit", action="store_true", help="a command's end: without vs with the interpreter's teardown")
     args = parser.parse_args()
+    if args.exit:
+        exit_speed(args)
+        return
     if args.daily:
         daily_speed(args)
         return
@@ -386,6 +396,50 @@ def daily_speed(args: argparse.Namespace) -> None:
     table = "\n".join(lines) + f"\n\nwarm / fresh per round: {per_round}"
     print(f"\nmedians of {args.repeat} runs, with a running Prefect server, measured side by side:\n\n{table}")
     write_runs(args.out / "speed-daily", seconds, f"# Speed of the daily retrain\n\nMedians of {args.repeat} runs.\n\n{table}\n")
+
+
+# A travel-forecast process holding a retrain's libraries runs `validate` on the sample, then ends as `argv[1]` says;
+# it prints when main returned.
+EXIT_PROGRAM = """
+import sys, time
+import keras, mlflow, prefect, statsforecast, tensorflow as tf
+keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])(tf.ones((3, 3)))
+import flows.cli
+main = flows.cli.main
+def timed_main(argv=None):
+    code = main(argv)
+    print(f"RETURNED {time.time():.4f}", flush=True)
+    return code
+flows.cli.main = timed_main
+how, sys.argv = sys.argv[1], ["travel-forecast", "validate", sys.argv[2]]
+if how == "without teardown":
+    flows.cli.command()
+else:
+    sys.exit(flows.cli.main())
+"""
+
+
+def exit_speed(args: argparse.Namespace) -> None:
+    """Seconds from main's return to the process's end, both ways, alternating; one table."""
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    sample = ROOT / "data" / "sample" / "nyc_subway_covid.csv"
+    seconds: dict[str, list[float]] = {"without teardown": [], "with teardown": []}
+    for round_ in range(args.repeat):
+        for how in list(seconds)[:: 1 if round_ % 2 == 0 else -1]:
+            result = subprocess.run(
+                [sys.executable, "-c", EXIT_PROGRAM, how, str(sample)], cwd=ROOT, env=env, capture_output=True, text=True
+            )
+            ended = time.time()
+            returned = [line for line in result.stdout.splitlines() if line.startswith("RETURNED ")]
+            if result.returncode != 0 or not returned:
+                raise RuntimeError(f"{how} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            seconds[how].append(ended - float(returned[0].split()[1]))
+            print(f"  round {round_ + 1} {how:16s} {seconds[how][-1]:6.2f} s after main returned", flush=True)
+    lines = ["| the end of a command holding a retrain's libraries | median s after main returned | per round |", "|---|---|---|"]
+    lines += [f"| {how} | {statistics.median(v):.2f} | {', '.join(f'{x:.2f}' for x in v)} |" for how, v in seconds.items()]
+    table = "\n".join(lines)
+    print(f"\nmedians of {args.repeat} rounds, measured side by side:\n\n{table}")
+    write_runs(args.out / "speed-exit", seconds, f"# The end of a command\n\nMedians of {args.repeat} rounds.\n\n{table}\n")
 
 
 def series_speed(args: argparse.Namespace) -> None:
