@@ -415,8 +415,9 @@ def command() -> None:
     """The `travel-forecast` program: `main`, then the end of the process without the interpreter's teardown.
 
     Once main returned and every exit handler ran (logging, Prefect and MLflow flushed, helper processes ended),
-    nothing is left to write, but tearing TensorFlow, MLflow and Prefect down took the process another 1.5 to 2.5 s
-    here. The handler is registered first, so it runs last; if main raises, the teardown is the normal one.
+    nothing is left to write, but tearing TensorFlow, MLflow and Prefect down took the process another 2.6 s (median;
+    `benchmarks/speed.py --exit`). The handler is registered first, so it runs last; if main raises, the teardown is
+    the normal one.
     """
     import atexit
 
