@@ -39,7 +39,14 @@ from tasks.backtest import Backtest, run_backtest, warm_refits  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.input_file import read_history_file  # noqa: E402
-from tasks.selection import CANDIDATES, NETWORKS_ALONE, candidate_fits, choose, ratios_to_best_peer, validation_protocol  # noqa: E402
+from tasks.selection import (  # noqa: E402
+    NETWORKS_ALONE,
+    candidate_fits,
+    choose,
+    ratios_to_best_peer,
+    validation_protocol,
+    without,
+)
 
 DEV_SET = [
     ROOT / "data/sample/nyc_subway_covid.csv",
@@ -111,7 +118,7 @@ def run_series(path: Path, args: argparse.Namespace) -> list[dict]:
         for i in range(args.seeds):
             seeded = with_seed(default, i)
             if args.validation:
-                fits = candidate_fits(seeded.data, seeded.model)
+                fits = candidate_fits(seeded.data, seeded.model, without(args.without))
             elif seeded.model.combine_with:  # the networks alone (the default before combining) from the same fits
                 both = candidate_fits(seeded.data, seeded.model, [seeded.model.combination, NETWORKS_ALONE])
                 fits = {LSTM: both[f"lstm {seeded.model.combination}"], NETWORKS: both[f"lstm {NETWORKS_ALONE}"]}
@@ -190,6 +197,13 @@ def main() -> None:
         help="seeds of the recipe on 'recent' (slow: 9 fits of 200 full-batch epochs)",
     )
     parser.add_argument("--validation", action="store_true", help="score the candidate weightings before the test days")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="MEMBER",
+        help="with --validation: each rule also scored with this member of model.combine_with left out (repeatable)",
+    )
     parser.add_argument("--protocols", default="notebook,recent")
     parser.add_argument("--jobs", type=int, default=1, help="series run side by side in separate processes")
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
@@ -214,7 +228,7 @@ def main() -> None:
     if args.validation:
         choice, means = choose(candidate_ratios(rows))
         text += "\nGeometric mean of MAE / best of seasonal naive and the peers, over every series, protocol and seed:\n\n"
-        text += "\n".join(f"- {c}: {means[c]:.3f}" for c in CANDIDATES) + f"\n\nChosen: **{choice}**\n"
+        text += "\n".join(f"- {c}: {means[c]:.3f}" for c in without(args.without)) + f"\n\nChosen: **{choice}**\n"
     coverage = (
         rows.dropna(subset=["coverage_80"])
         .groupby(["series", "protocol", "forecaster"], sort=False)[["coverage_80", "coverage_95"]]

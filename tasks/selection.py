@@ -7,7 +7,9 @@ development set, against the best peer on the same days; the candidate with the 
 geometric mean ratio is the default. Test days are scored only after the choice.
 
 The candidates are ways to weight the LSTM's members (tasks/combination.py), all read off
-the same fitted networks and peers: the networks alone, or combined by one of the rules.
+the same fitted networks and peers: the networks alone, or combined by one of the rules;
+`<rule> without <member>` weights every member but that one (weight 0), so whether a member
+earns its place is judged on the same fits with and without it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from tasks.lstm import NETWORKS, LstmForecaster
 
 NETWORKS_ALONE = "networks"  # the candidate that gives the networks all the weight
 CANDIDATES: list[str] = [NETWORKS_ALONE, "inverse_mae", "inverse_mse", "equal", "trimmed", "best"]
+WITHOUT = " without "
+
+
+def without(members: Iterable[str], candidates: Iterable[str] = CANDIDATES) -> list[str]:
+    """The candidates, then each rule again with `members` left out (`trimmed without naive`)."""
+    rules = [c for c in candidates if c != NETWORKS_ALONE]
+    return [*candidates, *(f"{rule}{WITHOUT}{member}" for member in members for rule in rules)]
 
 
 def validation_protocol(protocol: BacktestConfig, n_days: int) -> BacktestConfig:
@@ -36,11 +45,15 @@ def validation_protocol(protocol: BacktestConfig, n_days: int) -> BacktestConfig
 
 def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
     """A copy of a fitted combined forecaster with the candidate's weights (from the same validation errors)."""
-    weights = (
-        {name: float(name == NETWORKS) for name in forecaster.validation_errors}
-        if candidate == NETWORKS_ALONE
-        else combination_weights(forecaster.validation_errors, _rule(candidate))
-    )
+    errors = forecaster.validation_errors
+    if candidate == NETWORKS_ALONE:
+        weights = {name: float(name == NETWORKS) for name in errors}
+    else:
+        rule, _, left_out = candidate.partition(WITHOUT)
+        if left_out and left_out not in errors:
+            raise ValueError(f"candidate {candidate!r}: {left_out!r} is not a member ({', '.join(errors)})")
+        weighted = combination_weights({name: e for name, e in errors.items() if name != left_out}, _rule(rule))
+        weights = {name: weighted.get(name, 0.0) for name in errors}
     other = copy.copy(forecaster)
     other.weights = weights
     return other

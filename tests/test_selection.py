@@ -9,7 +9,8 @@ import pytest
 from tasks.backtest import run_backtest
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
 from tasks.forecasters import make_forecaster
-from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_peer, validation_protocol
+from tasks.lstm import LstmForecaster
+from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_peer, reweighted, validation_protocol, without
 from tests.test_forecasters import weekly
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
@@ -34,6 +35,28 @@ def test_ratios_and_the_choice_by_hand():
     assert choice == "networks" and means.to_dict() == pytest.approx({"networks": 1.0, "equal": 1.0, "best": 1.0})
     assert choose(ratios.assign(ratio=[2.0, 0.5, 0.8, 1.0, 1.0, 1.0]))[0] == "equal"
     assert math.isclose(choose(ratios)[1]["equal"], math.sqrt(0.8 * 1.25))
+
+
+def test_a_member_left_out_gets_no_weight_and_the_others_are_weighted_without_it():
+    forecaster = LstmForecaster(DATA, MODEL.model_copy(update={"combine_with": ["auto_ets", "naive"]}))
+    forecaster.validation_errors = {
+        "lstm": np.array([2.0, -2.0]),
+        "auto_ets": np.array([4.0, 4.0]),
+        "naive": np.array([1.0, 1.0]),
+    }
+    assert reweighted(forecaster, "inverse_mae").weights == pytest.approx({"lstm": 2 / 7, "auto_ets": 1 / 7, "naive": 4 / 7})
+    assert reweighted(forecaster, "inverse_mae without naive").weights == {"lstm": 2 / 3, "auto_ets": 1 / 3, "naive": 0.0}
+    assert reweighted(forecaster, "best without naive").weights == {"lstm": 1.0, "auto_ets": 0.0, "naive": 0.0}
+    assert forecaster.weights == {"lstm": 1.0}  # the forecaster itself is not reweighted
+    with pytest.raises(ValueError, match="'auto_arima' is not a member"):
+        reweighted(forecaster, "trimmed without auto_arima")
+    assert without(["naive"], ["networks", "equal", "best"]) == [
+        "networks",
+        "equal",
+        "best",
+        "equal without naive",
+        "best without naive",
+    ]
 
 
 def validation_choice(history: pd.DataFrame) -> tuple[str, dict[str, float]]:
