@@ -7,7 +7,8 @@ one step ahead (as the notebook):
 Every model sees only days before each origin, and every one goes through the product's own
 forecaster contract (tasks/forecasters.py) and backtest, the statsforecast peers included.
 Prints one table (per series and protocol: each peer and baseline, the default LSTM's mean
-and worst seed, its ratio to the best peer) and writes every metric to CSV and markdown.
+and worst seed, its ratio to the best peer) and writes every metric to CSV and markdown, and
+every forecast beside its actual value (forecasts.csv: which days a window's MAE comes from).
 
 --validation runs the procedure that chose the default (tasks/selection.py) instead: each
 protocol moved back before its test days, every candidate weighting scored there against
@@ -98,13 +99,26 @@ def timed_backtest(history: pd.DataFrame, fits: dict, protocol: BacktestConfig, 
     return result, time.perf_counter() - start
 
 
-def run_series(path: Path, args: argparse.Namespace) -> list[dict]:
-    """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed."""
+def day_rows(backtest: Backtest, **keys) -> list[dict]:
+    """One row per forecaster, forecast day and step: the actual value and the forecast."""
+    steps = range(backtest.actual.shape[1])
+    return [
+        keys
+        | {"forecaster": name, "first_day": str(day)[:10], "step": step + 1, "actual": actual[step], "forecast": forecast[step]}
+        for name, s in backtest.scores.items()
+        for day, actual, forecast in zip(backtest.dates, backtest.actual, s.forecast, strict=True)
+        for step in steps
+    ]
+
+
+def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed.
+    Returns the score rows and the forecast rows (`day_rows`)."""
     default = settings_for(args.config, path, ["preset=default", *args.overrides])
     recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
     history = read_history_file(default.data.path, default.data)
     print(f"\n{path.name}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
-    rows = []
+    rows, days = [], []
     for name in args.protocols.split(","):
         protocol = PROTOCOLS[name]
         if args.validation:
@@ -114,6 +128,7 @@ def run_series(path: Path, args: argparse.Namespace) -> list[dict]:
             history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon
         )
         rows += score_rows(peers, seconds, **keys, seed="")
+        days += day_rows(peers, **keys, seed="")
         print(f"  {name}: " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()), flush=True)
         for i in range(args.seeds):
             seeded = with_seed(default, i)
@@ -126,14 +141,16 @@ def run_series(path: Path, args: argparse.Namespace) -> list[dict]:
                 fits = {LSTM: fit_of(seeded, "lstm")}
             result, seconds = timed_backtest(history, fits, protocol, default.model.horizon)
             rows += score_rows(result, seconds, **keys, seed=str(i))
+            days += day_rows(result, **keys, seed=str(i))
             shown = ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in result.scores.items())
             print(f"    seed {seeded.model.random_seed}: {shown} ({seconds:.0f} s)", flush=True)
         recipe_seeds = 0 if args.validation else (args.recipe_seeds if name == "notebook" else args.recipe_recent_seeds)
         for i in range(recipe_seeds):
             result, seconds = timed_backtest(history, {RECIPE: fit_of(with_seed(recipe, i), "lstm")}, protocol, 1)
             rows += score_rows(result, seconds, **keys, seed=str(i))
+            days += day_rows(result, **keys, seed=str(i))
             print(f"    recipe seed {recipe.model.random_seed + i}: MAE {result.metrics[RECIPE]['mae']:,.0f}", flush=True)
-    return rows
+    return rows, days
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -220,7 +237,7 @@ def main() -> None:
             per_series = pool.starmap(run_series, [(path, args) for path in paths], chunksize=1)
     else:
         per_series = [run_series(path, args) for path in paths]
-    rows = pd.DataFrame([row for series in per_series for row in series])
+    rows = pd.DataFrame([row for series, _ in per_series for row in series])
     table = summary_table(rows)
     took = time.perf_counter() - started
     what = "validation windows (before the test days)" if args.validation else "test days"
@@ -239,9 +256,10 @@ def main() -> None:
     out = args.out / f"accuracy{'-validation' if args.validation else ''}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out / "accuracy.csv", index=False)
+    pd.DataFrame([day for _, days in per_series for day in days]).to_csv(out / "forecasts.csv", index=False)
     table.to_csv(out / "summary.csv", index=False)
     (out / "accuracy.md").write_text(f"# Accuracy\n\n{text}\nTook {took / 60:.1f} min.\n")
-    print(f"written: {out}/accuracy.csv, summary.csv, accuracy.md")
+    print(f"written: {out}/accuracy.csv, summary.csv, forecasts.csv, accuracy.md")
 
 
 if __name__ == "__main__":
