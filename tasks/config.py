@@ -144,11 +144,11 @@ class ModelConfig(_Strict):
     warm_start_patience: int = Field(5, ge=1, description="Early-stopping patience of a warm-started fit.")
     random_seed: int = Field(42, description="Seeds the initial weights and batch order; member i uses random_seed * 1000 + i.")
     combine_with: list[PeerKind] = Field(
-        ["auto_ets", "auto_theta", "auto_arima", "seasonal_naive"],
+        ["auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"],
         description="Peers whose forecasts are combined with the networks' (tasks/combination.py); [] = the networks alone.",
     )
     combination: CombinationRule = Field(
-        "trimmed",
+        "inverse_mse",
         description="How the members are weighted from their errors on the validation days (chosen by tasks/selection.py).",
     )
     peer_fits: Literal["beside", "inline"] = Field(
