@@ -45,6 +45,12 @@ def start_temporary_server() -> threading.Thread | None:
     return thread
 
 
+# A temporary server serves one command: it sends Prefect no telemetry unless the user's environment or profile
+# asks (offline, its attempt logged an error on every command; its session row once met another writer and
+# printed a "database is locked" traceback). The Makefile sets the same.
+QUIET_SERVER = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
 def detached_server_class():
     """Prefect's temporary server, started in its own process group.
 
@@ -67,7 +73,7 @@ def detached_server_class():
             settings = get_current_settings().to_environment_variables(exclude_unset=True)
             return subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", *app, *options],
-                env={**os.environ, **server_env, **settings},
+                env={**QUIET_SERVER, **os.environ, **server_env, **settings},
                 process_group=0,
             )
 
