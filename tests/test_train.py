@@ -90,7 +90,7 @@ def test_run_logs_config_fingerprint_losses_and_files(trained, client):
     assert len(run.data.params["data.file_sha256"]) == 64
     assert [m.step for m in client.get_metric_history(summary.run_id, "epoch_loss")] == [1, 2]
     # The registered fit's combination: one weight per member, from its validation errors.
-    members = ["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive"]
+    members = ["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
     weights = [run.data.metrics[f"combination_weight_{m}"] for m in members]
     assert sum(weights) == pytest.approx(1) and all(run.data.metrics[f"validation_mae_{m}"] > 0 for m in members)
     assert len(client.get_metric_history(summary.run_id, "epoch_val_loss")) == 2
