@@ -115,6 +115,8 @@ def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[d
     """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed.
     Returns the score rows and the forecast rows (`day_rows`)."""
     default = settings_for(args.config, path, ["preset=default", *args.overrides])
+    if unknown := set(args.without) - set(default.model.combine_with):  # before any fit, not after the first
+        raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in model.combine_with {default.model.combine_with}")
     recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
     history = read_history_file(default.data.path, default.data)
     print(f"\n{path.name}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)

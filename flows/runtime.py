@@ -46,8 +46,8 @@ def start_temporary_server() -> threading.Thread | None:
 
 
 # A temporary server serves one command: it sends Prefect no telemetry unless the user's environment or profile
-# asks (offline, its attempt logged an error on every command; its session row once met another writer and
-# printed a "database is locked" traceback). The Makefile sets the same.
+# asks (offline, its attempt logged an error on every command, and writing its session row once failed with a
+# "database is locked" traceback). The Makefile sets the same.
 QUIET_SERVER = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 

@@ -32,7 +32,7 @@ WITHOUT = " without "
 
 
 def without(members: Iterable[str], candidates: Iterable[str] = CANDIDATES) -> list[str]:
-    """The candidates, then each rule again with `members` left out (`trimmed without naive`)."""
+    """The candidates, then each rule again with each of `members` left out in turn (`trimmed without naive`)."""
     rules = [c for c in candidates if c != NETWORKS_ALONE]
     return [*candidates, *(f"{rule}{WITHOUT}{member}" for member in members for rule in rules)]
 

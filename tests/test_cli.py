@@ -66,8 +66,8 @@ def test_the_temporary_prefect_server_gets_time_to_start_on_a_busy_machine(tmp_p
     # Without PREFECT_API_URL a command starts Prefect's temporary server. No machine starts it within 1 s: with
     # Prefect's timeout as given the command failed with a traceback (on a busy machine, with Prefect's 20 s, a
     # timeout traceback, then a second server's bind traceback).
-    # Nor does it send telemetry (an error line on an offline machine, and a "database is locked" traceback
-    # when its session row met another writer), unless the user's environment asks for it.
+    # Nor does it send telemetry (an error line on an offline machine, and once a "database is locked" traceback
+    # writing its session row), unless the user's environment asks for it.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
     code = (
