@@ -115,8 +115,6 @@ def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[d
     """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed.
     Returns the score rows and the forecast rows (`day_rows`)."""
     default = settings_for(args.config, path, ["preset=default", *args.overrides])
-    if unknown := set(args.without) - set(default.model.combine_with):  # before any fit, not after the first
-        raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in model.combine_with {default.model.combine_with}")
     recipe = default.model_copy(update={"model": load_settings(None, ["preset=seed"]).model})
     history = read_history_file(default.data.path, default.data)
     print(f"\n{path.name}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
@@ -230,6 +228,11 @@ def main() -> None:
 
     started = time.perf_counter()
     paths = args.data or DEV_SET
+    # Here, before any fit (each series' candidates would fail after its first fold) and outside the pool (a
+    # SystemExit in a pool's worker loses its task, and the pool waits for it forever).
+    combine_with = settings_for(args.config, paths[0], ["preset=default", *args.overrides]).model.combine_with
+    if unknown := set(args.without) - set(combine_with):
+        raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in model.combine_with {combine_with}")
     if args.jobs > 1:  # the series' processes fill the cores: no helper process beside each fit (the same fits)
         args.overrides = ['model.peer_fits="inline"', *args.overrides]
         # A stop (SIGTERM, Ctrl-C) leaves the block by an exception, and leaving it terminates the series'
