@@ -30,6 +30,9 @@ round restores that state, lands the last day and times `travel-forecast retrain
 forecasting with the version fitted before its test days, `backtest.reuse_fit_days`; the networks starting from
 the latest version's weights, `model.warm_start_days`; the peers' fits lent by the versions fitted on their
 days), and everything fitted afresh (both 0: the warm start being part of the fit key, no version matches).
+With `--daily --series CONFIG` (a long-format config) every series is in that state and gets its new day: the
+retrain of all of them one after the other in one process (as a deployment's run over many series) and on 2 Dask
+workers, as seconds per series over the recipe's (the fixed cost of a process shared by its series).
 
 With `--exit` it measures instead how long a `travel-forecast` process takes to end once its command returned,
 holding what a retrain holds (TensorFlow, Keras, MLflow, Prefect, statsforecast): as the program ends now
@@ -42,6 +45,7 @@ series per minute and as seconds per series over 1.
 
     .venv/bin/python benchmarks/speed.py [--repeat 3] [--data FILE] [--config FILE] [--op-threads 1 | --peer-fits]
     .venv/bin/python benchmarks/speed.py --daily [--repeat 3] [--data FILE] [--config FILE]
+    .venv/bin/python benchmarks/speed.py --daily --series config/mta_modes.toml [--repeat 3]
     .venv/bin/python benchmarks/speed.py --series config/mta_modes.toml [--repeat 1]
     .venv/bin/python benchmarks/speed.py --exit [--repeat 3]
     .venv/bin/python benchmarks/speed.py --members [--warm] [--jobs 2] [--repeat 3] [--data FILE] [--config FILE]
@@ -50,13 +54,13 @@ series per minute and as seconds per series over 1.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,14 +105,16 @@ def toml_value(value) -> str:
 
 
 def timed(command: list[str], env: dict, *expect: str) -> float:
-    """Wall time of a whole process; its output is kept only if it fails (or does not say each of `expect`)."""
+    """Wall time of a whole process; its output is kept only if it fails (or does not say each of `expect`, as
+    often as it is listed)."""
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    missing = [text for text in expect if text not in result.stdout + result.stderr]
+    said = result.stdout + result.stderr
+    missing = [text for text, times in Counter(expect).items() if said.count(text) < times]
     if result.returncode != 0 or missing:
-        said = "failed" if result.returncode else f"did not say {missing}"
-        raise RuntimeError(f"{' '.join(command)} {said}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+        outcome = "failed" if result.returncode else f"did not say {missing}"
+        raise RuntimeError(f"{' '.join(command)} {outcome}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return seconds
 
 
@@ -318,7 +324,10 @@ def main() -> None:
 
 def daily_speed(args: argparse.Namespace) -> None:
     """The daily retrain of one new day, its backtest reusing a registered fit and fitting afresh, beside the bare
-    recipe, alternating; every retrain starts from the same stored state. One table."""
+    recipe, alternating; every retrain starts from the same stored state. One table.
+
+    With `--series CONFIG` (a long-format file) every series gets its day: the retrain of all of them one after the
+    other in one process, and on 2 Dask workers, as seconds per series over the recipe's."""
     import shutil
 
     import pandas as pd
@@ -326,47 +335,61 @@ def daily_speed(args: argparse.Namespace) -> None:
     from tasks.config import load_settings
     from tasks.lstm import held_out_ends
 
-    settings = load_settings(args.config, [], {"data": {"path": str(args.data)}} if args.data else None, root=Path.cwd())
+    base = args.series or args.config
+    settings = load_settings(base, [], {"data": {"path": str(args.data)}} if args.data else None, root=Path.cwd())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MLFLOW_"))}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     rows = pd.read_csv(settings.data.path, dtype=str, encoding=settings.data.encoding, sep=settings.data.delimiter)
-    test_days, last_day = settings.backtest.test_days, rows[settings.data.date_column].iloc[-1]
+    column = settings.data.series_column
+    series = {name: part for name, part in rows.groupby(column, sort=False)} if column else {None: rows}
+    test_days = settings.backtest.test_days
     # The versions a month of daily retrains leaves that the timed one uses: fitted before its test days, on the
     # days before its held-out days (their peers stand in), and on the day before (its networks start from it).
-    ends = sorted({len(rows) - test_days, *held_out_ends(settings.model, len(rows)), len(rows) - 1})
+    ends = {
+        name: sorted({len(part) - test_days, *held_out_ends(settings.model, len(part)), len(part) - 1})
+        for name, part in series.items()
+    }
+    if len({len(each) for each in ends.values()}) > 1:
+        raise SystemExit("every series needs as many setup retrains: give them histories of one length")
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         work, kept = root / "workspace", root / "kept"
         work.mkdir()
-        rows.iloc[: ends[0]].to_csv(root / "initial.csv", index=False)
-        config = workspace_config(work, args.config, root / "initial.csv")
+        initial = pd.concat(part.iloc[: ends[name][0]] for name, part in series.items()).sort_index()
+        initial.to_csv(root / "initial.csv", index=False)
+        config = workspace_config(work, base, root / "initial.csv")
         server, api_url = start_prefect_server(root / "prefect-home", env)
         served = env | {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(root / "prefect-home-client")}  # not ~/.prefect
         cli = [str(BIN / "travel-forecast"), "retrain", "--config", str(config)]
         bare = [sys.executable, str(ROOT / "benchmarks" / "bare_seed.py")]
         bare += [*(["--data", str(args.data)] if args.data else []), *(["--config", str(args.config)] if args.config else [])]
-        # Afresh: random weights, and (warm_start_days being part of the fit key) no version reused or lending peers.
-        commands = {
-            "bare": bare,
-            "warm": cli,
-            "fresh": [*cli, "--set", "model.warm_start_days=0", "--set", "backtest.reuse_fit_days=0"],
-        }
+        if column:  # all series in one process, and on two Dask workers
+            commands = {"bare": bare, "warm": cli, "warm, 2 workers": [*cli, "--workers", "2"]}
+        else:  # afresh: random weights, and (warm_start_days being part of the fit key) no version reused or lending peers
+            commands = {
+                "bare": bare,
+                "warm": cli,
+                "fresh": [*cli, "--set", "model.warm_start_days=0", "--set", "backtest.reuse_fit_days=0"],
+            }
         # It measured what it says: v1's fit ended the day before the test days, so its peers stood in too.
-        expect = {"warm": ["the backtest forecasts with v1, fitted through", f"start from the weights of v{len(ends)}, fitted"]}
+        count = len(series)
+        expect = {"warm": ["the backtest forecasts with v1, fitted through"] * count}
+        expect["warm"] += [f"start from the weights of v{len(next(iter(ends.values())))}, fitted"] * count
         peers = {"auto_ets", "auto_theta", "auto_arima"} & {*settings.model.combine_with}
         if peers & {*settings.backtest.compare}:
-            expect["warm"].append("statistical peer fit(s) stand for the compared peers' fits")
-        if peers and len(ends) > 2:
-            expect["warm"].append("statistical peer fit(s) of the version fitted through")
+            expect["warm"] += ["statistical peer fit(s) stand for the compared peers' fits"] * count
+        if peers and len(next(iter(ends.values()))) > 2:
+            expect["warm"] += ["statistical peer fit(s) of the version fitted through"] * count
         try:
-            print(f"  setting up: versions fitted on the first {', '.join(map(str, ends))} of {len(rows)} days", flush=True)
+            print(f"  setting up: versions fitted on the first {', '.join(map(str, next(iter(ends.values()))))} days", flush=True)
             # Quicker, and one version each (v1, v2, ...): the backtest and the gate are not part of a version's fit_key.
             setup = [*cli, "--set", "backtest.compare=[]", "--set", "retrain.allow_peer_champion=false"]
+            setup += ["--workers", "2"] if column else []
             timed([*setup, "--init"], served)
-            (work / "incoming").mkdir(exist_ok=True)
-            for start, end in itertools.pairwise(ends):
-                rows.iloc[start:end].to_csv(work / "incoming" / f"days-{end}.csv", index=False)
+            for step in range(len(next(iter(ends.values()))) - 1):
+                for name, part in series.items():
+                    land(work, column, name, part.iloc[ends[name][step] : ends[name][step + 1]], f"days-{ends[name][step + 1]}")
                 timed(setup, served)
             shutil.copytree(work, kept)
             for round_ in range(args.repeat):
@@ -375,9 +398,14 @@ def daily_speed(args: argparse.Namespace) -> None:
                     if name != "bare":  # the same stored state and one new day for every retrain
                         shutil.rmtree(work)
                         shutil.copytree(kept, work)
-                        rows.iloc[-1:].to_csv(work / "incoming" / f"{last_day}.csv", index=False)
+                        for each, part in series.items():
+                            land(work, column, each, part.iloc[-1:], part[settings.data.date_column].iloc[-1])
                     seconds.setdefault(name, []).append(timed(commands[name], served, *expect.get(name, ())))
-                    print(f"  round {round_ + 1} {name:8s} {seconds[name][-1]:7.1f} s", flush=True)
+                    print(f"  round {round_ + 1} {name:16s} {seconds[name][-1]:7.1f} s", flush=True)
+                    if column and name != "bare":  # a Dask worker's log is its own: the run's table says what it did
+                        table = pd.read_csv(max((work / "out").glob("retrain-*/series.csv")))
+                        if not (table["days_added"] == 1).all() or not table["status"].str.endswith("promoted").all():
+                            raise RuntimeError(f"{name}: not every series retrained on its new day:\n{table}")
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -388,14 +416,40 @@ def daily_speed(args: argparse.Namespace) -> None:
         "the networks starting from the newest version's weights, peer fits lent",
         "fresh": "daily retrain, everything fitted afresh (model.warm_start_days = 0, backtest.reuse_fit_days = 0)",
     }
-    lines = ["| measurement | median s | ratio to 1 | target |", "|---|---|---|---|"]
+    if column:
+        labels |= {
+            "warm": f"daily retrain (default) of {count} series, one after the other in one process",
+            "warm, 2 workers": "the same on 2 Dask workers",
+        }
+    per = "seconds per series / 1" if column else "ratio to 1"
+    lines = [f"| measurement | median s | {per} | target |", "|---|---|---|---|"]
     for name, label in labels.items():
-        median = statistics.median(seconds[name])
-        lines.append(f"| {label} | {median:.1f} | {median / reference:.3f} | {'≤ 0.25' if name != 'bare' else ''} |")
-    per_round = ", ".join(f"{x / y:.2f}" for x, y in zip(seconds["warm"], seconds["fresh"], strict=True))
-    table = "\n".join(lines) + f"\n\nwarm / fresh per round: {per_round}"
+        if name in seconds:
+            median = statistics.median(seconds[name]) / (count if name != "bare" else 1)
+            lines.append(
+                f"| {label} | {statistics.median(seconds[name]):.1f} | {median / reference:.3f} | {'≤ 0.25' if name != 'bare' else ''} |"
+            )
+    if column:
+        per_round = ", ".join(f"{x / count / y:.3f}" for x, y in zip(seconds["warm"], seconds["bare"], strict=True))
+        table = "\n".join(lines) + f"\n\nwarm per series / recipe per round: {per_round}"
+    else:
+        per_round = ", ".join(f"{x / y:.2f}" for x, y in zip(seconds["warm"], seconds["fresh"], strict=True))
+        table = "\n".join(lines) + f"\n\nwarm / fresh per round: {per_round}"
+    table += "\n\nruns (s): " + "; ".join(f"{n} {', '.join(f'{s:.1f}' for s in seconds[n])}" for n in seconds)
     print(f"\nmedians of {args.repeat} runs, with a running Prefect server, measured side by side:\n\n{table}")
-    write_runs(args.out / "speed-daily", seconds, f"# Speed of the daily retrain\n\nMedians of {args.repeat} runs.\n\n{table}\n")
+    prefix = "speed-series-daily" if column else "speed-daily"
+    write_runs(args.out / prefix, seconds, f"# Speed of the daily retrain\n\nMedians of {args.repeat} runs.\n\n{table}\n")
+
+
+def land(work: Path, column: str | None, series: str | None, days, label: str) -> None:
+    """`days` as a daily file in the landing folder: `<label>.csv`, or a series' `<series>__<label>.csv` in its own."""
+    if column is None:
+        (work / "incoming").mkdir(exist_ok=True)
+        days.to_csv(work / "incoming" / f"{label}.csv", index=False)
+        return
+    folder = work / "incoming" / series
+    folder.mkdir(parents=True, exist_ok=True)
+    days.drop(columns=column).to_csv(folder / f"{series}__{label}.csv", index=False)
 
 
 # A travel-forecast process holding a retrain's libraries runs `validate` on the sample, then ends as `argv[1]` says;
