@@ -85,13 +85,22 @@ def workspace_config(root: Path, base: Path | None, data: Path | None) -> Path:
         "backtest": values.get("backtest", {}),
         "mlflow": values.get("mlflow", {}) | {"store_dir": str(root / "mlruns")},
         "retrain": values.get("retrain", {}) | {"incoming_dir": str(root / "incoming"), "history_path": str(root / "history.db")},
+        "series": values.get("series", {}),  # each series' own settings of a long-format config
     }
     for name, section in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in section.items()]
+        lines += toml_table(name, section)
     path = root / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def toml_table(name: str, values: dict) -> list[str]:
+    """`[name]` with its keys, then its tables (`[name.key]`), as TOML lines."""
+    lines = [f"[{name}]", *(f"{key} = {toml_value(value)}" for key, value in values.items() if not isinstance(value, dict))]
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines += toml_table(f"{name}.{key}", value)
+    return lines
 
 
 def toml_value(value) -> str:
