@@ -2,6 +2,9 @@
 
 import logging
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +136,7 @@ def test_a_fit_collects_its_peers_fitted_ahead_and_forecasts_exactly_as_inline(c
     with caplog.at_level(logging.INFO, logger="tasks.peer_fits"), peers_fitted_ahead(ahead):
         assert len(_peer_helpers()) == 1
         lstm = LstmForecaster(DATA, PEERS_BESIDE).fit(history)
-    assert _peer_helpers() == []
+    assert len(_peer_helpers()) == 1  # both answered: one is kept, idle, for this process's next fit
     # The fit's own helper fits only the peers before its two held-out parts; the two on every day came from ahead.
     assert "fitted 4 statistical peer model(s) in a helper process beside the networks" in caplog.text
     assert "fitted 2 statistical peer model(s) in a helper process started ahead of the fit" in caplog.text
@@ -149,6 +152,51 @@ def test_peers_fitted_ahead_that_no_fit_collects_end_with_their_block():
     with peers_fitted_ahead(every_day_peer_fits(PEERS_BESIDE, history)):  # a retrain stopped before its fit
         assert len(_peer_helpers()) == 1
     assert _peer_helpers() == [] and not is_fitted("AutoARIMA", series_key(history))
+
+
+def test_a_helper_that_answered_fits_the_next_fit_too():
+    # A run over many series starts one helper, not one per series.
+    first, second = _weekly_history(80), _weekly_history(90)
+    forget_fitted()
+    with peers_fitted_beside(every_day_peer_fits(PEERS_BESIDE, first)):
+        pass
+    idle = _peer_helpers()
+    with peers_fitted_beside(every_day_peer_fits(PEERS_BESIDE, second)):
+        assert _peer_helpers() == idle and len(idle) == 1
+    assert _peer_helpers() == idle
+    assert is_fitted("AutoARIMA", series_key(first)) and is_fitted("AutoARIMA", series_key(second))
+
+
+@pytest.mark.parametrize("ending", ["exit", "killed"])
+def test_the_idle_helper_ends_with_its_process(ending, tmp_path):
+    # A process that fitted peers beside and then ends, or is killed (no exit handler runs), leaves no helper.
+    program = f"""
+import os, signal, sys
+sys.path[:0] = [{str(Path(__file__).parents[1])!r}, {str(Path(__file__).parent)!r}]
+from test_lstm import PEERS_BESIDE, _peer_helpers, _weekly_history
+from tasks.lstm import every_day_peer_fits
+from tasks.peer_fits import peers_fitted_beside
+with peers_fitted_beside(every_day_peer_fits(PEERS_BESIDE, _weekly_history(80))):
+    pass
+print(*_peer_helpers(), flush=True)
+if {ending!r} == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    helpers = [int(pid) for pid in result.stdout.split()]
+    assert len(helpers) == 1, result.stderr[-2000:]
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{helpers[0]}").exists() and _state(helpers[0]) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{helpers[0]}").exists() or _state(helpers[0]) == "Z"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (Z: ended, not yet reaped by its parent), or "" once gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _peer_helpers() -> list[int]:
