@@ -168,7 +168,7 @@ def test_a_helper_that_answered_fits_the_next_fit_too():
 
 
 @pytest.mark.parametrize("ending", ["exit", "killed"])
-def test_the_idle_helper_ends_with_its_process(ending, tmp_path):
+def test_the_idle_helper_ends_with_its_process(ending):
     # A process that fitted peers beside and then ends, or is killed (no exit handler runs), leaves no helper.
     program = f"""
 import os, signal, sys
