@@ -360,6 +360,7 @@ def daily_speed(args: argparse.Namespace) -> None:
     }
     if len({len(each) for each in ends.values()}) > 1:
         raise SystemExit("every series needs as many setup retrains: give them histories of one length")
+    first_ends = next(iter(ends.values()))  # as many as every series'
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -384,19 +385,19 @@ def daily_speed(args: argparse.Namespace) -> None:
         # It measured what it says: v1's fit ended the day before the test days, so its peers stood in too.
         count = len(series)
         expect = {"warm": ["the backtest forecasts with v1, fitted through"] * count}
-        expect["warm"] += [f"start from the weights of v{len(next(iter(ends.values())))}, fitted"] * count
+        expect["warm"] += [f"start from the weights of v{len(first_ends)}, fitted"] * count
         peers = {"auto_ets", "auto_theta", "auto_arima"} & {*settings.model.combine_with}
         if peers & {*settings.backtest.compare}:
             expect["warm"] += ["statistical peer fit(s) stand for the compared peers' fits"] * count
-        if peers and len(next(iter(ends.values()))) > 2:
+        if peers and len(first_ends) > 2:
             expect["warm"] += ["statistical peer fit(s) of the version fitted through"] * count
         try:
-            print(f"  setting up: versions fitted on the first {', '.join(map(str, next(iter(ends.values()))))} days", flush=True)
+            print(f"  setting up: versions fitted on the first {', '.join(map(str, first_ends))} days", flush=True)
             # Quicker, and one version each (v1, v2, ...): the backtest and the gate are not part of a version's fit_key.
             setup = [*cli, "--set", "backtest.compare=[]", "--set", "retrain.allow_peer_champion=false"]
             setup += ["--workers", "2"] if column else []
             timed([*setup, "--init"], served)
-            for step in range(len(next(iter(ends.values()))) - 1):
+            for step in range(len(first_ends) - 1):
                 for name, part in series.items():
                     land(work, column, name, part.iloc[ends[name][step] : ends[name][step + 1]], f"days-{ends[name][step + 1]}")
                 timed(setup, served)
