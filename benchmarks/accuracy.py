@@ -45,6 +45,7 @@ from tasks.selection import (  # noqa: E402
     candidate_fits,
     choose,
     ratios_to_best_peer,
+    rolling,
     validation_protocol,
     without,
 )
@@ -111,6 +112,12 @@ def day_rows(backtest: Backtest, **keys) -> list[dict]:
     ]
 
 
+def candidates(args: argparse.Namespace) -> list[str]:
+    """The candidates --validation scores: every rule, with --without's members left out, and --rolling's."""
+    listed = without(args.without)
+    return rolling(listed) if args.rolling else listed
+
+
 def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed.
     Returns the score rows and the forecast rows (`day_rows`)."""
@@ -133,7 +140,7 @@ def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[d
         for i in range(args.seeds):
             seeded = with_seed(default, i)
             if args.validation:
-                fits = candidate_fits(seeded.data, seeded.model, without(args.without))
+                fits = candidate_fits(seeded.data, seeded.model, candidates(args))
             elif seeded.model.combine_with:  # the networks alone (the default before combining) from the same fits
                 both = candidate_fits(seeded.data, seeded.model, [seeded.model.combination, NETWORKS_ALONE])
                 fits = {LSTM: both[f"lstm {seeded.model.combination}"], NETWORKS: both[f"lstm {NETWORKS_ALONE}"]}
@@ -221,6 +228,11 @@ def main() -> None:
         metavar="MEMBER",
         help="with --validation: each rule also scored with this member of model.combine_with left out (repeatable)",
     )
+    parser.add_argument(
+        "--rolling",
+        action="store_true",
+        help="with --validation: each rule also scored with model.rolling_weights (`<rule> rolling`)",
+    )
     parser.add_argument("--protocols", default="notebook,recent")
     parser.add_argument("--jobs", type=int, default=1, help="series run side by side in separate processes")
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
@@ -250,7 +262,7 @@ def main() -> None:
     if args.validation:
         choice, means = choose(candidate_ratios(rows))
         text += "\nGeometric mean of MAE / best of seasonal naive and the peers, over every series, protocol and seed:\n\n"
-        text += "\n".join(f"- {c}: {means[c]:.3f}" for c in without(args.without)) + f"\n\nChosen: **{choice}**\n"
+        text += "\n".join(f"- {c}: {means[c]:.3f}" for c in candidates(args)) + f"\n\nChosen: **{choice}**\n"
     coverage = (
         rows.dropna(subset=["coverage_80"])
         .groupby(["series", "protocol", "forecaster"], sort=False)[["coverage_80", "coverage_95"]]

@@ -8,6 +8,7 @@ model, the registered MLflow model and `predict` all call `fit` and `forecast_ro
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from schemas.daily import DATE
+from schemas.daily import DATE, TARGET
 from tasks.combination import combination_weights, combine
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
@@ -33,6 +34,8 @@ from tasks.framing import Samples, complete, frame_windows, select
 from tasks.intervals import log_residuals
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from tasks.encoding import FeatureEncoder
     from tasks.network import EpochReport
     from tasks.peer_fits import PeerFit
@@ -241,12 +244,65 @@ class LstmForecaster(Forecaster):
         return self.decode(frame_windows(self.encoder.encode(history), self.model.lags, self.horizon, first_targets))
 
     def forecast_rows(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
-        """The members' weighted forecast: a row's own value never feeds its forecast."""
-        forecasts = {NETWORKS: self.decode_networks(history, first_targets)}
-        forecasts |= {
-            kind: peer.forecast_rows(history, first_targets) for kind, peer in self.peers.items() if self.weights.get(kind, 0) > 0
+        """The members' weighted forecast: a row's own value never feeds its forecast. With `model.rolling_weights`,
+        a row after the fit's days is weighted on the members' errors on the days before it (rolling_weights)."""
+        rows = np.asarray(first_targets, dtype=int)
+        fit_end = self.fit_end_row(history)
+        if not (self.rolls and len(rows) and rows.max() > fit_end):
+            return combine(self.member_forecasts(history, rows, [k for k, w in self.weights.items() if w > 0]), self.weights)
+        forecasts = self.member_forecasts(history, rows, self.validation_errors)
+        later = self.errors_after_fit(history, rows.max())
+        out = np.empty((len(rows), self.horizon))
+        for i, row in enumerate(rows):
+            out[i] = combine({name: f[i] for name, f in forecasts.items()}, self.rolling_weights(later, row - fit_end))
+        return out
+
+    @property
+    def rolls(self) -> bool:
+        """Whether days after the fit are weighted on the errors before them (members to weigh, and the setting)."""
+        return self.model.rolling_weights and len(self.validation_errors) > 1
+
+    def predict_days(self, history: pd.DataFrame, days: int) -> pd.DataFrame:
+        """As Forecaster.predict_days; with `model.rolling_weights`, every day ahead is weighted as the day after the
+        history (a day fed back is a forecast, not an error to learn from)."""
+        if not self.rolls:
+            return super().predict_days(history, days)
+        frozen = copy.copy(self)
+        days_after = len(history) - self.fit_end_row(history)
+        frozen.weights = self.rolling_weights(self.errors_after_fit(history, len(history)), days_after)
+        frozen.model = self.model.model_copy(update={"rolling_weights": False})
+        return Forecaster.predict_days(frozen, history, days)
+
+    def member_forecasts(self, history: pd.DataFrame, rows: np.ndarray, members: Iterable[str]) -> dict[str, np.ndarray]:
+        """The networks' and each peer's forecast [len(rows), horizon] of these rows, for the members listed
+        (a peer without weight need not forecast); the networks always."""
+        forecasts = {NETWORKS: self.decode_networks(history, rows)}
+        return forecasts | {kind: peer.forecast_rows(history, rows) for kind, peer in self.peers.items() if kind in members}
+
+    def fit_end_row(self, history: pd.DataFrame) -> int:
+        """The first row of `history` after the days this forecaster was fitted on."""
+        return int(history[DATE].searchsorted(self.fitted_through, side="right"))
+
+    def errors_after_fit(self, history: pd.DataFrame, end: int) -> dict[str, np.ndarray]:
+        """Each member's one-step error (actual - forecast) on the rows after the fit's days, up to row `end`."""
+        rows = np.arange(min(self.fit_end_row(history), end), end)
+        if not len(rows):
+            return {name: np.empty(0) for name in self.validation_errors}
+        actual = history[TARGET].to_numpy(dtype=float)[rows]
+        return {name: actual - f[:, 0] for name, f in self.member_forecasts(history, rows, self.validation_errors).items()}
+
+    def rolling_weights(self, later: dict[str, np.ndarray], days_after: int) -> dict[str, float]:
+        """The weights of a day `days_after` days after the fit's days: from each member's errors on the last
+        weighting days before it, the fit's own weighting days (validation_errors) followed by the days since; a day
+        of the fit's, or the one after it, has the fit's weights."""
+        if days_after <= 0:
+            return self.weights
+        window = len(next(iter(self.validation_errors.values())))
+        errors = {
+            name: np.concatenate([self.validation_errors[name], later[name][:days_after]])[-window:]
+            for name in self.validation_errors
         }
-        return combine(forecasts, self.weights)
+        return combination_weights({name: e[np.isfinite(e)] for name, e in errors.items()}, self.model.combination)
 
     def _save(self, directory: Path) -> None:
         import joblib

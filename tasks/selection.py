@@ -9,7 +9,8 @@ geometric mean ratio is the default. Test days are scored only after the choice.
 The candidates are ways to weight the LSTM's members (tasks/combination.py), all read off
 the same fitted networks and peers: the networks alone, or combined by one of the rules;
 `<rule> without <member>` weights every member but that one (weight 0), so whether a member
-earns its place is judged on the same fits with and without it.
+earns its place is judged on the same fits with and without it; `<candidate> rolling` weights each
+day after a fit's days on the members' errors on the days before it (`model.rolling_weights`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ from tasks.lstm import NETWORKS, LstmForecaster
 NETWORKS_ALONE = "networks"  # the candidate that gives the networks all the weight
 CANDIDATES: list[str] = [NETWORKS_ALONE, "inverse_mae", "inverse_mse", "equal", "trimmed", "best"]
 WITHOUT = " without "
+ROLLING = " rolling"
 
 
 def without(members: Iterable[str], candidates: Iterable[str] = CANDIDATES) -> list[str]:
     """The candidates, then each rule again with each of `members` left out in turn (`trimmed without naive`)."""
     rules = [c for c in candidates if c != NETWORKS_ALONE]
     return [*candidates, *(f"{rule}{WITHOUT}{member}" for member in members for rule in rules)]
+
+
+def rolling(candidates: Iterable[str]) -> list[str]:
+    """The candidates, then each rule again with `model.rolling_weights` (`inverse_mse rolling`)."""
+    candidates = list(candidates)
+    return [*candidates, *(f"{c}{ROLLING}" for c in candidates if c != NETWORKS_ALONE)]
 
 
 def validation_protocol(protocol: BacktestConfig, n_days: int) -> BacktestConfig:
@@ -46,16 +54,18 @@ def validation_protocol(protocol: BacktestConfig, n_days: int) -> BacktestConfig
 def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
     """A copy of a fitted combined forecaster with the candidate's weights (from the same validation errors)."""
     errors = forecaster.validation_errors
-    if candidate == NETWORKS_ALONE:
-        weights = {name: float(name == NETWORKS) for name in errors}
-    else:
-        rule, _, left_out = candidate.partition(WITHOUT)
-        if left_out and left_out not in errors:
-            raise ValueError(f"candidate {candidate!r}: {left_out!r} is not a member ({', '.join(errors)})")
-        weighted = combination_weights({name: e for name, e in errors.items() if name != left_out}, _rule(rule))
-        weights = {name: weighted.get(name, 0.0) for name in errors}
     other = copy.copy(forecaster)
-    other.weights = weights
+    if candidate == NETWORKS_ALONE:
+        other.weights = {name: float(name == NETWORKS) for name in errors}
+        return other
+    rule, _, left_out = candidate.removesuffix(ROLLING).partition(WITHOUT)
+    if left_out and left_out not in errors:
+        raise ValueError(f"candidate {candidate!r}: {left_out!r} is not a member ({', '.join(errors)})")
+    weighted = combination_weights({name: e for name, e in errors.items() if name != left_out}, _rule(rule))
+    other.weights = {name: weighted.get(name, 0.0) for name in errors}
+    if candidate.endswith(ROLLING):  # the left-out member stays out of every day's weights
+        other.validation_errors = {name: e for name, e in errors.items() if name != left_out}
+        other.model = forecaster.model.model_copy(update={"rolling_weights": True, "combination": rule})
     return other
 
 

@@ -119,3 +119,36 @@ def test_with_weighting_days_every_member_is_weighted_on_the_last_days_only():
     assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
     # The intervals are calibrated on all 28 validation days: with the last 14 alone, 95% would need rank 15 of 14.
     assert len(lstm.calibration) == 28 and all(np.isfinite(w) for w in lstm.half_widths().values())
+
+
+def test_rolling_weights_weigh_each_day_after_the_fit_on_the_errors_of_the_days_before_it(tmp_path):
+    history = weekly(120)
+    lstm = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"rolling_weights": True})).fit(history.iloc[:110])
+    rows = np.arange(110, 120)
+    members = {"lstm": lstm.decode_networks(history, rows)} | {k: p.forecast_rows(history, rows) for k, p in lstm.peers.items()}
+    actual = history["travellers"].to_numpy(dtype=float)[rows]
+    expected = []
+    for day in range(len(rows)):  # the 14 validation days' errors, the oldest giving way to each day since the fit
+        errors = {
+            name: np.concatenate([lstm.validation_errors[name], actual[:day] - f[:day, 0]])[-14:] for name, f in members.items()
+        }
+        inverse = {name: 1 / np.mean(e**2) for name, e in errors.items()}
+        expected.append(sum(inverse[name] / sum(inverse.values()) * f[day, 0] for name, f in members.items()))
+    forecast = lstm.forecast_rows(history, rows)
+    np.testing.assert_allclose(forecast[:, 0], expected)
+    assert forecast[0, 0] == pytest.approx(combine({k: f[:1] for k, f in members.items()}, lstm.weights)[0, 0])  # the fit's
+    # A row's own value and the days after it never change its forecast.
+    garbled = history.copy()
+    garbled.loc[115:, "travellers"] *= 3
+    np.testing.assert_allclose(lstm.forecast_rows(garbled, rows[:6]), forecast[:6])
+    # Days ahead of the history are weighted as the day after it: a day fed back is no error to learn from.
+    ahead = lstm.predict_days(history.iloc[:115], 3)
+    frozen = combination_weights(
+        {name: np.concatenate([lstm.validation_errors[name], actual[:5] - f[:5, 0]])[-14:] for name, f in members.items()},
+        "inverse_mse",
+    )
+    assert ahead["forecast"].iloc[0] == pytest.approx(sum(frozen[k] * f[5, 0] for k, f in members.items()))
+    loaded = load_forecaster(lstm.save(tmp_path / "model"))
+    np.testing.assert_allclose(loaded.forecast_rows(history, rows), forecast)
+    with pytest.raises(ValueError, match=re.escape("model.rolling_weights weights one-step forecasts: set model.horizon = 1")):
+        ModelConfig(rolling_weights=True, horizon=2)

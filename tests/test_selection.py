@@ -10,7 +10,16 @@ from tasks.backtest import run_backtest
 from tasks.config import BacktestConfig, DataConfig, ModelConfig
 from tasks.forecasters import make_forecaster
 from tasks.lstm import LstmForecaster
-from tasks.selection import CANDIDATES, candidate_fits, choose, ratios_to_best_peer, reweighted, validation_protocol, without
+from tasks.selection import (
+    CANDIDATES,
+    candidate_fits,
+    choose,
+    ratios_to_best_peer,
+    reweighted,
+    rolling,
+    validation_protocol,
+    without,
+)
 from tests.test_forecasters import weekly
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
@@ -59,12 +68,33 @@ def test_a_member_left_out_gets_no_weight_and_the_others_are_weighted_without_it
     ]
 
 
+def test_a_rolling_candidate_weights_each_day_by_its_rule_and_keeps_a_left_out_member_out():
+    forecaster = LstmForecaster(DATA, MODEL.model_copy(update={"combine_with": ["auto_ets", "naive"]}))
+    forecaster.validation_errors = {
+        "lstm": np.array([2.0, -2.0]),
+        "auto_ets": np.array([4.0, 4.0]),
+        "naive": np.array([1.0, 1.0]),
+    }
+    rolled = reweighted(forecaster, "inverse_mae without naive rolling")
+    assert rolled.weights == {"lstm": 2 / 3, "auto_ets": 1 / 3, "naive": 0.0}  # the fit's days
+    assert (rolled.model.rolling_weights, rolled.model.combination, list(rolled.validation_errors)) == (
+        True,
+        "inverse_mae",
+        ["lstm", "auto_ets"],
+    )
+    # A day after the fit: the last 2 errors are the second validation day's and the fit's next day's.
+    later = {"lstm": np.array([6.0]), "auto_ets": np.array([2.0]), "naive": np.array([0.0])}
+    assert rolled.rolling_weights(later, 1) == pytest.approx({"lstm": 3 / 7, "auto_ets": 4 / 7})  # MAE 4 and 3
+    assert not reweighted(forecaster, "inverse_mae without naive").model.rolling_weights
+    assert rolling(["networks", "equal"]) == ["networks", "equal", "equal rolling"]
+
+
 def validation_choice(history: pd.DataFrame) -> tuple[str, dict[str, float]]:
     """The procedure on one series: peers and every candidate on the validation window, the choice."""
     window = validation_protocol(PROTOCOL, len(history))
     peers = ["seasonal_naive", "auto_ets"]
     fits = {kind: (lambda t, k=kind: make_forecaster(k, DATA, MODEL).fit(t)) for kind in peers}
-    result = run_backtest(history, fits | candidate_fits(DATA, MODEL), window)
+    result = run_backtest(history, fits | candidate_fits(DATA, MODEL, rolling(CANDIDATES)), window)
     ratios = ratios_to_best_peer({name: m["mae"] for name, m in result.metrics.items()}, peers)
     return choose(pd.DataFrame({"candidate": list(ratios), "ratio": list(ratios.values())}))[0], ratios
 
@@ -76,5 +106,5 @@ def test_the_choice_is_the_same_when_the_test_days_are_garbled():
     garbled.loc[test_days, "travellers"] = np.random.default_rng(1).integers(1, 10_000_000, len(test_days))
     garbled.loc[test_days, "day_type"] = 2
     original, after = validation_choice(history), validation_choice(garbled)
-    assert set(original[1]) == set(CANDIDATES)
+    assert set(original[1]) == set(rolling(CANDIDATES))
     assert original == after  # the same ratios to the digit, the same choice
