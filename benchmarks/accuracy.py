@@ -43,6 +43,7 @@ from tasks.input_file import read_history_file  # noqa: E402
 from tasks.selection import (  # noqa: E402
     NETWORKS_ALONE,
     candidate_fits,
+    candidate_of,
     choose,
     ratios_to_best_peer,
     rolling,
@@ -142,8 +143,9 @@ def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[d
             if args.validation:
                 fits = candidate_fits(seeded.data, seeded.model, candidates(args))
             elif seeded.model.combine_with:  # the networks alone (the default before combining) from the same fits
-                both = candidate_fits(seeded.data, seeded.model, [seeded.model.combination, NETWORKS_ALONE])
-                fits = {LSTM: both[f"lstm {seeded.model.combination}"], NETWORKS: both[f"lstm {NETWORKS_ALONE}"]}
+                own = candidate_of(seeded.model)
+                both = candidate_fits(seeded.data, seeded.model, [own, NETWORKS_ALONE])
+                fits = {LSTM: both[f"lstm {own}"], NETWORKS: both[f"lstm {NETWORKS_ALONE}"]}
             else:
                 fits = {LSTM: fit_of(seeded, "lstm")}
             result, seconds = timed_backtest(history, fits, protocol, default.model.horizon)

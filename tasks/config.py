@@ -152,10 +152,11 @@ class ModelConfig(_Strict):
         description="How the members are weighted from their errors on the validation days (chosen by tasks/selection.py).",
     )
     rolling_weights: bool = Field(
-        False,
+        True,
         description="A forecast of a day after the fit's days is weighted on the members' errors on the last "
         "weighting_days days before it (the fit's own weighting days, then the days since the fit, each forecast by "
-        "the fitted members), so a version used beyond its fit follows the members that did best lately; horizon 1.",
+        "the fitted members), so a version used beyond its fit follows the members that did best lately (chosen by "
+        "tasks/selection.py). Horizon 1 only: a longer horizon keeps the fit's weights.",
     )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",
@@ -175,12 +176,6 @@ class ModelConfig(_Strict):
                 "model.combine_with weights the members on the validation days: set model.validation_days >= 7, "
                 "or model.combine_with = [] for the networks alone"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _rolling_weights_step_by_step(self) -> ModelConfig:
-        if self.rolling_weights and self.horizon != 1:  # a day's errors are known only once the day has passed
-            raise ValueError("model.rolling_weights weights one-step forecasts: set model.horizon = 1")
         return self
 
     @model_validator(mode="after")

@@ -259,8 +259,9 @@ class LstmForecaster(Forecaster):
 
     @property
     def rolls(self) -> bool:
-        """Whether days after the fit are weighted on the errors before them (members to weigh, and the setting)."""
-        return self.model.rolling_weights and len(self.validation_errors) > 1
+        """Whether days after the fit are weighted on the errors before them: the setting, members to weigh, and
+        one-step forecasts (a day's error is known the day after; a longer horizon keeps the fit's weights)."""
+        return self.model.rolling_weights and len(self.validation_errors) > 1 and self.horizon == 1
 
     def predict_days(self, history: pd.DataFrame, days: int) -> pd.DataFrame:
         """As Forecaster.predict_days; with `model.rolling_weights`, every day ahead is weighted as the day after the

@@ -57,16 +57,22 @@ def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
     other = copy.copy(forecaster)
     if candidate == NETWORKS_ALONE:
         other.weights = {name: float(name == NETWORKS) for name in errors}
+        other.model = forecaster.model.model_copy(update={"rolling_weights": False})
         return other
     rule, _, left_out = candidate.removesuffix(ROLLING).partition(WITHOUT)
     if left_out and left_out not in errors:
         raise ValueError(f"candidate {candidate!r}: {left_out!r} is not a member ({', '.join(errors)})")
-    weighted = combination_weights({name: e for name, e in errors.items() if name != left_out}, _rule(rule))
+    kept = {name: e for name, e in errors.items() if name != left_out}  # out of every day's weights
+    weighted = combination_weights(kept, _rule(rule))
     other.weights = {name: weighted.get(name, 0.0) for name in errors}
-    if candidate.endswith(ROLLING):  # the left-out member stays out of every day's weights
-        other.validation_errors = {name: e for name, e in errors.items() if name != left_out}
-        other.model = forecaster.model.model_copy(update={"rolling_weights": True, "combination": rule})
+    other.validation_errors = kept
+    other.model = forecaster.model.model_copy(update={"rolling_weights": candidate.endswith(ROLLING), "combination": rule})
     return other
+
+
+def candidate_of(model: ModelConfig) -> str:
+    """The candidate that is this model's own weighting (`inverse_mse rolling` for the default)."""
+    return f"{model.combination}{ROLLING if model.rolling_weights else ''}"
 
 
 def candidate_fits(data: DataConfig, model: ModelConfig, candidates: Iterable[str] = CANDIDATES) -> dict[str, Fit]:

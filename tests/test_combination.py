@@ -22,6 +22,7 @@ COMBINED = ModelConfig(
     combine_with=["auto_ets", "seasonal_naive"],
     weighting_days=0,
     combination="inverse_mse",
+    rolling_weights=False,  # the fit's weights on every day (rolling: its own test)
 )
 
 
@@ -150,5 +151,6 @@ def test_rolling_weights_weigh_each_day_after_the_fit_on_the_errors_of_the_days_
     assert ahead["forecast"].iloc[0] == pytest.approx(sum(frozen[k] * f[5, 0] for k, f in members.items()))
     loaded = load_forecaster(lstm.save(tmp_path / "model"))
     np.testing.assert_allclose(loaded.forecast_rows(history, rows), forecast)
-    with pytest.raises(ValueError, match=re.escape("model.rolling_weights weights one-step forecasts: set model.horizon = 1")):
-        ModelConfig(rolling_weights=True, horizon=2)
+    fixed = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"rolling_weights": False})).fit(history.iloc[:110])
+    assert fixed.weights == lstm.weights  # the same fit: only the days after it are weighted otherwise
+    np.testing.assert_allclose(fixed.forecast_rows(history, rows), combine(members, lstm.weights))

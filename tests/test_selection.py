@@ -13,6 +13,7 @@ from tasks.lstm import LstmForecaster
 from tasks.selection import (
     CANDIDATES,
     candidate_fits,
+    candidate_of,
     choose,
     ratios_to_best_peer,
     reweighted,
@@ -87,6 +88,9 @@ def test_a_rolling_candidate_weights_each_day_by_its_rule_and_keeps_a_left_out_m
     assert rolled.rolling_weights(later, 1) == pytest.approx({"lstm": 3 / 7, "auto_ets": 4 / 7})  # MAE 4 and 3
     assert not reweighted(forecaster, "inverse_mae without naive").model.rolling_weights
     assert rolling(["networks", "equal"]) == ["networks", "equal", "equal rolling"]
+    assert not reweighted(rolled, "networks").model.rolling_weights  # the networks alone are never reweighted
+    assert candidate_of(ModelConfig()) == "inverse_mse rolling"  # the default's own candidate, scored on test days
+    assert candidate_of(ModelConfig(combination="trimmed", rolling_weights=False)) == "trimmed"
 
 
 def validation_choice(history: pd.DataFrame) -> tuple[str, dict[str, float]]:
