@@ -250,11 +250,14 @@ class LstmForecaster(Forecaster):
         fit_end = self.fit_end_row(history)
         if not (self.rolls and len(rows) and rows.max() > fit_end):
             return combine(self.member_forecasts(history, rows, [k for k, w in self.weights.items() if w > 0]), self.weights)
-        forecasts = self.member_forecasts(history, rows, self.validation_errors)
-        later = self.errors_after_fit(history, rows.max())
+        scored = np.arange(fit_end, rows.max())  # the days after the fit that weight a later row
+        wanted = np.union1d(rows, scored)  # each member forecasts each row once (a backtest's: the same rows)
+        forecasts = self.member_forecasts(history, wanted, self.validation_errors)
+        later = self.errors_on(history, scored, {name: f[np.searchsorted(wanted, scored)] for name, f in forecasts.items()})
+        at = np.searchsorted(wanted, rows)
         out = np.empty((len(rows), self.horizon))
         for i, row in enumerate(rows):
-            out[i] = combine({name: f[i] for name, f in forecasts.items()}, self.rolling_weights(later, row - fit_end))
+            out[i] = combine({name: f[at[i]] for name, f in forecasts.items()}, self.rolling_weights(later, row - fit_end))
         return out
 
     @property
@@ -289,8 +292,13 @@ class LstmForecaster(Forecaster):
         rows = np.arange(min(self.fit_end_row(history), end), end)
         if not len(rows):
             return {name: np.empty(0) for name in self.validation_errors}
+        return self.errors_on(history, rows, self.member_forecasts(history, rows, self.validation_errors))
+
+    @staticmethod
+    def errors_on(history: pd.DataFrame, rows: np.ndarray, forecasts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each member's one-step error (actual - forecast) on these rows, from its forecasts of them."""
         actual = history[TARGET].to_numpy(dtype=float)[rows]
-        return {name: actual - f[:, 0] for name, f in self.member_forecasts(history, rows, self.validation_errors).items()}
+        return {name: actual - f[:, 0] for name, f in forecasts.items()}
 
     def rolling_weights(self, later: dict[str, np.ndarray], days_after: int) -> dict[str, float]:
         """The weights of a day `days_after` days after the fit's days: from each member's errors on the last
