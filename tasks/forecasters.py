@@ -20,7 +20,7 @@ import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -364,10 +364,16 @@ def make_forecaster(kind: str, data: DataConfig, model: ModelConfig, report: Epo
     return forecaster_classes()[kind](data, model.model_copy(update={"kind": kind}), report)
 
 
+# Settings added later that change how a saved fit forecasts: a version saved before one existed forecasts as it
+# did when it was backtested and registered, not as the new default would.
+SAVED_WITHOUT: dict[str, Any] = {"rolling_weights": False}
+
+
 def load_forecaster(directory: Path) -> Forecaster:
     """A fitted forecaster from the folder `Forecaster.save` wrote."""
     spec = json.loads((directory / SPEC_FILE).read_text())
-    forecaster = make_forecaster(spec["kind"], DataConfig.model_validate(spec["data"]), ModelConfig.model_validate(spec["model"]))
+    model = ModelConfig.model_validate(SAVED_WITHOUT | spec["model"])
+    forecaster = make_forecaster(spec["kind"], DataConfig.model_validate(spec["data"]), model)
     forecaster.calibration = np.asarray(spec["calibration"], dtype=float)
     forecaster.fitted_through = pd.Timestamp(spec["fitted_through"])
     forecaster._load(directory)

@@ -149,8 +149,15 @@ def test_rolling_weights_weigh_each_day_after_the_fit_on_the_errors_of_the_days_
         "inverse_mse",
     )
     assert ahead["forecast"].iloc[0] == pytest.approx(sum(frozen[k] * f[5, 0] for k, f in members.items()))
-    loaded = load_forecaster(lstm.save(tmp_path / "model"))
-    np.testing.assert_allclose(loaded.forecast_rows(history, rows), forecast)
+    folder = lstm.save(tmp_path / "model")
+    np.testing.assert_allclose(load_forecaster(folder).forecast_rows(history, rows), forecast)
+    # A version saved before the setting existed forecasts as it was backtested: with the fit's weights.
+    spec = json.loads((folder / "forecaster.json").read_text())
+    del spec["model"]["rolling_weights"]
+    (folder / "forecaster.json").write_text(json.dumps(spec))
+    old = load_forecaster(folder)
+    assert not old.model.rolling_weights
+    np.testing.assert_allclose(old.forecast_rows(history, rows), combine(members, lstm.weights))
     fixed = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"rolling_weights": False})).fit(history.iloc[:110])
     assert fixed.weights == lstm.weights  # the same fit: only the days after it are weighted otherwise
     np.testing.assert_allclose(fixed.forecast_rows(history, rows), combine(members, lstm.weights))
