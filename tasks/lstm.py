@@ -250,14 +250,15 @@ class LstmForecaster(Forecaster):
         fit_end = self.fit_end_row(history)
         if not (self.rolls and len(rows) and rows.max() > fit_end):
             return combine(self.member_forecasts(history, rows, [k for k, w in self.weights.items() if w > 0]), self.weights)
-        scored = np.arange(fit_end, rows.max())  # the days after the fit that weight a later row
+        first = self.first_scored_row(history)
+        scored = np.arange(first, rows.max())  # the days after the fit that weight a later row
         wanted = np.union1d(rows, scored)  # each member forecasts each row once (a backtest's: the same rows)
         forecasts = self.member_forecasts(history, wanted, self.validation_errors)
         later = self.errors_on(history, scored, {name: f[np.searchsorted(wanted, scored)] for name, f in forecasts.items()})
         at = np.searchsorted(wanted, rows)
         out = np.empty((len(rows), self.horizon))
         for i, row in enumerate(rows):
-            out[i] = combine({name: f[at[i]] for name, f in forecasts.items()}, self.rolling_weights(later, row - fit_end))
+            out[i] = combine({name: f[at[i]] for name, f in forecasts.items()}, self.rolling_weights(later, row - first))
         return out
 
     @property
@@ -272,8 +273,9 @@ class LstmForecaster(Forecaster):
         if not self.rolls:
             return super().predict_days(history, days)
         frozen = copy.copy(self)
-        days_after = len(history) - self.fit_end_row(history)
-        frozen.weights = self.rolling_weights(self.errors_after_fit(history, len(history)), days_after)
+        frozen.weights = self.rolling_weights(
+            self.errors_after_fit(history, len(history)), len(history) - self.first_scored_row(history)
+        )
         frozen.model = self.model.model_copy(update={"rolling_weights": False})
         return Forecaster.predict_days(frozen, history, days)
 
@@ -287,9 +289,15 @@ class LstmForecaster(Forecaster):
         """The first row of `history` after the days this forecaster was fitted on."""
         return int(history[DATE].searchsorted(self.fitted_through, side="right"))
 
+    def first_scored_row(self, history: pd.DataFrame) -> int:
+        """The first row whose error weights a later one: after the fit's days, with enough history before it for
+        every member (a served request may hold only days after the fit)."""
+        return max(self.fit_end_row(history), self.min_history_days)
+
     def errors_after_fit(self, history: pd.DataFrame, end: int) -> dict[str, np.ndarray]:
-        """Each member's one-step error (actual - forecast) on the rows after the fit's days, up to row `end`."""
-        rows = np.arange(min(self.fit_end_row(history), end), end)
+        """Each member's one-step error (actual - forecast) on the rows after the fit's days (first_scored_row), up
+        to row `end`."""
+        rows = np.arange(min(self.first_scored_row(history), end), end)
         if not len(rows):
             return {name: np.empty(0) for name in self.validation_errors}
         return self.errors_on(history, rows, self.member_forecasts(history, rows, self.validation_errors))
@@ -301,9 +309,9 @@ class LstmForecaster(Forecaster):
         return {name: actual - f[:, 0] for name, f in forecasts.items()}
 
     def rolling_weights(self, later: dict[str, np.ndarray], days_after: int) -> dict[str, float]:
-        """The weights of a day `days_after` days after the fit's days: from each member's errors on the last
-        weighting days before it, the fit's own weighting days (validation_errors) followed by the days since; a day
-        of the fit's, or the one after it, has the fit's weights."""
+        """The weights of a day `days_after` days after the first scored row: from each member's errors on the last
+        weighting days before it, the fit's own weighting days (validation_errors) followed by the days scored
+        since (`later`, from first_scored_row on); a day with none scored before it has the fit's weights."""
         if days_after <= 0:
             return self.weights
         window = len(next(iter(self.validation_errors.values())))

@@ -149,6 +149,21 @@ def test_rolling_weights_weigh_each_day_after_the_fit_on_the_errors_of_the_days_
         "inverse_mse",
     )
     assert ahead["forecast"].iloc[0] == pytest.approx(sum(frozen[k] * f[5, 0] for k, f in members.items()))
+    # A request that starts near the fit's end (served): a day too early for a member to forecast weighs nothing.
+    request = history.iloc[100:].reset_index(drop=True)  # the fit ends at its row 9; members forecast from row 14
+    assert (lstm.fit_end_row(request), lstm.first_scored_row(request)) == (10, 14)
+    on = np.array([14, 15])
+    parts = {"lstm": lstm.decode_networks(request, on)} | {k: p.forecast_rows(request, on) for k, p in lstm.peers.items()}
+    weights = combination_weights(
+        {
+            n: np.concatenate([lstm.validation_errors[n], [request["travellers"].iloc[14] - f[0, 0]]])[-14:]
+            for n, f in parts.items()
+        },
+        "inverse_mse",
+    )
+    served = lstm.forecast_rows(request, on)
+    assert served[0, 0] == pytest.approx(combine({k: f[:1] for k, f in parts.items()}, lstm.weights)[0, 0])
+    assert served[1, 0] == pytest.approx(sum(weights[k] * f[1, 0] for k, f in parts.items()))
     folder = lstm.save(tmp_path / "model")
     np.testing.assert_allclose(load_forecaster(folder).forecast_rows(history, rows), forecast)
     # A version saved before the setting existed forecasts as it was backtested: with the fit's weights.
