@@ -272,6 +272,7 @@ class LstmForecaster(Forecaster):
         history (a day fed back is a forecast, not an error to learn from)."""
         if not self.rolls:
             return super().predict_days(history, days)
+        self.require_history(history)  # too short says so with its numbers, before any member forecasts from it
         frozen = copy.copy(self)
         frozen.weights = self.rolling_weights(
             self.errors_after_fit(history, len(history)), len(history) - self.first_scored_row(history)
