@@ -47,13 +47,19 @@ def test_ratios_and_the_choice_by_hand():
     assert math.isclose(choose(ratios)[1]["equal"], math.sqrt(0.8 * 1.25))
 
 
-def test_a_member_left_out_gets_no_weight_and_the_others_are_weighted_without_it():
+def three_members() -> LstmForecaster:
+    """A combined forecaster's validation errors by hand: MAE 2 (lstm), 4 (auto_ets), 1 (naive)."""
     forecaster = LstmForecaster(DATA, MODEL.model_copy(update={"combine_with": ["auto_ets", "naive"]}))
     forecaster.validation_errors = {
         "lstm": np.array([2.0, -2.0]),
         "auto_ets": np.array([4.0, 4.0]),
         "naive": np.array([1.0, 1.0]),
     }
+    return forecaster
+
+
+def test_a_member_left_out_gets_no_weight_and_the_others_are_weighted_without_it():
+    forecaster = three_members()
     assert reweighted(forecaster, "inverse_mae").weights == pytest.approx({"lstm": 2 / 7, "auto_ets": 1 / 7, "naive": 4 / 7})
     assert reweighted(forecaster, "inverse_mae without naive").weights == {"lstm": 2 / 3, "auto_ets": 1 / 3, "naive": 0.0}
     assert reweighted(forecaster, "best without naive").weights == {"lstm": 1.0, "auto_ets": 0.0, "naive": 0.0}
@@ -70,12 +76,7 @@ def test_a_member_left_out_gets_no_weight_and_the_others_are_weighted_without_it
 
 
 def test_a_rolling_candidate_weights_each_day_by_its_rule_and_keeps_a_left_out_member_out():
-    forecaster = LstmForecaster(DATA, MODEL.model_copy(update={"combine_with": ["auto_ets", "naive"]}))
-    forecaster.validation_errors = {
-        "lstm": np.array([2.0, -2.0]),
-        "auto_ets": np.array([4.0, 4.0]),
-        "naive": np.array([1.0, 1.0]),
-    }
+    forecaster = three_members()
     rolled = reweighted(forecaster, "inverse_mae without naive rolling")
     assert rolled.weights == {"lstm": 2 / 3, "auto_ets": 1 / 3, "naive": 0.0}  # the fit's days
     assert (rolled.model.rolling_weights, rolled.model.combination, list(rolled.validation_errors)) == (
