@@ -122,6 +122,9 @@ def _preflight(command: str, settings) -> None:
 
     if command in ("train", "backtest") and not settings.data.path.is_file():
         raise InputUnreadable(f"{settings.data.path}: no such input file (--data, or data.path in the config)")
+    missing = [path for path in settings.data.pretrain_paths if not path.is_file()]
+    if command in ("train", "backtest", "retrain", "serve") and missing:
+        raise InputUnreadable(f"{missing[0]}: no such file (data.pretrain_paths: other series to pretrain the networks on)")
     if command == "backtest" and settings.many_series:
         raise ConfigError(
             f"{command} reads one series; {settings.data.path.name} has many (data.series_column): "

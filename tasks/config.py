@@ -64,6 +64,12 @@ class DataConfig(_Strict):
         "utf-8", description="Text encoding of input files, e.g. gbk for files from Chinese health commissions."
     )
     delimiter: str = Field(",", min_length=1, max_length=1)
+    pretrain_paths: list[Path] = Field(
+        [],
+        description="Other series' daily files in this format (every series of a long-format file, but the one being "
+        "fitted) whose windows pretrain the networks that a fit without an earlier fit to start from starts from "
+        "(tasks/pretraining.py); [] = none.",
+    )
     max_file_bytes: int = Field(
         10_000_000, ge=1, description="Larger input files are refused unread (a daily file is a few KB; 10 MB is ~250,000 days)."
     )
@@ -142,6 +148,12 @@ class ModelConfig(_Strict):
         "after warm_start_patience epochs without gain; 0 = from random weights every fit.",
     )
     warm_start_patience: int = Field(5, ge=1, description="Early-stopping patience of a warm-started fit.")
+    pretrain_min_days: int = Field(
+        365,
+        ge=1,
+        description="A series of data.pretrain_paths joins the pretraining with at least this many days up to the fit's "
+        "last day (a year: every season once; a few months after a shock taught the shock, measured).",
+    )
     random_seed: int = Field(42, description="Seeds the initial weights and batch order; member i uses random_seed * 1000 + i.")
     combine_with: list[PeerKind] = Field(
         ["auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"],
@@ -454,7 +466,9 @@ class Settings(_Strict):
         retrain = {"incoming_dir": absolute(self.retrain.incoming_dir), "history_path": absolute(self.retrain.history_path)}
         return self.model_copy(
             update={
-                "data": self.data.model_copy(update={"path": absolute(self.data.path)}),
+                "data": self.data.model_copy(
+                    update={"path": absolute(self.data.path), "pretrain_paths": [absolute(p) for p in self.data.pretrain_paths]}
+                ),
                 "mlflow": self.mlflow.model_copy(update={"store_dir": absolute(self.mlflow.store_dir)}),
                 "retrain": self.retrain.model_copy(update=retrain),
                 "output_dir": absolute(self.output_dir),

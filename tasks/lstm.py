@@ -90,6 +90,7 @@ class LstmForecaster(Forecaster):
         self.weights: dict[str, float] = {NETWORKS: 1.0}  # member -> weight, summing to 1
         self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
         self.start = None  # an earlier fit's networks the next fit starts from (warm_from)
+        self.pretrained_on: list[str] | None = None  # the series its networks were pretrained on, when asked
 
     @property
     def min_history_days(self) -> int:
@@ -118,9 +119,10 @@ class LstmForecaster(Forecaster):
         return f"lstm (encoding={m.encoding}{reference}, lags={m.lags}, horizon={m.horizon}, validation_days={m.validation_days}{combined})"
 
     def fit_metrics(self) -> dict[str, float]:
-        """Each member's combination weight and validation MAE."""
+        """Each member's combination weight and validation MAE (and with data.pretrain_paths, the series pretrained on)."""
         weights = {f"combination_weight_{name}": w for name, w in self.weights.items()}
-        return weights | {f"validation_mae_{name}": e for name, e in self.validation_mae.items()}
+        pretrained = {} if self.pretrained_on is None else {"pretrained_series": float(len(self.pretrained_on))}
+        return weights | {f"validation_mae_{name}": e for name, e in self.validation_mae.items()} | pretrained
 
     @property
     def validation_mae(self) -> dict[str, float]:
@@ -138,6 +140,8 @@ class LstmForecaster(Forecaster):
         from tasks.network import fit_network, raise_if_diverged
         from tasks.peer_fits import peers_fitted_beside
 
+        if self.start is None and self.data.pretrain_paths:
+            self.start = self.pretrained_start(history)
         train, validation = self.fit_encoding(history)
         stopping, weighing = self.split_validation(validation, len(history))
         held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
@@ -155,6 +159,15 @@ class LstmForecaster(Forecaster):
             residuals = np.concatenate([log_residuals(actual, combine(forecasts, self.weights)).ravel(), residuals])
         self.peers = {kind: self.peer(kind).fit(history) for kind in self.model.combine_with}
         return residuals
+
+    def pretrained_start(self, history: pd.DataFrame):
+        """Networks pretrained on the series of `data.pretrain_paths` with enough days up to `history`'s last day
+        (tasks/pretraining.py), or None when none has."""
+        from tasks.pretraining import pretrained_networks, pretraining_pool, read_pretraining_series
+
+        pool = pretraining_pool(read_pretraining_series(self.data), history[DATE].iloc[-1], self.model.pretrain_min_days)
+        self.pretrained_on = list(pool)
+        return pretrained_networks(self.data, self.model, pool) if pool else None
 
     def keep_peer_fits(self, history: pd.DataFrame) -> int:
         """Offer the peers' fits to this process's kept fits (tasks/forecasters.fitted_statsforecast) as fits on

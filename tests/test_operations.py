@@ -66,6 +66,10 @@ def stopped_line(result: subprocess.CompletedProcess) -> str:
             ["train", "--data", "missing.csv"],
             f"train stopped: {ROOT / 'missing.csv'}: no such input file (--data, or data.path in the config)",
         ),
+        (
+            ["retrain", "--set", 'data.pretrain_paths=["other_city.csv"]'],
+            f"retrain stopped: {ROOT / 'other_city.csv'}: no such file (data.pretrain_paths: other series to pretrain the networks on)",
+        ),
     ],
 )
 def test_a_bad_setting_or_missing_file_stops_with_one_line_before_prefect_starts(tmp_path, args, line):
