@@ -165,7 +165,8 @@ class LstmForecaster(Forecaster):
         (tasks/pretraining.py), or None when none has."""
         from tasks.pretraining import pretrained_networks, pretraining_pool, read_pretraining_series
 
-        pool = pretraining_pool(read_pretraining_series(self.data), history[DATE].iloc[-1], self.model.pretrain_min_days)
+        enough = max(self.model.pretrain_min_days, self.min_fit_days)  # a series shorter than a fit gives no sample
+        pool = pretraining_pool(read_pretraining_series(self.data), history[DATE].iloc[-1], enough)
         self.pretrained_on = list(pool)
         return pretrained_networks(self.data, self.model, pool) if pool else None
 

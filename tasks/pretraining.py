@@ -6,8 +6,8 @@ start from (`model.warm_start_days`) starts from networks fitted on the series o
 each cut after the fit's last day, and stops after `model.warm_start_patience` epochs without gain on its
 own validation days, as a refit starting from the fit before it does. A series joins with at least
 `model.pretrain_min_days` days: on the development set's validation windows, pooled windows of the
-first months of the pandemic made the networks worse, and years of other series made them better
-(benchmarks/README.md).
+first months of the pandemic made the networks worse, and years of other series made them better; on
+its test days they did not, so nothing is pretrained unless asked (benchmarks/README.md).
 """
 
 from __future__ import annotations
