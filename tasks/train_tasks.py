@@ -408,6 +408,8 @@ def fit_forecaster(
                 forecaster.fit(rows)
             finally:
                 progress.clear()
+            if pretrained := getattr(forecaster, "pretrained_on", None):  # the LSTM with data.pretrain_paths
+                logger.info("its networks started from networks pretrained on %s", ", ".join(pretrained))
             for line in progress.summary():
                 logger.info(line)
             registry.log_metric_steps(run_id, [(name, value, 0) for name, value in forecaster.fit_metrics().items()])

@@ -249,3 +249,26 @@ def test_fit_progress_without_a_terminal_writes_nothing():
     progress.record(1, {"loss": 0.5})
     progress.clear()
     assert progress.summary() == ["network 1: 1 of 2 epochs, best at epoch 1 (loss 0.5000, stopped early)"]
+
+
+def test_networks_pretrained_on_another_city_are_logged_and_a_bad_row_there_registers_nothing(trained, client, tmp_path):
+    from flows.train import train
+    from tasks.input_file import InputValidationError
+
+    settings, _ = trained
+    other_city = tmp_path / "other_city.csv"
+    pd.read_csv(Path(__file__).parents[1] / "benchmarks/devset/nyc_lirr.csv").to_csv(other_city, index=False)
+    pretrain = settings.model_copy(
+        update={"data": settings.data.model_copy(update={"pretrain_paths": [other_city]}), "output_dir": tmp_path}
+    )
+    summary = train(pretrain)
+    assert client.get_run(summary.run_id).data.metrics["pretrained_series"] == 1.0  # LIRR's 1,720 days: a year and more
+    versions = lambda: sorted(int(v.version) for v in client.search_model_versions(f"name='{settings.mlflow.registered_model}'"))
+    before = versions()
+    broken = pd.read_csv(other_city, dtype=str)
+    broken.loc[100, "riders"] = "-5"
+    broken.to_csv(other_city, index=False)
+    with pytest.raises(InputValidationError) as caught:
+        train(pretrain)
+    assert caught.value.path == other_city and caught.value.report[["line", "column"]].values.tolist() == [[102, "riders"]]
+    assert versions() == before
