@@ -62,8 +62,9 @@ def test_a_fit_starts_from_networks_pretrained_on_series_with_enough_days_only(t
     own = weekly(100)
     pretrain = DATA.model_copy(update={"pretrain_paths": others})
     fresh = LstmForecaster(DATA, MODEL).fit(own)
+    # each of the others has 100 days up to own's last
     started = LstmForecaster(pretrain, MODEL.model_copy(update={"pretrain_min_days": 100})).fit(own)
-    too_few = LstmForecaster(pretrain, MODEL.model_copy(update={"pretrain_min_days": 101})).fit(own)  # 100 days to own's last
+    too_few = LstmForecaster(pretrain, MODEL.model_copy(update={"pretrain_min_days": 101})).fit(own)
     _, validation = fresh.training_samples(own)
     outputs = lambda fit: predict_outputs(fit.network, validation, 1)
     assert started.pretrained_on == ["small.csv", "large.csv"] and started.fit_metrics()["pretrained_series"] == 2.0
