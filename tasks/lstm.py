@@ -140,13 +140,13 @@ class LstmForecaster(Forecaster):
         from tasks.network import fit_network, raise_if_diverged
         from tasks.peer_fits import peers_fitted_beside
 
-        if self.start is None and self.data.pretrain_paths:
-            self.start = self.pretrained_start(history)
         train, validation = self.fit_encoding(history)
         stopping, weighing = self.split_validation(validation, len(history))
         held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
         forecast_parts = [held_out, stopping] if self.model.weighting_days else [held_out]
         with peers_fitted_beside(self.peer_fits(history, forecast_parts)):
+            if self.start is None and self.data.pretrain_paths:  # the helper fits the peers meanwhile
+                self.start = self.pretrained_start(history)
             self.network, self.losses = fit_network(self.model, train, stopping, self.report, self.start)
         self.start = None  # its weights are in this fit now
         raise_if_diverged(self.losses)

@@ -1,5 +1,7 @@
 """Cross-series pretraining: networks fitted on other series' windows, which a series' fit starts from."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,8 +24,8 @@ def _samples(first_row: int, value: float) -> Samples:
     return Samples(X=full(2, 3, 1), future=full(2, 1), y=full(2, 1), reference=rows[:, None] * 1.0, target_rows=rows)
 
 
-def _write(frame: pd.DataFrame, path, data: DataConfig = DATA):
-    to_input_format(frame, data).to_csv(path, index=False)
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    to_input_format(frame, DATA).to_csv(path, index=False)
     return path
 
 
