@@ -51,10 +51,25 @@ def wait_for_deployment(api: str, name: str, process: subprocess.Popen, timeout:
     )
 
 
+def prefect_api(method: str, url: str, body: dict | None = None, patience: float = 60):
+    """The JSON answer of a Prefect API call, asked again while the server answers 503.
+
+    The server answers 503 while its SQLite database is locked by another writer (the serving process
+    heartbeating, an automation firing); Prefect's own client retries it, so a test asking by hand does too.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        answer = httpx.request(method, url, json=body, timeout=10)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            answer.raise_for_status()
+            return answer.json()
+        time.sleep(float(answer.headers.get("Retry-After", 1)))
+
+
 def flow_runs(api: str, deployment_id: str) -> list[dict]:
     """Every flow run of a deployment, oldest first."""
     body = {"deployments": {"id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_ASC"}
-    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+    return prefect_api("POST", f"{api}/flow_runs/filter", body)
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:

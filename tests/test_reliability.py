@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
+from servers import BIN, CLI, free_port, prefect_api, start, start_mlflow_server, stop, wait_for_deployment, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -649,8 +649,6 @@ def test_a_prefect_server_gone_mid_run_stops_the_run_before_it_registers_and_the
 
 
 def test_a_deployment_run_whose_processes_are_killed_is_marked_crashed_by_the_zombie_automation(with_champion, prefect_env):
-    import httpx
-
     root, config = with_champion
     api = prefect_env["PREFECT_API_URL"]
     serve = ["serve", "--config", str(config), "--set", "retrain.deployment=zombie"]
@@ -658,13 +656,10 @@ def test_a_deployment_run_whose_processes_are_killed_is_marked_crashed_by_the_zo
     server = start([*CLI, *serve], prefect_env, root / "serve-zombie.log")
     try:
         deployment = wait_for_deployment(api, "retrain/zombie", server)
-        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+        automations = prefect_api("POST", f"{api}/automations/filter", {})
         assert "travel-forecast: crash runs without a heartbeat" in [a["name"] for a in automations]
-        run = httpx.post(
-            f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"force": True}}, timeout=10
-        )
-        run_id = run.json()["id"]
-        state = lambda: httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state_type"]
+        run = prefect_api("POST", f"{api}/deployments/{deployment['id']}/create_flow_run", {"parameters": {"force": True}})
+        state = lambda: prefect_api("GET", f"{api}/flow_runs/{run['id']}")["state_type"]
         wait_until(lambda: state() == "RUNNING", 180, "the deployment run to start", server)
         time.sleep(40)  # at least one heartbeat sent
         for pid in [server.pid, *descendants(server.pid)]:  # as when the machine dies: nobody reports anything
@@ -674,5 +669,5 @@ def test_a_deployment_run_whose_processes_are_killed_is_marked_crashed_by_the_zo
         wait_until(lambda: state() == "CRASHED", 240, "the automation to mark the run Crashed")
     finally:
         stop(server)
-    message = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["message"]
+    message = prefect_api("GET", f"{api}/flow_runs/{run['id']}")["state"]["message"]
     assert "no heartbeat for 90 s" in message

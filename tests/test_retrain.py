@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, SAMPLE
-from servers import BIN, CLI, flow_runs, free_port, start, start_mlflow_server, stop, wait_for_deployment, wait_until
+from servers import BIN, CLI, flow_runs, free_port, prefect_api, start, start_mlflow_server, stop, wait_for_deployment, wait_until
 
 pytestmark = pytest.mark.integration  # real servers or processes
 
@@ -63,7 +63,7 @@ def summaries(api: str, deployment_id: str) -> list[str]:
     """Every version of the deployment's run summary artifact, oldest first (other tests share the server)."""
     runs = [r["id"] for r in flow_runs(api, deployment_id)]
     body = {"artifacts": {"key": {"any_": ["retrain-summary"]}, "flow_run_id": {"any_": runs}}, "sort": "CREATED_DESC"}
-    return [a["data"] for a in httpx.post(f"{api}/artifacts/filter", json=body, timeout=10).json()][::-1]
+    return [a["data"] for a in prefect_api("POST", f"{api}/artifacts/filter", body)][::-1]
 
 
 def registry(root: Path):
@@ -229,7 +229,7 @@ def test_prefect_yaml_deploys_the_same_deployment_to_a_process_pool(prefect_env,
     deployed = prefect(["--no-prompt", "deploy", "--all"], prefect_env | {"PWD": str(ROOT)})
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     api = prefect_env["PREFECT_API_URL"]
-    deployment = httpx.get(f"{api}/deployments/name/retrain/daily", timeout=10).json()
+    deployment = prefect_api("GET", f"{api}/deployments/name/retrain/daily")
     assert deployment["work_pool_name"] == "travel-forecast"
     assert deployment["entrypoint"] == "flows/retrain.py:retrain"
     schedule = deployment["schedules"][0]

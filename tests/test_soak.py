@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 from conftest import SAMPLE, start_prefect_server
-from servers import CLI, flow_runs, start, stop, wait_for_deployment, wait_until
+from servers import CLI, flow_runs, prefect_api, start, stop, wait_for_deployment, wait_until
 from test_reliability import cli, descendants, registry, runs, session_processes, stored_days, versions
 
 pytestmark = pytest.mark.integration  # real servers and processes
@@ -102,7 +102,7 @@ def test_thirty_days_of_files_through_the_served_deployment_with_a_restart_a_sto
                 served = start(serve_args, env, tmp_path / "serve-2.log")  # the service starts again
                 wait_for_deployment(api, "retrain/soak", served)
                 # The operator runs the deployment once by hand (`prefect deployment run retrain/soak`).
-                httpx.post(f"{api}/deployments/{deployment}/create_flow_run", json={}, timeout=10).raise_for_status()
+                prefect_api("POST", f"{api}/deployments/{deployment}/create_flow_run", {})
                 expected_runs += 1
             ended = wait_for_runs(api, deployment, expected_runs, f"day {number}'s retrain", served)
             assert ended[-1]["state_type"] == "COMPLETED", (day, ended[-1]["state"])
