@@ -13,8 +13,9 @@ and worst seed, its ratio to the best peer) and writes every metric to CSV and m
 every forecast beside its actual value (forecasts.csv: which days a window's MAE comes from).
 
 --validation runs the procedure that chose the default (tasks/selection.py) instead: each
-protocol moved back before its test days, every candidate weighting scored there against
-the best peer, the lowest geometric mean ratio chosen. No test day is read.
+protocol moved back before its test days (--origins 2: and once more before that window),
+every candidate weighting scored there against the best peer, the lowest geometric mean
+ratio chosen. No test day is read.
 
     make bench-accuracy
     .venv/bin/python benchmarks/accuracy.py --data my_city.csv --config my_city.toml [--validation]
@@ -140,17 +141,18 @@ def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[d
     history = read_history_file(default.data.path, default.data)
     print(f"\n{path.name}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
     rows, days = [], []
-    for name in args.protocols.split(","):
+    origins = range(1, args.origins + 1) if args.validation else [0]
+    for name, origin in ((name, origin) for name in args.protocols.split(",") for origin in origins):
         protocol = PROTOCOLS[name]
         if args.validation:
-            protocol = validation_protocol(protocol, len(history))
-        keys = {"series": path.stem, "protocol": name}
+            protocol = validation_protocol(protocol, len(history), origin)
+        keys = {"series": path.stem, "protocol": name if origin <= 1 else f"{name} @{origin}"}
         peers, seconds = timed_backtest(
             history, {kind: fit_of(default, kind) for kind in PEERS_AND_BASELINES}, protocol, default.model.horizon
         )
         rows += score_rows(peers, seconds, **keys, seed="")
         days += day_rows(peers, **keys, seed="")
-        print(f"  {name}: " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()), flush=True)
+        print(f"  {keys['protocol']}: " + ", ".join(f"{k} {s.metrics['mae']:,.0f}" for k, s in peers.scores.items()), flush=True)
         for i in range(args.seeds):
             seeded = with_seed(default, i)
             if args.validation:
@@ -255,6 +257,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--pretrain-on", type=Path, action="append", default=[], metavar="FILE", help="with --pretrain: these files instead"
+    )
+    parser.add_argument(
+        "--origins",
+        type=int,
+        default=1,
+        help="with --validation: validation windows per protocol, each ending where the next begins (`recent @2`)",
     )
     parser.add_argument("--protocols", default="notebook,recent")
     parser.add_argument("--jobs", type=int, default=1, help="series run side by side in separate processes")

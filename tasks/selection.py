@@ -2,7 +2,9 @@
 
 Each backtest protocol is moved back by its own test days: its validation window ends
 where its test days begin, and is the same protocol in every other way (as many days
-forecast, the same refits). The candidates are scored there, on every series of the
+forecast, the same refits). With more origins, it is also moved back by twice its test days
+and so on: windows that end where the next one begins, so a candidate is judged on more than
+one stretch of each series. The candidates are scored there, on every series of the
 development set, against the best peer on the same days; the candidate with the lowest
 geometric mean ratio is the default. Test days are scored only after the choice.
 
@@ -45,10 +47,10 @@ def rolling(candidates: Iterable[str]) -> list[str]:
     return [*candidates, *(f"{c}{ROLLING}" for c in candidates if c != NETWORKS_ALONE)]
 
 
-def validation_protocol(protocol: BacktestConfig, n_days: int) -> BacktestConfig:
-    """The protocol moved back by its test days: it uses the days before them only."""
+def validation_protocol(protocol: BacktestConfig, n_days: int, origin: int = 1) -> BacktestConfig:
+    """The protocol moved back by `origin` times its test days: it uses the days before them only."""
     used = protocol.first_days_only or n_days
-    return protocol.model_copy(update={"first_days_only": used - protocol.test_days})
+    return protocol.model_copy(update={"first_days_only": used - origin * protocol.test_days})
 
 
 def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:

@@ -33,6 +33,8 @@ def test_the_validation_window_ends_where_the_test_days_begin():
     recent = validation_protocol(BacktestConfig(test_days=60, refit_every=7), 1720)
     assert (notebook.first_days_only, notebook.test_days, notebook.refit_every) == (154, 31, 0)
     assert (recent.first_days_only, recent.test_days, recent.refit_every) == (1660, 60, 7)
+    earlier = validation_protocol(BacktestConfig(test_days=60, refit_every=7, window_days=154), 1720, origin=2)
+    assert (earlier.first_days_only, earlier.test_days, earlier.window_days) == (1600, 60, 154)  # ends where origin 1 begins
 
 
 def test_ratios_and_the_choice_by_hand():
