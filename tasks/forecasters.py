@@ -58,6 +58,7 @@ class Forecaster(ABC):
 
     kind: ClassVar[ForecasterKind]
     epochs_run: int = 0  # training epochs of the last fit (networks only)
+    pretrained_on: list[str] | None = None  # series the last fit's networks were pretrained on (networks only)
 
     def __init__(self, data: DataConfig, model: ModelConfig, report: EpochReport | None = None):
         self.data, self.model = data, model

@@ -408,7 +408,7 @@ def fit_forecaster(
                 forecaster.fit(rows)
             finally:
                 progress.clear()
-            if pretrained := getattr(forecaster, "pretrained_on", None):  # the LSTM with data.pretrain_paths
+            if pretrained := forecaster.pretrained_on:  # the LSTM with data.pretrain_paths
                 logger.info("its networks started from networks pretrained on %s", ", ".join(pretrained))
             for line in progress.summary():
                 logger.info(line)
