@@ -50,7 +50,13 @@ def rolling(candidates: Iterable[str]) -> list[str]:
 def validation_protocol(protocol: BacktestConfig, n_days: int, origin: int = 1) -> BacktestConfig:
     """The protocol moved back by `origin` times its test days: it uses the days before them only."""
     used = protocol.first_days_only or n_days
-    return protocol.model_copy(update={"first_days_only": used - origin * protocol.test_days})
+    first_days = used - origin * protocol.test_days
+    if first_days <= protocol.test_days:  # model_copy does not validate: a slice [:-20] would pass unnoticed
+        raise ValueError(
+            f"validation origin {origin}: {used} days moved back by {origin} x {protocol.test_days} test days "
+            f"leave {first_days}, not more than the {protocol.test_days} it forecasts"
+        )
+    return protocol.model_copy(update={"first_days_only": first_days})
 
 
 def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
