@@ -268,6 +268,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="series run side by side in separate processes")
     parser.add_argument("--out", type=Path, default=Path("outputs") / "benchmarks")
     args = parser.parse_args()
+    if args.origins != 1 and not args.validation:
+        parser.error("--origins moves the validation windows: use it with --validation (the test days are one window)")
 
     started = time.perf_counter()
     paths = args.data or DEV_SET
