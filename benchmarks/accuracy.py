@@ -278,6 +278,13 @@ def main() -> None:
     combine_with = settings_for(args.config, paths[0], ["preset=default", *args.overrides]).model.combine_with
     if unknown := set(args.without) - set(combine_with):
         raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in model.combine_with {combine_with}")
+    for path in paths if args.validation else []:  # every validation window within every series' days
+        days = len(read_history_file(path, settings_for(args.config, path, args.overrides).data))
+        for name, origin in ((name, origin) for name in args.protocols.split(",") for origin in range(1, args.origins + 1)):
+            try:
+                validation_protocol(PROTOCOLS[name], days, origin)
+            except ValueError as error:
+                raise SystemExit(f"{path} ({days} days), protocol {name}: {error}") from None
     if args.jobs > 1:  # the series' processes fill the cores: no helper process beside each fit (the same fits)
         args.overrides = ['model.peer_fits="inline"', *args.overrides]
         # A stop (SIGTERM, Ctrl-C) leaves the block by an exception, and leaving it terminates the series'

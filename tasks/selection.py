@@ -49,7 +49,7 @@ def rolling(candidates: Iterable[str]) -> list[str]:
 
 def validation_protocol(protocol: BacktestConfig, n_days: int, origin: int = 1) -> BacktestConfig:
     """The protocol moved back by `origin` times its test days: it uses the days before them only."""
-    used = protocol.first_days_only or n_days
+    used = min(protocol.first_days_only or n_days, n_days)  # the notebook's 185 on a shorter series: all its days
     first_days = used - origin * protocol.test_days
     if first_days <= protocol.test_days:  # model_copy does not validate: a slice [:-20] would pass unnoticed
         raise ValueError(

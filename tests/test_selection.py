@@ -35,6 +35,8 @@ def test_the_validation_window_ends_where_the_test_days_begin():
     assert (recent.first_days_only, recent.test_days, recent.refit_every) == (1660, 60, 7)
     earlier = validation_protocol(BacktestConfig(test_days=60, refit_every=7, window_days=154), 1720, origin=2)
     assert (earlier.first_days_only, earlier.test_days, earlier.window_days) == (1600, 60, 154)  # ends where origin 1 begins
+    short = validation_protocol(BacktestConfig(first_days_only=185, test_days=31), 119)
+    assert short.first_days_only == 88  # a series shorter than the window: its test days are its own last 31
     with pytest.raises(ValueError, match="validation origin 2: 180 days moved back by 2 x 60 test days leave 60, not more"):
         validation_protocol(BacktestConfig(test_days=60, refit_every=7), 180, origin=2)
 
