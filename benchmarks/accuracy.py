@@ -133,6 +133,12 @@ def pretraining(args: argparse.Namespace) -> list[str]:
     return [f"data.pretrain_paths={json.dumps(paths)}"]
 
 
+def windows(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(protocol, origin) of every window a run scores: origin 0 is the test days, 1.. the validation windows."""
+    origins = range(1, args.origins + 1) if args.validation else [0]
+    return [(name, origin) for name in args.protocols.split(",") for origin in origins]
+
+
 def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Every protocol on one series: peers and baselines once, the LSTM (or the candidates) per seed.
     Returns the score rows and the forecast rows (`day_rows`)."""
@@ -141,8 +147,7 @@ def run_series(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[d
     history = read_history_file(default.data.path, default.data)
     print(f"\n{path.name}: {len(history)} days, {history[DATE].min().date()} .. {history[DATE].max().date()}", flush=True)
     rows, days = [], []
-    origins = range(1, args.origins + 1) if args.validation else [0]
-    for name, origin in ((name, origin) for name in args.protocols.split(",") for origin in origins):
+    for name, origin in windows(args):
         protocol = PROTOCOLS[name]
         if args.validation:
             protocol = validation_protocol(protocol, len(history), origin)
@@ -280,7 +285,7 @@ def main() -> None:
         raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in model.combine_with {combine_with}")
     for path in paths if args.validation else []:  # every validation window within every series' days
         days = len(read_history_file(path, settings_for(args.config, path, args.overrides).data))
-        for name, origin in ((name, origin) for name in args.protocols.split(",") for origin in range(1, args.origins + 1)):
+        for name, origin in windows(args):
             try:
                 validation_protocol(PROTOCOLS[name], days, origin)
             except ValueError as error:

@@ -90,7 +90,6 @@ class LstmForecaster(Forecaster):
         self.weights: dict[str, float] = {NETWORKS: 1.0}  # member -> weight, summing to 1
         self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
         self.start = None  # an earlier fit's networks the next fit starts from (warm_from)
-        self.pretrained_on: list[str] | None = None  # the series its networks were pretrained on, when asked
 
     @property
     def min_history_days(self) -> int:
