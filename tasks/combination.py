@@ -7,13 +7,26 @@ being the whole forecast. The weights come from each member's errors on the fit'
 validation days (the last `weighting_days` of the `validation_days` training days, which no
 member was fitted on and the networks did not stop early on), so they are chosen per city
 and per fit, never from test days.
+
+Public holidays are the days the statistical peers know nothing about: they forecast a normal
+such weekday, and a validation window's holidays carried 15-35% of every member's error
+(benchmarks/README.md). With `model.holiday_memory`, a peer's forecast of a holiday is scaled
+by how much that holiday differed from a normal such weekday a year before (holiday_factors),
+and a holiday's errors do not weight the members (one day that every member but the networks
+misses would otherwise set the weights of the following weeks).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tasks.calendar import HOLIDAY
 from tasks.config import CombinationRule
+from tasks.encoding import REFERENCE_DAYS, REFERENCE_WEEKS
+from tasks.evaluation import SEASON
+
+YEAR_DAYS = 52 * SEASON  # a year back on the same weekday
+HOLIDAY_DRIFT_DAYS = 7  # how far a holiday's day moves from that (Thanksgiving's date, a holiday on a weekend)
 
 
 def combination_weights(errors: dict[str, np.ndarray], rule: CombinationRule) -> dict[str, float]:
@@ -47,3 +60,47 @@ def combine(forecasts: dict[str, np.ndarray], weights: dict[str, float]) -> np.n
     """The weighted sum of the members' forecasts (members without weight are not needed)."""
     used = [name for name, w in weights.items() if w > 0]
     return np.sum([weights[name] * np.asarray(forecasts[name], dtype=float) for name in used], axis=0)
+
+
+def holiday_factors(travellers: np.ndarray, day_types: np.ndarray) -> np.ndarray:
+    """Per day: the ratio of a holiday-typed day to a normal such weekday, as remembered from before it; 1 on
+    every other day.
+
+    The ratio is exp(log travellers - normal_reference) of the holiday-typed day nearest to 52 weeks before
+    (within HOLIDAY_DRIFT_DAYS: the same holiday a year ago); without one (less than a year of history), the
+    median of that ratio over the holidays before the day; without any, 1. Only days before each day are used,
+    so a day with unknown travellers (a future day) gets a factor too.
+    """
+    log_values = np.log(np.maximum(np.asarray(travellers, dtype=float), 1.0))
+    log_values[~np.isfinite(np.asarray(travellers, dtype=float))] = np.nan
+    day_types = np.asarray(day_types)
+    holidays = np.flatnonzero(day_types == HOLIDAY)
+    residual = np.full(len(day_types), np.nan)
+    residual[holidays] = log_values[holidays] - normal_reference(log_values, day_types, holidays)
+    factors = np.ones(len(day_types))
+    for day in holidays:
+        known = holidays[(holidays < day) & np.isfinite(residual[holidays])]
+        drift = np.abs(day - known - YEAR_DAYS)
+        if len(known) and drift.min() <= HOLIDAY_DRIFT_DAYS:
+            factors[day] = np.exp(residual[known[np.argmin(drift)]])
+        elif len(known):
+            factors[day] = np.exp(np.median(residual[known]))
+    return factors
+
+
+def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Per day of `days`: the median log value of up to 3 of the last 4 same weekdays that were not holidays (NaN
+    without one; unlike the encoding's seasonal_reference, a holiday is not compared with an earlier one)."""
+    reference = np.full(len(days), np.nan)
+    for i, day in enumerate(days):
+        earlier = [day - SEASON * k for k in range(1, REFERENCE_WEEKS + 1) if day - SEASON * k >= 0]
+        normal = [j for j in earlier if day_types[j] != HOLIDAY and np.isfinite(log_values[j])][:REFERENCE_DAYS]
+        if normal:
+            reference[i] = np.median(log_values[normal])
+    return reference
+
+
+def without_holidays(errors: dict[str, np.ndarray], holidays: np.ndarray) -> dict[str, np.ndarray]:
+    """The errors that weight the members: those of days that are not holidays (`holidays`, a mask aligned
+    with every member's errors)."""
+    return {name: np.asarray(e)[~holidays] for name, e in errors.items()}

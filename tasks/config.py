@@ -170,6 +170,12 @@ class ModelConfig(_Strict):
         "the fitted members), so a version used beyond its fit follows the members that did best lately (chosen by "
         "tasks/selection.py). Horizon 1 only: a longer horizon keeps the fit's weights.",
     )
+    holiday_memory: bool = Field(
+        True,
+        description="A peer's forecast of a public holiday (day type 2) is scaled by how much the same holiday a year "
+        "before differed from a normal such weekday (without a year of history: the holidays so far), and a holiday's "
+        "errors do not weight the members (tasks/combination.py; chosen by tasks/selection.py).",
+    )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",
         description="beside: the statsforecast peers of combine_with are fitted in a helper process while the networks "

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from schemas.daily import DATE, TARGET
-from tasks.combination import combination_weights, combine
+from schemas.daily import DATE, DAY_TYPE, TARGET
+from tasks.calendar import HOLIDAY
+from tasks.combination import combination_weights, combine, holiday_factors, without_holidays
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
 from tasks.forecasters import (
@@ -89,6 +90,7 @@ class LstmForecaster(Forecaster):
         self.peers: dict[str, Forecaster] = {}  # refitted on every training row
         self.weights: dict[str, float] = {NETWORKS: 1.0}  # member -> weight, summing to 1
         self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
+        self.validation_holidays = np.zeros(0, dtype=bool)  # which of those errors are a holiday's (holiday_memory)
         self.start = None  # an earlier fit's networks the next fit starts from (warm_from)
 
     @property
@@ -151,7 +153,10 @@ class LstmForecaster(Forecaster):
         raise_if_diverged(self.losses)
         actual, forecasts = self.held_out_forecasts(history, held_out)
         self.validation_errors = {name: (actual - f).ravel() for name, f in forecasts.items()}
-        self.weights = combination_weights(self.validation_errors, self.model.combination)
+        self.validation_holidays = self.holidays_among(history, held_out.target_rows).ravel()
+        self.weights = combination_weights(
+            without_holidays(self.validation_errors, self.validation_holidays), self.model.combination
+        )
         residuals = log_residuals(actual, combine(forecasts, self.weights)).ravel()
         if self.model.weighting_days:  # the intervals still see every validation day: 14 residuals leave 95% unbounded
             actual, forecasts = self.held_out_forecasts(history, stopping)
@@ -204,7 +209,7 @@ class LstmForecaster(Forecaster):
         peers = {
             kind: self.peer(kind).fit(before).forecast_rows(history, samples.target_rows) for kind in self.model.combine_with
         }
-        return actual, {NETWORKS: self.decode(samples)} | peers
+        return actual, {NETWORKS: self.decode(samples)} | self.remember_holidays(history, samples.target_rows, peers)
 
     def peer_fits(self, history: pd.DataFrame, forecast_parts: list[Samples]) -> list[PeerFit]:
         """The statsforecast fits `_fit` will ask for: each peer on the days before each part it forecasts,
@@ -296,8 +301,29 @@ class LstmForecaster(Forecaster):
     def member_forecasts(self, history: pd.DataFrame, rows: np.ndarray, members: Iterable[str]) -> dict[str, np.ndarray]:
         """The networks' and each peer's forecast [len(rows), horizon] of these rows, for the members listed
         (a peer without weight need not forecast); the networks always."""
-        forecasts = {NETWORKS: self.decode_networks(history, rows)}
-        return forecasts | {kind: peer.forecast_rows(history, rows) for kind, peer in self.peers.items() if kind in members}
+        peers = {kind: peer.forecast_rows(history, rows) for kind, peer in self.peers.items() if kind in members}
+        return {NETWORKS: self.decode_networks(history, rows)} | self.remember_holidays(history, rows, peers)
+
+    def target_days(self, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), horizon] rows of the days forecast from first target rows."""
+        return np.asarray(rows, dtype=int)[:, None] + np.arange(self.horizon)[None, :]
+
+    def holidays_among(self, history: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), horizon]: which days forecast are public holidays whose errors do not weight the members
+        (all False without model.holiday_memory)."""
+        if not self.model.holiday_memory:
+            return np.zeros((len(rows), self.horizon), dtype=bool)
+        return np.append(history[DAY_TYPE].to_numpy() == HOLIDAY, np.zeros(self.horizon, dtype=bool))[self.target_days(rows)]
+
+    def remember_holidays(self, history: pd.DataFrame, rows: np.ndarray, peers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The peers' forecasts with each holiday scaled as the same holiday a year before differed from a normal
+        such weekday (tasks/combination.holiday_factors); unchanged without model.holiday_memory. The networks
+        know the day type and are not scaled."""
+        if not (self.model.holiday_memory and peers):
+            return peers
+        factors = holiday_factors(history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy())
+        scale = np.append(factors, np.ones(self.horizon))[self.target_days(rows)]  # a day past the history: unscaled
+        return {kind: f * scale for kind, f in peers.items()}
 
     def fit_end_row(self, history: pd.DataFrame) -> int:
         """The first row of `history` after the days this forecaster was fitted on."""
@@ -310,16 +336,16 @@ class LstmForecaster(Forecaster):
 
     def errors_after_fit(self, history: pd.DataFrame, end: int) -> dict[str, np.ndarray]:
         """Each member's one-step error (actual - forecast) on the rows after the fit's days (first_scored_row), up
-        to row `end`."""
+        to row `end`; a holiday's is NaN with model.holiday_memory (it does not weight the members)."""
         rows = np.arange(min(self.first_scored_row(history), end), end)
         if not len(rows):
             return {name: np.empty(0) for name in self.validation_errors}
         return self.errors_on(history, rows, self.member_forecasts(history, rows, self.validation_errors))
 
-    @staticmethod
-    def errors_on(history: pd.DataFrame, rows: np.ndarray, forecasts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Each member's one-step error (actual - forecast) on these rows, from its forecasts of them."""
-        actual = history[TARGET].to_numpy(dtype=float)[rows]
+    def errors_on(self, history: pd.DataFrame, rows: np.ndarray, forecasts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each member's one-step error (actual - forecast) on these rows, from its forecasts of them; NaN on a
+        holiday whose errors do not weight the members (holidays_among)."""
+        actual = np.where(self.holidays_among(history, rows)[:, 0], np.nan, history[TARGET].to_numpy(dtype=float)[rows])
         return {name: actual - f[:, 0] for name, f in forecasts.items()}
 
     def rolling_weights(self, later: dict[str, np.ndarray], days_after: int) -> dict[str, float]:
@@ -330,8 +356,8 @@ class LstmForecaster(Forecaster):
             return self.weights
         window = len(next(iter(self.validation_errors.values())))
         errors = {
-            name: np.concatenate([self.validation_errors[name], later[name][:days_after]])[-window:]
-            for name in self.validation_errors
+            name: np.concatenate([np.where(self.validation_holidays, np.nan, e), later[name][:days_after]])[-window:]
+            for name, e in self.validation_errors.items()
         }
         return combination_weights({name: e[np.isfinite(e)] for name, e in errors.items()}, self.model.combination)
 
@@ -341,7 +367,13 @@ class LstmForecaster(Forecaster):
         self.network.save(directory / KERAS_FILE)
         joblib.dump(self.encoder, directory / ENCODER_FILE)
         (directory / WEIGHTS_FILE).write_text(
-            json.dumps({"weights": self.weights, "validation_errors": {k: e.tolist() for k, e in self.validation_errors.items()}})
+            json.dumps(
+                {
+                    "weights": self.weights,
+                    "validation_errors": {k: e.tolist() for k, e in self.validation_errors.items()},
+                    "validation_holidays": self.validation_holidays.tolist(),
+                }
+            )
         )
         for kind, peer in self.peers.items():
             peer.save(directory / PEERS_DIR / kind)
@@ -365,4 +397,6 @@ class LstmForecaster(Forecaster):
         combination = json.loads((directory / WEIGHTS_FILE).read_text())
         self.weights = combination["weights"]
         self.validation_errors = {name: np.asarray(e) for name, e in combination["validation_errors"].items()}
+        window = len(next(iter(self.validation_errors.values()), []))  # saved before holiday_memory: no holidays
+        self.validation_holidays = np.asarray(combination.get("validation_holidays", [False] * window), dtype=bool)
         self.peers = {kind: load_forecaster(directory / PEERS_DIR / kind) for kind in self.model.combine_with}

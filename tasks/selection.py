@@ -25,7 +25,7 @@ import pandas as pd
 
 from schemas.daily import DATE
 from tasks.backtest import Fit, warm_refits
-from tasks.combination import combination_weights
+from tasks.combination import combination_weights, without_holidays
 from tasks.config import BacktestConfig, CombinationRule, DataConfig, ModelConfig
 from tasks.lstm import NETWORKS, LstmForecaster
 
@@ -71,7 +71,7 @@ def reweighted(forecaster: LstmForecaster, candidate: str) -> LstmForecaster:
     if left_out and left_out not in errors:
         raise ValueError(f"candidate {candidate!r}: {left_out!r} is not a member ({', '.join(errors)})")
     kept = {name: e for name, e in errors.items() if name != left_out}  # out of every day's weights
-    weighted = combination_weights(kept, _rule(rule))
+    weighted = combination_weights(without_holidays(kept, forecaster.validation_holidays), _rule(rule))
     other.weights = {name: weighted.get(name, 0.0) for name in errors}
     other.validation_errors = kept
     other.model = forecaster.model.model_copy(update={"rolling_weights": candidate.endswith(ROLLING), "combination": rule})

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tasks.combination import combination_weights, combine
+from tasks.combination import combination_weights, combine, holiday_factors, without_holidays
 from tasks.config import DataConfig, ModelConfig, load_settings
 from tasks.forecasters import load_forecaster, make_forecaster
 from tests.test_forecasters import weekly
@@ -176,3 +176,51 @@ def test_rolling_weights_weigh_each_day_after_the_fit_on_the_errors_of_the_days_
     fixed = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"rolling_weights": False})).fit(history.iloc[:110])
     assert fixed.weights == lstm.weights  # the same fit: only the days after it are weighted otherwise
     np.testing.assert_allclose(fixed.forecast_rows(history, rows), combine(members, lstm.weights))
+
+
+def test_a_holiday_is_scaled_as_the_same_holiday_a_year_before_else_as_the_holidays_so_far():
+    days = 400
+    travellers = np.where(np.arange(days) % 7 >= 5, 500.0, 1000.0)  # day 0 a Monday; weekends half
+    day_types = (np.arange(days) % 7 >= 5).astype(int)
+    for day, value in [(21, 400.0), (28, 800.0), (99, 700.0), (387, np.nan), (392, 900.0)]:
+        travellers[day], day_types[day] = value, 2
+    factors = holiday_factors(travellers, day_types)
+    # Day 21 (a Monday): no holiday before it. Day 28: a normal Monday is 1000 (day 21, a holiday, is not one of them);
+    # no holiday a year before, so the holidays so far (day 21: 0.4). Day 99: the median over days 21 and 28 (on the
+    # log scale: sqrt(0.4 * 0.8)). Day 387 (its value unknown): day 21 is 366 days before, day 28 359: day 21's 0.4.
+    # Day 392: day 28 is exactly 52 weeks before it (day 21 is 53 weeks, at the drift's edge, but further): 0.8.
+    expected = np.ones(days)
+    expected[[28, 99, 387, 392]] = [0.4, np.sqrt(0.4 * 0.8), 0.4, 0.8]
+    np.testing.assert_allclose(factors, expected)
+
+
+def test_a_holidays_errors_do_not_weight_the_members():
+    errors = {"lstm": np.array([1.0, 50.0, 3.0]), "auto_ets": np.array([2.0, 2.0, 2.0])}
+    kept = without_holidays(errors, np.array([False, True, False]))
+    np.testing.assert_array_equal(kept["lstm"], [1.0, 3.0])
+    np.testing.assert_array_equal(kept["auto_ets"], [2.0, 2.0])
+
+
+def test_the_combined_lstm_scales_the_peers_holidays_and_weights_without_them(tmp_path):
+    history = weekly(120)
+    for row in (42, 101, 112):  # Mondays: one in the training days, one among the validation days, one after the fit
+        history.loc[row, ["travellers", "day_type"]] = [history.loc[row, "travellers"] // 2, 2]
+    lstm = make_forecaster("lstm", DATA, COMBINED).fit(history.iloc[:110])
+    # The validation days are rows 96..109: row 101 is a holiday, whose errors do not weight the members.
+    np.testing.assert_array_equal(np.flatnonzero(lstm.validation_holidays), [5])
+    inverse = {name: 1 / np.mean(np.delete(e, 5) ** 2) for name, e in lstm.validation_errors.items()}
+    assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
+    rows = np.arange(110, 120)
+    factors = holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy())[rows]
+    assert factors[2] == pytest.approx(0.5, rel=0.05) and np.all(np.delete(factors, 2) == 1)
+    peers = {k: p.forecast_rows(history, rows) * factors[:, None] for k, p in lstm.peers.items()}
+    members = {"lstm": lstm.decode_networks(history, rows)} | peers
+    np.testing.assert_allclose(lstm.forecast_rows(history, rows), combine(members, lstm.weights))
+    loaded = load_forecaster(lstm.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.validation_holidays, lstm.validation_holidays)
+    np.testing.assert_allclose(loaded.forecast_rows(history, rows), lstm.forecast_rows(history, rows))
+    # Without holiday_memory, a holiday is a day as any other.
+    plain = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"holiday_memory": False})).fit(history.iloc[:110])
+    assert not plain.validation_holidays.any()
+    raw = {"lstm": plain.decode_networks(history, rows)} | {k: p.forecast_rows(history, rows) for k, p in plain.peers.items()}
+    np.testing.assert_allclose(plain.forecast_rows(history, rows), combine(raw, plain.weights))
