@@ -103,4 +103,7 @@ def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.nda
 def without_holidays(errors: dict[str, np.ndarray], holidays: np.ndarray) -> dict[str, np.ndarray]:
     """The errors that weight the members: those of days that are not holidays (`holidays`, a mask aligned
     with every member's errors)."""
+    holidays = np.asarray(holidays, dtype=bool)
+    if any(len(e) != len(holidays) for e in errors.values()):
+        raise ValueError(f"{len(holidays)} holiday flags for errors of {', '.join(str(len(e)) for e in errors.values())} days")
     return {name: np.asarray(e)[~holidays] for name, e in errors.items()}

@@ -199,6 +199,8 @@ def test_a_holidays_errors_do_not_weight_the_members():
     kept = without_holidays(errors, np.array([False, True, False]))
     np.testing.assert_array_equal(kept["lstm"], [1.0, 3.0])
     np.testing.assert_array_equal(kept["auto_ets"], [2.0, 2.0])
+    with pytest.raises(ValueError, match="2 holiday flags for errors of 3, 3 days"):
+        without_holidays(errors, np.array([False, True]))
 
 
 def test_the_combined_lstm_scales_the_peers_holidays_and_weights_without_them(tmp_path):

@@ -61,6 +61,7 @@ def three_members() -> LstmForecaster:
         "auto_ets": np.array([4.0, 4.0]),
         "naive": np.array([1.0, 1.0]),
     }
+    forecaster.validation_holidays = np.zeros(2, dtype=bool)
     return forecaster
 
 
