@@ -62,19 +62,21 @@ def combine(forecasts: dict[str, np.ndarray], weights: dict[str, float]) -> np.n
     return np.sum([weights[name] * np.asarray(forecasts[name], dtype=float) for name in used], axis=0)
 
 
-def holiday_factors(travellers: np.ndarray, day_types: np.ndarray) -> np.ndarray:
+def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.ndarray) -> np.ndarray:
     """Per day: the ratio of a holiday-typed day to a normal such weekday, as remembered from before it; 1 on
     every other day.
 
     The ratio is exp(log travellers - normal_reference) of the holiday-typed day nearest to 52 weeks before
     (within HOLIDAY_DRIFT_DAYS: the same holiday a year ago); without one (less than a year of history), the
-    median of that ratio over the holidays before the day; without any, 1. Only days before each day are used,
-    so a day with unknown travellers (a future day) gets a factor too.
+    median of that ratio over the holidays before the day that fell, as it does, on a weekday or on a weekend
+    (`weekdays`: 0 Monday .. 6 Sunday; a Saturday's Fourth of July is not a Monday's Memorial Day); without
+    any, 1. Only days before each day are used, so a day with unknown travellers (a future day) gets a factor too.
     """
     log_values = np.log(np.maximum(np.asarray(travellers, dtype=float), 1.0))
     log_values[~np.isfinite(np.asarray(travellers, dtype=float))] = np.nan
     day_types = np.asarray(day_types)
     holidays = np.flatnonzero(day_types == HOLIDAY)
+    weekend = np.asarray(weekdays) >= 5
     residual = np.full(len(day_types), np.nan)
     residual[holidays] = log_values[holidays] - normal_reference(log_values, day_types, holidays)
     factors = np.ones(len(day_types))
@@ -83,8 +85,8 @@ def holiday_factors(travellers: np.ndarray, day_types: np.ndarray) -> np.ndarray
         drift = np.abs(day - known - YEAR_DAYS)
         if len(known) and drift.min() <= HOLIDAY_DRIFT_DAYS:
             factors[day] = np.exp(residual[known[np.argmin(drift)]])
-        elif len(known):
-            factors[day] = np.exp(np.median(residual[known]))
+        elif (alike := known[weekend[known] == weekend[day]]).size:
+            factors[day] = np.exp(np.median(residual[alike]))
     return factors
 
 

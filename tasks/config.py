@@ -173,8 +173,9 @@ class ModelConfig(_Strict):
     holiday_memory: bool = Field(
         True,
         description="A peer's forecast of a public holiday (day type 2) is scaled by how much the same holiday a year "
-        "before differed from a normal such weekday (without a year of history: the holidays so far), and a holiday's "
-        "errors do not weight the members (tasks/combination.py; chosen by tasks/selection.py).",
+        "before differed from a normal such weekday (without a year of history: the holidays so far that fell on a "
+        "weekday, or on a weekend, as it does), and a holiday's errors do not weight the members (tasks/combination.py; "
+        "chosen on validation windows, benchmarks/README.md).",
     )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",

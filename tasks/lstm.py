@@ -321,7 +321,9 @@ class LstmForecaster(Forecaster):
         know the day type and are not scaled."""
         if not (self.model.holiday_memory and peers):
             return peers
-        factors = holiday_factors(history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy())
+        factors = holiday_factors(
+            history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy(), history[DATE].dt.day_of_week.to_numpy()
+        )
         scale = np.append(factors, np.ones(self.horizon))[self.target_days(rows)]  # a day past the history: unscaled
         return {kind: f * scale for kind, f in peers.items()}
 

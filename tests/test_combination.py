@@ -182,15 +182,18 @@ def test_a_holiday_is_scaled_as_the_same_holiday_a_year_before_else_as_the_holid
     days = 400
     travellers = np.where(np.arange(days) % 7 >= 5, 500.0, 1000.0)  # day 0 a Monday; weekends half
     day_types = (np.arange(days) % 7 >= 5).astype(int)
-    for day, value in [(21, 400.0), (28, 800.0), (99, 700.0), (387, np.nan), (392, 900.0)]:
+    holidays = [(21, 400.0), (28, 800.0), (99, 700.0), (104, 300.0), (132, 200.0), (387, np.nan), (392, 900.0)]
+    for day, value in holidays:
         travellers[day], day_types[day] = value, 2
-    factors = holiday_factors(travellers, day_types)
+    factors = holiday_factors(travellers, day_types, np.arange(days) % 7)
     # Day 21 (a Monday): no holiday before it. Day 28: a normal Monday is 1000 (day 21, a holiday, is not one of them);
     # no holiday a year before, so the holidays so far (day 21: 0.4). Day 99: the median over days 21 and 28 (on the
     # log scale: sqrt(0.4 * 0.8)). Day 387 (its value unknown): day 21 is 366 days before, day 28 359: day 21's 0.4.
     # Day 392: day 28 is exactly 52 weeks before it (day 21 is 53 weeks, at the drift's edge, but further): 0.8.
+    # Day 104, a Sunday: the holidays before it fell on weekdays, none is alike: 1. Day 132, a Sunday: day 104 was
+    # 0.6 of a normal Sunday (500).
     expected = np.ones(days)
-    expected[[28, 99, 387, 392]] = [0.4, np.sqrt(0.4 * 0.8), 0.4, 0.8]
+    expected[[28, 99, 132, 387, 392]] = [0.4, np.sqrt(0.4 * 0.8), 0.6, 0.4, 0.8]
     np.testing.assert_allclose(factors, expected)
 
 
@@ -213,7 +216,8 @@ def test_the_combined_lstm_scales_the_peers_holidays_and_weights_without_them(tm
     inverse = {name: 1 / np.mean(np.delete(e, 5) ** 2) for name, e in lstm.validation_errors.items()}
     assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
     rows = np.arange(110, 120)
-    factors = holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy())[rows]
+    weekdays = history["date"].dt.day_of_week.to_numpy()
+    factors = holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), weekdays)[rows]
     assert factors[2] == pytest.approx(0.5, rel=0.05) and np.all(np.delete(factors, 2) == 1)
     peers = {k: p.forecast_rows(history, rows) * factors[:, None] for k, p in lstm.peers.items()}
     members = {"lstm": lstm.decode_networks(history, rows)} | peers
