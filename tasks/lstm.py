@@ -313,7 +313,7 @@ class LstmForecaster(Forecaster):
         (all False without model.holiday_memory)."""
         if not self.model.holiday_memory:
             return np.zeros((len(rows), self.horizon), dtype=bool)
-        return np.append(history[DAY_TYPE].to_numpy() == HOLIDAY, np.zeros(self.horizon, dtype=bool))[self.target_days(rows)]
+        return (history[DAY_TYPE].to_numpy() == HOLIDAY)[self.target_days(rows)]
 
     def remember_holidays(self, history: pd.DataFrame, rows: np.ndarray, peers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The peers' forecasts with each holiday scaled as the same holiday a year before differed from a normal
@@ -324,7 +324,7 @@ class LstmForecaster(Forecaster):
         factors = holiday_factors(
             history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy(), history[DATE].dt.day_of_week.to_numpy()
         )
-        scale = np.append(factors, np.ones(self.horizon))[self.target_days(rows)]  # a day past the history: unscaled
+        scale = factors[self.target_days(rows)]
         return {kind: f * scale for kind, f in peers.items()}
 
     def fit_end_row(self, history: pd.DataFrame) -> int:

@@ -222,9 +222,18 @@ def test_the_combined_lstm_scales_the_peers_holidays_and_weights_without_them(tm
     peers = {k: p.forecast_rows(history, rows) * factors[:, None] for k, p in lstm.peers.items()}
     members = {"lstm": lstm.decode_networks(history, rows)} | peers
     np.testing.assert_allclose(lstm.forecast_rows(history, rows), combine(members, lstm.weights))
-    loaded = load_forecaster(lstm.save(tmp_path / "model"))
+    folder = lstm.save(tmp_path / "model")
+    loaded = load_forecaster(folder)
     np.testing.assert_array_equal(loaded.validation_holidays, lstm.validation_holidays)
     np.testing.assert_allclose(loaded.forecast_rows(history, rows), lstm.forecast_rows(history, rows))
+    # A version saved before the setting existed forecasts as it was backtested: its peers' holidays unscaled.
+    spec = json.loads((folder / "forecaster.json").read_text())
+    del spec["model"]["holiday_memory"]
+    (folder / "forecaster.json").write_text(json.dumps(spec))
+    old = load_forecaster(folder)
+    assert not old.model.holiday_memory
+    unscaled = {"lstm": members["lstm"]} | {k: p.forecast_rows(history, rows) for k, p in lstm.peers.items()}
+    np.testing.assert_allclose(old.forecast_rows(history, rows), combine(unscaled, lstm.weights))
     # Without holiday_memory, a holiday is a day as any other.
     plain = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"holiday_memory": False})).fit(history.iloc[:110])
     assert not plain.validation_holidays.any()
