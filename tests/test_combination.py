@@ -239,3 +239,29 @@ def test_the_combined_lstm_scales_the_peers_holidays_and_weights_without_them(tm
     assert not plain.validation_holidays.any()
     raw = {"lstm": plain.decode_networks(history, rows)} | {k: p.forecast_rows(history, rows) for k, p in plain.peers.items()}
     np.testing.assert_allclose(plain.forecast_rows(history, rows), combine(raw, plain.weights))
+
+
+def test_rolling_weights_leave_out_the_holidays_before_each_day():
+    history = weekly(120)
+    for row in (42, 101, 112):  # a holiday in the training days, among the weighting days, after the fit
+        history.loc[row, ["travellers", "day_type"]] = [history.loc[row, "travellers"] // 2, 2]
+    lstm = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"rolling_weights": True})).fit(history.iloc[:110])
+    rows = np.arange(110, 120)
+    weekdays = history["date"].dt.day_of_week.to_numpy()
+    factors = holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), weekdays)[rows]
+    members = {"lstm": lstm.decode_networks(history, rows)} | {
+        k: p.forecast_rows(history, rows) * factors[:, None] for k, p in lstm.peers.items()
+    }
+    actual = history["travellers"].to_numpy(dtype=float)[rows]
+    actual[2] = np.nan  # row 112, a holiday: its errors weight no later day
+    expected = []
+    for day in range(len(rows)):  # the 14 days before each, the holidays among them (row 101, row 112) left out
+        errors = {
+            name: np.concatenate(
+                [np.where(lstm.validation_holidays, np.nan, lstm.validation_errors[name]), actual[:day] - f[:day, 0]]
+            )[-14:]
+            for name, f in members.items()
+        }
+        inverse = {name: 1 / np.mean(e[np.isfinite(e)] ** 2) for name, e in errors.items()}
+        expected.append(sum(inverse[name] / sum(inverse.values()) * f[day, 0] for name, f in members.items()))
+    np.testing.assert_allclose(lstm.forecast_rows(history, rows)[:, 0], expected)
