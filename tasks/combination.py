@@ -104,8 +104,10 @@ def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.nda
 
 def without_holidays(errors: dict[str, np.ndarray], holidays: np.ndarray) -> dict[str, np.ndarray]:
     """The errors that weight the members: those of days that are not holidays (`holidays`, a mask aligned
-    with every member's errors)."""
+    with every member's errors); all of them when every day is one (a week-long holiday filling a short window)."""
     holidays = np.asarray(holidays, dtype=bool)
     if any(len(e) != len(holidays) for e in errors.values()):
         raise ValueError(f"{len(holidays)} holiday flags for errors of {', '.join(str(len(e)) for e in errors.values())} days")
+    if holidays.all():
+        return errors
     return {name: np.asarray(e)[~holidays] for name, e in errors.items()}

@@ -202,6 +202,7 @@ def test_a_holidays_errors_do_not_weight_the_members():
     kept = without_holidays(errors, np.array([False, True, False]))
     np.testing.assert_array_equal(kept["lstm"], [1.0, 3.0])
     np.testing.assert_array_equal(kept["auto_ets"], [2.0, 2.0])
+    assert without_holidays(errors, np.ones(3, dtype=bool)) == errors  # nothing else to weight on: every day
     with pytest.raises(ValueError, match="2 holiday flags for errors of 3, 3 days"):
         without_holidays(errors, np.array([False, True]))
 
