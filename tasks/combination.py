@@ -22,7 +22,7 @@ import numpy as np
 
 from tasks.calendar import HOLIDAY
 from tasks.config import CombinationRule
-from tasks.encoding import REFERENCE_DAYS, REFERENCE_WEEKS
+from tasks.encoding import REFERENCE_DAYS, same_weekdays_before
 from tasks.evaluation import SEASON
 
 YEAR_DAYS = 52 * SEASON  # a year back on the same weekday
@@ -95,8 +95,7 @@ def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.nda
     without one; unlike the encoding's seasonal_reference, a holiday is not compared with an earlier one)."""
     reference = np.full(len(days), np.nan)
     for i, day in enumerate(days):
-        earlier = [day - SEASON * k for k in range(1, REFERENCE_WEEKS + 1) if day - SEASON * k >= 0]
-        normal = [j for j in earlier if day_types[j] != HOLIDAY and np.isfinite(log_values[j])][:REFERENCE_DAYS]
+        normal = [j for j in same_weekdays_before(day) if day_types[j] != HOLIDAY and np.isfinite(log_values[j])][:REFERENCE_DAYS]
         if normal:
             reference[i] = np.median(log_values[normal])
     return reference

@@ -55,6 +55,11 @@ class Encoded:
     reference: np.ndarray
 
 
+def same_weekdays_before(day: int) -> list[int]:
+    """The rows of the last REFERENCE_WEEKS same weekdays before row `day`, latest first (those within the data)."""
+    return [day - SEASON * k for k in range(1, REFERENCE_WEEKS + 1) if day - SEASON * k >= 0]
+
+
 def seasonal_reference(log_values: np.ndarray, day_types: np.ndarray) -> np.ndarray:
     """Per day: the median log value of up to 3 of the last 4 same weekdays with its day type.
 
@@ -64,7 +69,7 @@ def seasonal_reference(log_values: np.ndarray, day_types: np.ndarray) -> np.ndar
     n = len(log_values)
     reference = np.full(n, np.nan)
     for day in range(SEASON, n):
-        earlier = [day - SEASON * k for k in range(1, REFERENCE_WEEKS + 1) if day - SEASON * k >= 0]
+        earlier = same_weekdays_before(day)
         same_type = [j for j in earlier if day_types[j] == day_types[day]][:REFERENCE_DAYS]
         reference[day] = np.median(log_values[same_type or earlier[:REFERENCE_DAYS]])
     return reference
