@@ -22,6 +22,7 @@ from tasks.config import BacktestConfig
 from tasks.errors import HistoryTooShort
 from tasks.evaluation import forecast_metrics, seasonal_naive_mae
 from tasks.forecasters import Forecaster
+from tasks.framing import target_days
 from tasks.intervals import log_residuals
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def run_backtest(history: pd.DataFrame, fits: dict[str, Fit], config: BacktestCo
     folds = plan_folds(len(history), config, horizon)
     rows = np.concatenate([f.rows for f in folds])
     fold_of = np.concatenate([np.full(len(f.rows), f.index) for f in folds])
-    actual = series[rows[:, None] + np.arange(horizon)]
+    actual = series[target_days(rows, horizon)]
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in fits}
     epochs: dict[str, list[int]] = {name: [] for name in fits}
     for f in folds:

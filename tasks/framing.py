@@ -37,6 +37,11 @@ class Samples:
         return [self.X, self.future] if self.future.shape[1] else [self.X]
 
 
+def target_days(first_targets: np.ndarray, horizon: int) -> np.ndarray:
+    """[len(first_targets), horizon]: the rows of the days forecast from each first target row."""
+    return np.asarray(first_targets, dtype=int)[:, None] + np.arange(horizon)[None, :]
+
+
 def frame_windows(encoded: Encoded, lags: int, horizon: int, first_targets: np.ndarray | None = None) -> Samples:
     """Samples for the given first target rows (default: every row with a full window and full targets).
 
@@ -48,7 +53,7 @@ def frame_windows(encoded: Encoded, lags: int, horizon: int, first_targets: np.n
     if len(rows) and (rows.min() < lags or rows.max() + horizon > n_rows):
         raise ValueError(f"first targets must lie in [{lags}, {n_rows - horizon}] for {n_rows} rows")
     window = rows[:, None] - lags + np.arange(lags)[None, :]
-    targets = rows[:, None] + np.arange(horizon)[None, :]
+    targets = target_days(rows, horizon)
     return Samples(
         X=encoded.past[window].reshape(len(rows), lags, encoded.past.shape[1]),
         future=encoded.future[targets].reshape(len(rows), -1),

@@ -31,7 +31,7 @@ from tasks.forecasters import (
     make_forecaster,
     series_key,
 )
-from tasks.framing import Samples, complete, frame_windows, select
+from tasks.framing import Samples, complete, frame_windows, select, target_days
 from tasks.intervals import log_residuals
 
 if TYPE_CHECKING:
@@ -304,16 +304,12 @@ class LstmForecaster(Forecaster):
         peers = {kind: peer.forecast_rows(history, rows) for kind, peer in self.peers.items() if kind in members}
         return {NETWORKS: self.decode_networks(history, rows)} | self.remember_holidays(history, rows, peers)
 
-    def target_days(self, rows: np.ndarray) -> np.ndarray:
-        """[len(rows), horizon] rows of the days forecast from first target rows."""
-        return np.asarray(rows, dtype=int)[:, None] + np.arange(self.horizon)[None, :]
-
     def holidays_among(self, history: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """[len(rows), horizon]: which days forecast are public holidays whose errors do not weight the members
         (all False without model.holiday_memory)."""
         if not self.model.holiday_memory:
             return np.zeros((len(rows), self.horizon), dtype=bool)
-        return (history[DAY_TYPE].to_numpy() == HOLIDAY)[self.target_days(rows)]
+        return (history[DAY_TYPE].to_numpy() == HOLIDAY)[target_days(rows, self.horizon)]
 
     def remember_holidays(self, history: pd.DataFrame, rows: np.ndarray, peers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The peers' forecasts with each holiday scaled as the same holiday a year before differed from a normal
@@ -324,7 +320,7 @@ class LstmForecaster(Forecaster):
         factors = holiday_factors(
             history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy(), history[DATE].dt.day_of_week.to_numpy()
         )
-        scale = factors[self.target_days(rows)]
+        scale = factors[target_days(rows, self.horizon)]
         return {kind: f * scale for kind, f in peers.items()}
 
     def fit_end_row(self, history: pd.DataFrame) -> int:
