@@ -13,7 +13,9 @@ such weekday, and a validation window's holidays carried 15-35% of every member'
 (benchmarks/README.md). With `model.holiday_memory`, a peer's forecast of a holiday is scaled
 by how much that holiday differed from a normal such weekday a year before (holiday_factors),
 and a holiday's errors do not weight the members (one day that every member but the networks
-misses would otherwise set the weights of the following weeks).
+misses would otherwise set the weights of the following weeks). With `model.holidays_as_normal_days`, the
+peers also forecast from a history whose holidays are normal days (as_normal_days): seasonal naive and a
+weekly season would otherwise forecast the same weekday a week after a holiday from its low day.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.
     (`weekdays`: 0 Monday .. 6 Sunday; a Saturday's Fourth of July is not a Monday's Memorial Day); without
     any, 1. Only days before each day are used, so a day with unknown travellers (a future day) gets a factor too.
     """
-    log_values = np.log(np.maximum(np.asarray(travellers, dtype=float), 1.0))
-    log_values[~np.isfinite(np.asarray(travellers, dtype=float))] = np.nan
+    log_values = log_travellers(travellers)
     day_types = np.asarray(day_types)
     holidays = np.flatnonzero(day_types == HOLIDAY)
     weekend = np.asarray(weekdays) >= 5
@@ -88,6 +89,26 @@ def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.
         elif (alike := known[weekend[known] == weekend[day]]).size:
             factors[day] = np.exp(np.median(residual[alike]))
     return factors
+
+
+def as_normal_days(travellers: np.ndarray, day_types: np.ndarray) -> np.ndarray:
+    """Travellers with each public holiday (day type 2) replaced by a normal such weekday: the median of up to 3 of
+    the last 4 same weekdays that were not holidays (normal_reference); a holiday without one keeps its value. Only
+    days before each holiday are used, so a forecast from the result still sees no later day."""
+    values = np.asarray(travellers, dtype=float).copy()
+    holidays = np.flatnonzero(np.asarray(day_types) == HOLIDAY)
+    normal = np.exp(normal_reference(log_travellers(values), np.asarray(day_types), holidays))
+    known = np.isfinite(normal)
+    values[holidays[known]] = normal[known]
+    return values
+
+
+def log_travellers(travellers: np.ndarray) -> np.ndarray:
+    """log(travellers), at least log 1 (a day without travellers); NaN where travellers are unknown (a future day)."""
+    values = np.asarray(travellers, dtype=float)
+    logs = np.log(np.maximum(values, 1.0))
+    logs[~np.isfinite(values)] = np.nan
+    return logs
 
 
 def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.ndarray) -> np.ndarray:

@@ -177,6 +177,13 @@ class ModelConfig(_Strict):
         "weekday, or on a weekend, as it does), and a holiday's errors do not weight the members (tasks/combination.py; "
         "chosen on validation windows, benchmarks/README.md).",
     )
+    holidays_as_normal_days: bool = Field(
+        False,
+        description="The peers forecast from a history whose public holidays (day type 2) are replaced by a normal such "
+        "weekday (the median of up to 3 of the last 4 same weekdays that were not holidays), so seasonal naive and a "
+        "weekly season do not forecast the same weekday a week after a holiday from its low day; the peers are fitted "
+        "as before (tasks/combination.py).",
+    )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",
         description="beside: the statsforecast peers of combine_with are fitted in a helper process while the networks "

@@ -19,7 +19,7 @@ import pandas as pd
 
 from schemas.daily import DATE, DAY_TYPE, TARGET
 from tasks.calendar import HOLIDAY
-from tasks.combination import combination_weights, combine, holiday_factors, without_holidays
+from tasks.combination import as_normal_days, combination_weights, combine, holiday_factors, without_holidays
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
 from tasks.forecasters import (
@@ -206,9 +206,8 @@ class LstmForecaster(Forecaster):
         """These samples' actual values and each member's forecast of them, every peer fitted on the days before them."""
         actual = self.encoder.decode(samples.y, samples.reference)
         before = history.iloc[: days_before(samples)]
-        peers = {
-            kind: self.peer(kind).fit(before).forecast_rows(history, samples.target_rows) for kind in self.model.combine_with
-        }
+        seen = self.peer_input(history)
+        peers = {kind: self.peer(kind).fit(before).forecast_rows(seen, samples.target_rows) for kind in self.model.combine_with}
         return actual, {NETWORKS: self.decode(samples)} | self.remember_holidays(history, samples.target_rows, peers)
 
     def peer_fits(self, history: pd.DataFrame, forecast_parts: list[Samples]) -> list[PeerFit]:
@@ -301,8 +300,18 @@ class LstmForecaster(Forecaster):
     def member_forecasts(self, history: pd.DataFrame, rows: np.ndarray, members: Iterable[str]) -> dict[str, np.ndarray]:
         """The networks' and each peer's forecast [len(rows), horizon] of these rows, for the members listed
         (a peer without weight need not forecast); the networks always."""
-        peers = {kind: peer.forecast_rows(history, rows) for kind, peer in self.peers.items() if kind in members}
+        seen = self.peer_input(history)
+        peers = {kind: peer.forecast_rows(seen, rows) for kind, peer in self.peers.items() if kind in members}
         return {NETWORKS: self.decode_networks(history, rows)} | self.remember_holidays(history, rows, peers)
+
+    def peer_input(self, history: pd.DataFrame) -> pd.DataFrame:
+        """The history the peers forecast from: with model.holidays_as_normal_days, its holidays as normal days
+        (tasks/combination.as_normal_days); the peers are fitted on the history itself (their fits are shared with
+        the backtest's compared peers)."""
+        if not self.model.holidays_as_normal_days:
+            return history
+        travellers = as_normal_days(history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy())
+        return history.assign(**{TARGET: travellers})
 
     def holidays_among(self, history: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """[len(rows), horizon]: which days forecast are public holidays whose errors do not weight the members
