@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tasks.combination import combination_weights, combine, holiday_factors, without_holidays
+from tasks.combination import as_normal_days, combination_weights, combine, holiday_factors, without_holidays
 from tasks.config import DataConfig, ModelConfig, load_settings
 from tasks.forecasters import load_forecaster, make_forecaster
 from tests.test_forecasters import weekly
@@ -197,6 +197,21 @@ def test_a_holiday_is_scaled_as_the_same_holiday_a_year_before_else_as_the_holid
     np.testing.assert_allclose(factors, expected)
 
 
+def test_the_peers_see_a_holiday_as_a_normal_such_weekday_from_the_days_before_it():
+    travellers = np.full(36, 500.0)
+    travellers[[0, 7, 14]] = [1000.0, 1100.0, 1200.0]  # Mondays
+    day_types = np.zeros(36, dtype=int)
+    for day, value in [(3, 50.0), (21, 300.0), (28, 250.0), (35, np.nan)]:
+        travellers[day], day_types[day] = value, 2
+    expected = travellers.copy()
+    # Day 3 (a Thursday): no Thursday before it, kept. Day 21: the Mondays 14, 7, 0 (1200, 1100, 1000): 1100. Day 28:
+    # the last four Mondays are 21 (a holiday: not a normal day), 14, 7, 0: 1100 again. Day 35 (its value unknown, a
+    # future day): 28 and 21 are holidays, 14 and 7 are not: the median of two, sqrt(1200 * 1100) on the log scale.
+    expected[[21, 28, 35]] = [1100.0, 1100.0, np.sqrt(1200.0 * 1100.0)]
+    np.testing.assert_allclose(as_normal_days(travellers, day_types), expected)
+    assert travellers[21] == 300.0  # the input is left as it was
+
+
 def test_a_holidays_errors_do_not_weight_the_members():
     errors = {"lstm": np.array([1.0, 50.0, 3.0]), "auto_ets": np.array([2.0, 2.0, 2.0])}
     kept = without_holidays(errors, np.array([False, True, False]))
@@ -266,3 +281,44 @@ def test_rolling_weights_leave_out_the_holidays_before_each_day():
         inverse = {name: 1 / np.mean(e[np.isfinite(e)] ** 2) for name, e in errors.items()}
         expected.append(sum(inverse[name] / sum(inverse.values()) * f[day, 0] for name, f in members.items()))
     np.testing.assert_allclose(lstm.forecast_rows(history, rows)[:, 0], expected)
+
+
+def test_with_holidays_as_normal_days_the_peers_forecast_the_week_after_a_holiday_from_a_normal_day(tmp_path):
+    history = weekly(130)
+    for row in (42, 105, 112):  # Mondays: in the training days, among the validation days, after the fit
+        history.loc[row, ["travellers", "day_type"]] = [history.loc[row, "travellers"] // 2, 2]
+    model = COMBINED.model_copy(update={"holidays_as_normal_days": True})
+    lstm = make_forecaster("lstm", DATA, model).fit(history.iloc[:110])
+    seen = history.assign(travellers=as_normal_days(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy()))
+    # Row 112: the Mondays before it but row 105, a holiday (rows 98, 91, 84).
+    assert seen["travellers"].iloc[112] == pytest.approx(history["travellers"].iloc[[98, 91, 84]].median())
+    # Row 119, the Monday a week after the holiday of row 112: seasonal naive forecasts it as that normal Monday.
+    rows = np.arange(110, 130)
+    naive = lstm.member_forecasts(history, rows, ["seasonal_naive"])["seasonal_naive"]
+    assert naive[9, 0] == seen["travellers"].iloc[112]
+    assert naive[9, 0] > 1.5 * history["travellers"].iloc[112]
+    # Every peer forecasts from that history (and is fitted on the history itself), its holidays then scaled.
+    members = {"lstm": lstm.decode_networks(history, rows)} | {
+        k: p.forecast_rows(seen, rows) * factors_of(history, rows)[:, None] for k, p in lstm.peers.items()
+    }
+    np.testing.assert_allclose(lstm.forecast_rows(history, rows), combine(members, lstm.weights))
+    # The validation errors too (rows 96..109): each peer fitted on the days before them forecasts from that history.
+    before = history.iloc[:96]
+    ets = make_forecaster("auto_ets", DATA, model).fit(before).forecast_rows(seen, np.arange(96, 110))[:, 0]
+    actual = history["travellers"].to_numpy(dtype=float)[96:110]
+    np.testing.assert_allclose(lstm.validation_errors["auto_ets"], actual - ets * factors_of(history, np.arange(96, 110)))
+    folder = lstm.save(tmp_path / "model")
+    np.testing.assert_allclose(load_forecaster(folder).forecast_rows(history, rows), lstm.forecast_rows(history, rows))
+    # A version saved before the setting existed forecasts as it was backtested: from the holidays as they were.
+    spec = json.loads((folder / "forecaster.json").read_text())
+    del spec["model"]["holidays_as_normal_days"]
+    (folder / "forecaster.json").write_text(json.dumps(spec))
+    old = load_forecaster(folder)
+    assert not old.model.holidays_as_normal_days
+    assert old.member_forecasts(history, rows, ["seasonal_naive"])["seasonal_naive"][9, 0] == history["travellers"].iloc[112]
+
+
+def factors_of(history, rows):
+    """holiday_factors of `history` on these rows."""
+    weekdays = history["date"].dt.day_of_week.to_numpy()
+    return holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), weekdays)[rows]
