@@ -178,11 +178,11 @@ class ModelConfig(_Strict):
         "chosen on validation windows, benchmarks/README.md).",
     )
     holidays_as_normal_days: bool = Field(
-        False,
+        True,
         description="The peers forecast from a history whose public holidays (day type 2) are replaced by a normal such "
         "weekday (the median of up to 3 of the last 4 same weekdays that were not holidays), so seasonal naive and a "
         "weekly season do not forecast the same weekday a week after a holiday from its low day; the peers are fitted "
-        "as before (tasks/combination.py).",
+        "as before (tasks/combination.py; chosen on validation windows, benchmarks/README.md).",
     )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",

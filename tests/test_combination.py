@@ -23,6 +23,7 @@ COMBINED = ModelConfig(
     weighting_days=0,
     combination="inverse_mse",
     rolling_weights=False,  # the fit's weights on every day (rolling: its own test)
+    holidays_as_normal_days=False,  # the peers forecast from the history as it is (holidays as normal days: its own test)
 )
 
 
