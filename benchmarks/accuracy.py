@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from schemas.daily import DATE  # noqa: E402
-from tasks.backtest import Backtest, run_backtest, warm_refits  # noqa: E402
+from tasks.backtest import Backtest, backtest_window, run_backtest, warm_refits  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.input_file import read_history_file  # noqa: E402
@@ -283,13 +283,22 @@ def main() -> None:
     combine_with = settings_for(args.config, paths[0], ["preset=default", *args.overrides]).model.combine_with
     if unknown := set(args.without) - set(combine_with):
         raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in model.combine_with {combine_with}")
-    for path in paths if args.validation else []:  # every validation window within every series' days
-        days = len(read_history_file(path, settings_for(args.config, path, args.overrides).data))
+    for path in paths:  # every window within every series' days, with enough days before it to fit the default
+        settings = settings_for(args.config, path, ["preset=default", *args.overrides])
+        history = read_history_file(path, settings.data)
+        lstm = make_forecaster("lstm", settings.data, settings.model)
         for name, origin in windows(args):
+            label = name if origin <= 1 else f"{name} @{origin}"
             try:
-                validation_protocol(PROTOCOLS[name], days, origin)
+                protocol = validation_protocol(PROTOCOLS[name], len(history), origin) if args.validation else PROTOCOLS[name]
             except ValueError as error:
-                raise SystemExit(f"{path} ({days} days), protocol {name}: {error}") from None
+                raise SystemExit(f"{path} ({len(history)} days), protocol {label}: {error}") from None
+            if (used := len(backtest_window(history, protocol))) < lstm.min_fit_days + protocol.test_days:
+                raise SystemExit(
+                    f"{path} ({len(history)} days), protocol {label}: {used} days, of which the last {protocol.test_days} "
+                    f"are forecast; the default LSTM needs {lstm.min_fit_days} days before them to fit. Leave the "
+                    "protocol out (--protocols) or give a longer history."
+                )
     if args.jobs > 1:  # the series' processes fill the cores: no helper process beside each fit (the same fits)
         args.overrides = ['model.peer_fits="inline"', *args.overrides]
         # A stop (SIGTERM, Ctrl-C) leaves the block by an exception, and leaving it terminates the series'

@@ -1,6 +1,9 @@
 """The procedure that chooses the default weighting: validation windows before the test days only."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,3 +123,29 @@ def test_the_choice_is_the_same_when_the_test_days_are_garbled():
     original, after = validation_choice(history), validation_choice(garbled)
     assert set(original[1]) == set(rolling(CANDIDATES))
     assert original == after  # the same ratios to the digit, the same choice
+
+
+def test_the_benchmark_refuses_a_window_too_short_for_the_default_before_fitting_anything(tmp_path):
+    """A 119-day city: the notebook window's first 88 days hold 57 before its 31 test days, and the default needs 64."""
+    short = tmp_path / "short_city.csv"
+    root = Path(__file__).resolve().parents[1]
+    lines = (root / "benchmarks/devset/bart_covid.csv").read_text().splitlines()
+    short.write_text("\n".join(lines[:120]) + "\n")
+    run = lambda *args: subprocess.run(
+        [sys.executable, "benchmarks/accuracy.py", "--data", str(short), "--seeds", "1", "--out", str(tmp_path), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    validation = run("--validation", "--protocols", "notebook")
+    assert validation.returncode == 1
+    assert validation.stderr.strip().endswith(
+        f"{short} (119 days), protocol notebook: 88 days, of which the last 31 are forecast; the default LSTM needs 64 "
+        "days before them to fit. Leave the protocol out (--protocols) or give a longer history."
+    )
+    assert "Traceback" not in validation.stderr
+    test_days = run()  # the test days: notebook fits (119 days, 88 before its 31), recent does not
+    assert test_days.returncode == 1
+    assert f"{short} (119 days), protocol recent: 119 days, of which the last 60 are forecast" in test_days.stderr
+    assert not list(tmp_path.glob("accuracy*"))  # nothing written
