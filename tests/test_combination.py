@@ -233,8 +233,7 @@ def test_the_combined_lstm_scales_the_peers_holidays_and_weights_without_them(tm
     inverse = {name: 1 / np.mean(np.delete(e, 5) ** 2) for name, e in lstm.validation_errors.items()}
     assert lstm.weights == pytest.approx({name: v / sum(inverse.values()) for name, v in inverse.items()})
     rows = np.arange(110, 120)
-    weekdays = history["date"].dt.day_of_week.to_numpy()
-    factors = holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), weekdays)[rows]
+    factors = factors_of(history, rows)
     assert factors[2] == pytest.approx(0.5, rel=0.05) and np.all(np.delete(factors, 2) == 1)
     peers = {k: p.forecast_rows(history, rows) * factors[:, None] for k, p in lstm.peers.items()}
     members = {"lstm": lstm.decode_networks(history, rows)} | peers
@@ -264,8 +263,7 @@ def test_rolling_weights_leave_out_the_holidays_before_each_day():
         history.loc[row, ["travellers", "day_type"]] = [history.loc[row, "travellers"] // 2, 2]
     lstm = make_forecaster("lstm", DATA, COMBINED.model_copy(update={"rolling_weights": True})).fit(history.iloc[:110])
     rows = np.arange(110, 120)
-    weekdays = history["date"].dt.day_of_week.to_numpy()
-    factors = holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), weekdays)[rows]
+    factors = factors_of(history, rows)
     members = {"lstm": lstm.decode_networks(history, rows)} | {
         k: p.forecast_rows(history, rows) * factors[:, None] for k, p in lstm.peers.items()
     }
