@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from schemas.daily import DATE  # noqa: E402
-from tasks.backtest import Backtest, backtest_window, run_backtest, warm_refits  # noqa: E402
+from tasks.backtest import Backtest, backtest_window, check_history_length, run_backtest, warm_refits  # noqa: E402
 from tasks.config import BacktestConfig, Settings, load_settings  # noqa: E402
+from tasks.errors import HistoryTooShort  # noqa: E402
 from tasks.forecasters import make_forecaster  # noqa: E402
 from tasks.input_file import read_history_file  # noqa: E402
 from tasks.selection import (  # noqa: E402
@@ -293,12 +294,14 @@ def main() -> None:
                 protocol = validation_protocol(PROTOCOLS[name], len(history), origin) if args.validation else PROTOCOLS[name]
             except ValueError as error:
                 raise SystemExit(f"{path} ({len(history)} days), protocol {label}: {error}") from None
-            if (used := len(backtest_window(history, protocol))) < lstm.min_fit_days + protocol.test_days:
+            try:  # the product's own rule (train refuses the same history); the remedy here is another protocol
+                check_history_length(history, protocol, lstm.min_fit_days, lstm.describe())
+            except HistoryTooShort:
                 raise SystemExit(
-                    f"{path} ({len(history)} days), protocol {label}: {used} days, of which the last {protocol.test_days} "
-                    f"are forecast; the default LSTM needs {lstm.min_fit_days} days before them to fit. Leave the "
-                    "protocol out (--protocols) or give a longer history."
-                )
+                    f"{path} ({len(history)} days), protocol {label}: {len(backtest_window(history, protocol))} days, of "
+                    f"which the last {protocol.test_days} are forecast; the default LSTM needs {lstm.min_fit_days} days "
+                    "before them to fit. Leave the protocol out (--protocols) or give a longer history."
+                ) from None
     if args.jobs > 1:  # the series' processes fill the cores: no helper process beside each fit (the same fits)
         args.overrides = ['model.peer_fits="inline"', *args.overrides]
         # A stop (SIGTERM, Ctrl-C) leaves the block by an exception, and leaving it terminates the series'
