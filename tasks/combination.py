@@ -27,6 +27,7 @@ from tasks.config import CombinationRule
 from tasks.encoding import REFERENCE_DAYS, same_weekdays_before
 from tasks.evaluation import SEASON
 
+SURPRISE_MARGIN = float(np.log(2))  # a day twice as far from normal as any the networks were trained on
 YEAR_DAYS = 52 * SEASON  # a year back on the same weekday
 HOLIDAY_DRIFT_DAYS = 7  # how far a holiday's day moves from that (Thanksgiving's date, a holiday on a weekend)
 
@@ -131,3 +132,27 @@ def without_holidays(errors: dict[str, np.ndarray], holidays: np.ndarray) -> dic
     if holidays.all():
         return errors
     return {name: np.asarray(e)[~holidays] for name, e in errors.items()}
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the finite values."""
+    finite = np.asarray(values, dtype=float)[np.isfinite(values)]
+    return float(finite.min()), float(finite.max())
+
+
+def surprised_rows(residuals: np.ndarray, known: tuple[float, float], lags: int, rows: np.ndarray) -> np.ndarray:
+    """Per row of `rows`: whether any of the `lags` days before it has a residual (log travellers minus the seasonal
+    reference) beyond the `known` range by more than SURPRISE_MARGIN, i.e. whether the networks' input window holds
+    a day unlike any they were trained on (a level shift, a change in how travellers are counted)."""
+    low, high = known
+    residuals = np.asarray(residuals, dtype=float)
+    with np.errstate(invalid="ignore"):  # NaN (the first week, a future day) is not a surprise
+        beyond = (residuals < low - SURPRISE_MARGIN) | (residuals > high + SURPRISE_MARGIN)
+    return np.array([bool(beyond[max(row - lags, 0) : row].any()) for row in np.asarray(rows, dtype=int)], dtype=bool)
+
+
+def without_members(weights: dict[str, float], left_out: list[str]) -> dict[str, float]:
+    """The weights with these members' moved to the others in proportion; unchanged when no other has weight."""
+    kept = {name: w if name not in left_out else 0.0 for name, w in weights.items()}
+    total = sum(kept.values())
+    return {name: w / total for name, w in kept.items()} if total > 0 else weights

@@ -23,6 +23,7 @@ DAY_TYPE_CODES = (0, 1, 2)  # workday, weekend, public holiday
 ForecasterKind = Literal["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
 CombinationRule = Literal["inverse_mae", "inverse_mse", "equal", "trimmed", "best"]  # tasks/combination.py
 PeerKind = Literal["auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]
+MemberName = Literal["lstm", "auto_ets", "auto_theta", "auto_arima", "seasonal_naive", "naive"]  # "lstm": the networks
 GATE_REFERENCE: ForecasterKind = "seasonal_naive"  # always backtested: the champion gate's floor
 Activation = Literal["tanh", "relu", "sigmoid", "elu", "gelu", "swish", "linear"]
 Loss = Literal["mae", "mse", "huber", "log_cosh"]
@@ -183,6 +184,13 @@ class ModelConfig(_Strict):
         "weekday (the median of up to 3 of the last 4 same weekdays that were not holidays), so seasonal naive and a "
         "weekly season do not forecast the same weekday a week after a holiday from its low day; the peers are fitted "
         "as before (tasks/combination.py; chosen on validation windows, benchmarks/README.md).",
+    )
+    held_out_after_surprise: list[MemberName] = Field(
+        [],
+        description='Members ("lstm": the networks; peers of combine_with) given no weight on a day whose networks\' '
+        "input window holds a day twice as far from a normal such weekday (log travellers minus the seasonal reference) "
+        "as any day the networks were trained on: a level shift or a change in counting that their inputs never showed "
+        "(tasks/combination.py; seasonal encoding only).",
     )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",

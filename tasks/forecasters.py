@@ -367,7 +367,12 @@ def make_forecaster(kind: str, data: DataConfig, model: ModelConfig, report: Epo
 
 # Settings added later that change how a saved fit forecasts: a version saved before one existed forecasts as it
 # did when it was backtested and registered, not as the new default would.
-SAVED_WITHOUT: dict[str, Any] = {"rolling_weights": False, "holiday_memory": False, "holidays_as_normal_days": False}
+SAVED_WITHOUT: dict[str, Any] = {
+    "rolling_weights": False,
+    "holiday_memory": False,
+    "holidays_as_normal_days": False,
+    "held_out_after_surprise": [],
+}
 
 
 def load_forecaster(directory: Path) -> Forecaster:

@@ -19,7 +19,16 @@ import pandas as pd
 
 from schemas.daily import DATE, DAY_TYPE, TARGET
 from tasks.calendar import HOLIDAY
-from tasks.combination import as_normal_days, combination_weights, combine, holiday_factors, without_holidays
+from tasks.combination import (
+    as_normal_days,
+    combination_weights,
+    combine,
+    holiday_factors,
+    surprised_rows,
+    value_range,
+    without_holidays,
+    without_members,
+)
 from tasks.config import DataConfig, ModelConfig
 from tasks.evaluation import SEASON
 from tasks.forecasters import (
@@ -92,6 +101,7 @@ class LstmForecaster(Forecaster):
         self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
         self.validation_holidays = np.zeros(0, dtype=bool)  # which of those errors are a holiday's (holiday_memory)
         self.start = None  # an earlier fit's networks the next fit starts from (warm_from)
+        self.surprise_range: tuple[float, float] | None = None  # the training days' residuals (seasonal encoding)
 
     @property
     def min_history_days(self) -> int:
@@ -142,6 +152,7 @@ class LstmForecaster(Forecaster):
         from tasks.peer_fits import peers_fitted_beside
 
         train, validation = self.fit_encoding(history)
+        self.surprise_range = self.training_surprise_range(history)
         stopping, weighing = self.split_validation(validation, len(history))
         held_out = weighing if len(weighing) else select(train, np.arange(len(train)) >= len(train) - CALIBRATION_DAYS)
         forecast_parts = [held_out, stopping] if self.model.weighting_days else [held_out]
@@ -201,6 +212,31 @@ class LstmForecaster(Forecaster):
             len(history) - self.model.validation_days,  # the reference never fitted on the validation days
         )
         return self.training_samples(history)
+
+    def training_surprise_range(self, history: pd.DataFrame) -> tuple[float, float] | None:
+        """The range of the residuals (log travellers minus the reference) of the days the networks train on (before
+        the validation days); None with the notebook encoding, which has none."""
+        if self.model.encoding != "seasonal":
+            return None
+        return value_range(self.encoder.encode(history).target[: len(history) - self.model.validation_days])
+
+    def surprised(self, history: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """Per row: whether its forecast leaves out the members of model.held_out_after_surprise, the networks' input
+        window holding a day far beyond the training days' residuals (tasks/combination.surprised_rows)."""
+        if not (self.model.held_out_after_surprise and self.surprise_range):
+            return np.zeros(len(rows), dtype=bool)
+        return surprised_rows(self.encoder.encode(history).target, self.surprise_range, self.model.lags, rows)
+
+    def combine_rows(
+        self, forecasts: dict[str, np.ndarray], weights: list[dict[str, float]], surprised: np.ndarray
+    ) -> np.ndarray:
+        """Row i of the members' forecasts combined with weights[i], without model.held_out_after_surprise where
+        surprised[i]."""
+        out = np.empty((len(weights), self.horizon))
+        for i, w in enumerate(weights):
+            used = without_members(w, self.model.held_out_after_surprise) if surprised[i] else w
+            out[i] = combine({name: f[i] for name, f in forecasts.items() if name in used}, used)
+        return out
 
     def held_out_forecasts(self, history: pd.DataFrame, samples: Samples) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """These samples' actual values and each member's forecast of them, every peer fitted on the days before them."""
@@ -264,19 +300,19 @@ class LstmForecaster(Forecaster):
         """The members' weighted forecast: a row's own value never feeds its forecast. With `model.rolling_weights`,
         a row after the fit's days is weighted on the members' errors on the days before it (rolling_weights)."""
         rows = np.asarray(first_targets, dtype=int)
+        surprised = self.surprised(history, rows)
         fit_end = self.fit_end_row(history)
         if not (self.rolls and len(rows) and rows.max() > fit_end):
-            return combine(self.member_forecasts(history, rows, [k for k, w in self.weights.items() if w > 0]), self.weights)
+            forecasts = self.member_forecasts(history, rows, [k for k, w in self.weights.items() if w > 0])
+            return self.combine_rows(forecasts, [self.weights] * len(rows), surprised)
         first = self.first_scored_row(history)
         scored = np.arange(first, rows.max())  # the days after the fit that weight a later row
         wanted = np.union1d(rows, scored)  # each member forecasts each row once (a backtest's: the same rows)
         forecasts = self.member_forecasts(history, wanted, self.validation_errors)
         later = self.errors_on(history, scored, {name: f[np.searchsorted(wanted, scored)] for name, f in forecasts.items()})
         at = np.searchsorted(wanted, rows)
-        out = np.empty((len(rows), self.horizon))
-        for i, row in enumerate(rows):
-            out[i] = combine({name: f[at[i]] for name, f in forecasts.items()}, self.rolling_weights(later, row - first))
-        return out
+        weights = [self.rolling_weights(later, row - first) for row in rows]
+        return self.combine_rows({name: f[at] for name, f in forecasts.items()}, weights, surprised)
 
     @property
     def rolls(self) -> bool:
@@ -379,6 +415,7 @@ class LstmForecaster(Forecaster):
                     "weights": self.weights,
                     "validation_errors": {k: e.tolist() for k, e in self.validation_errors.items()},
                     "validation_holidays": self.validation_holidays.tolist(),
+                    "surprise_range": self.surprise_range,
                 }
             )
         )
@@ -406,4 +443,6 @@ class LstmForecaster(Forecaster):
         self.validation_errors = {name: np.asarray(e) for name, e in combination["validation_errors"].items()}
         window = len(next(iter(self.validation_errors.values()), []))  # saved before holiday_memory: no holidays
         self.validation_holidays = np.asarray(combination.get("validation_holidays", [False] * window), dtype=bool)
+        known = combination.get("surprise_range")  # saved before held_out_after_surprise: never surprised
+        self.surprise_range = tuple(known) if known else None
         self.peers = {kind: load_forecaster(directory / PEERS_DIR / kind) for kind in self.model.combine_with}

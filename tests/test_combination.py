@@ -6,7 +6,16 @@ import re
 import numpy as np
 import pytest
 
-from tasks.combination import as_normal_days, combination_weights, combine, holiday_factors, without_holidays
+from tasks.combination import (
+    as_normal_days,
+    combination_weights,
+    combine,
+    holiday_factors,
+    surprised_rows,
+    value_range,
+    without_holidays,
+    without_members,
+)
 from tasks.config import DataConfig, ModelConfig, load_settings
 from tasks.forecasters import load_forecaster, make_forecaster
 from tests.test_forecasters import weekly
@@ -315,6 +324,61 @@ def test_with_holidays_as_normal_days_the_peers_forecast_the_week_after_a_holida
     old = load_forecaster(folder)
     assert not old.model.holidays_as_normal_days
     assert old.member_forecasts(history, rows, ["seasonal_naive"])["seasonal_naive"][9, 0] == history["travellers"].iloc[112]
+
+
+def test_a_day_far_beyond_the_training_residuals_surprises_the_next_lags_days():
+    residuals = np.array([np.nan, 0.1, -0.2, 0.0, 1.0, 0.2, 0.1, -1.0, 0.0])
+    assert value_range(residuals[:4]) == (-0.2, 0.1)
+    # Beyond (-0.2, 0.1) by more than log 2 (0.693): row 4 (1.0 > 0.793) and row 7 (-1.0 < -0.893), not row 5 (0.2).
+    assert surprised_rows(residuals, (-0.2, 0.1), 2, np.arange(9)).tolist() == [0, 0, 0, 0, 0, 1, 1, 0, 1]
+    assert surprised_rows(residuals, (-0.2, 0.4), 2, np.arange(9)).tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert surprised_rows(residuals, (-0.2, 0.1), 3, np.array([8])).tolist() == [1]  # rows 5..7: the window ends before 8
+    assert surprised_rows(residuals, (-0.4, 0.1), 1, np.array([8])).tolist() == [0]  # -1.0 < -1.093 does not hold
+
+
+def test_a_member_held_out_gives_its_weight_to_the_others_in_proportion():
+    weights = {"lstm": 0.5, "auto_ets": 0.3, "seasonal_naive": 0.2, "naive": 0.0}
+    assert without_members(weights, ["lstm"]) == pytest.approx({"lstm": 0, "auto_ets": 0.6, "seasonal_naive": 0.4, "naive": 0})
+    assert without_members(weights, ["lstm", "auto_theta"]) == without_members(weights, ["lstm"])  # not a member: nothing
+    assert without_members({"lstm": 1.0, "naive": 0.0}, ["lstm"]) == {"lstm": 1.0, "naive": 0.0}  # none left: unchanged
+
+
+def test_after_a_surprise_the_held_out_members_weigh_nothing_while_it_is_in_the_networks_window(tmp_path):
+    history = weekly(130)
+    history.loc[112:114, "travellers"] = (history.loc[112:114, "travellers"] * 1.5).round()  # a busy week: no surprise
+    history.loc[115:, "travellers"] *= 20  # a level shift (a change in how travellers are counted) after the fit
+    model = COMBINED.model_copy(update={"held_out_after_surprise": ["lstm"]})
+    lstm = make_forecaster("lstm", DATA, model).fit(history.iloc[:110])
+    # The range of the days the networks trained on: the residuals of every row before the 14 validation days.
+    assert lstm.surprise_range == value_range(lstm.encoder.encode(history.iloc[:110]).target[:96])
+    assert lstm.surprise_range[1] - lstm.surprise_range[0] < 0.2
+    rows = np.arange(110, 130)
+    surprised = lstm.surprised(history, rows)
+    # Row 115 is the first shifted day (its own forecast is made before it); each later row's 7 lags hold a shifted day
+    # whose reference (the median of the same weekdays before it) had not caught up yet.
+    assert surprised.tolist() == [False] * 6 + [True] * 14
+    members = {"lstm": lstm.decode_networks(history, rows)} | {k: p.forecast_rows(history, rows) for k, p in lstm.peers.items()}
+    held_out = without_members(lstm.weights, ["lstm"])
+    assert held_out["lstm"] == 0 < lstm.weights["lstm"]
+    expected = np.where(surprised[:, None], combine(members, held_out), combine(members, lstm.weights))
+    forecast = lstm.forecast_rows(history, rows)
+    np.testing.assert_allclose(forecast, expected)
+    # A day ahead of the history after the shift: the same rule.
+    ahead = lstm.predict_days(history.iloc[:120], 1)["forecast"].iloc[0]
+    assert ahead == pytest.approx(forecast[10, 0])
+    folder = lstm.save(tmp_path / "model")
+    assert load_forecaster(folder).surprise_range == lstm.surprise_range
+    np.testing.assert_allclose(load_forecaster(folder).forecast_rows(history, rows), forecast)
+    # A version saved before the setting existed forecasts as it was backtested: every day with every member.
+    spec = json.loads((folder / "forecaster.json").read_text())
+    del spec["model"]["held_out_after_surprise"]
+    (folder / "forecaster.json").write_text(json.dumps(spec))
+    combination = json.loads((folder / "combination.json").read_text())
+    del combination["surprise_range"]
+    (folder / "combination.json").write_text(json.dumps(combination))
+    old = load_forecaster(folder)
+    assert old.model.held_out_after_surprise == [] and old.surprise_range is None
+    np.testing.assert_allclose(old.forecast_rows(history, rows), combine(members, lstm.weights))
 
 
 def factors_of(history, rows):
