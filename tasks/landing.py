@@ -290,7 +290,7 @@ def missing_store_message(settings: Settings) -> str:
     return (
         f"no history in the store {settings.retrain.store_url}: start it from {settings.data.path} with "
         "`travel-forecast retrain --init` (a deployment run: --param init=true), or point retrain.history_path "
-        "(history_url) at the existing store; nothing was trained or registered"
+        "(history_url) at the existing store; nothing was trained, registered or forecast"  # retrain, predict, live
     )
 
 

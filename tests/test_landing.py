@@ -55,8 +55,9 @@ def test_an_empty_or_missing_store_is_refused_unless_asked_to_start_it(setup):
     settings, _, _ = setup
     with pytest.raises(
         HistoryStoreMissing, match=r"no history in the store sqlite:///.*history\.db: start it from .*initial\.csv with"
-    ):
+    ) as refused:
         ingest_landing(settings)
+    assert str(refused.value).endswith("; nothing was trained, registered or forecast")
     assert not settings.retrain.history_path.exists()  # a mistyped path creates nothing
 
 
