@@ -16,6 +16,13 @@ and a holiday's errors do not weight the members (one day that every member but 
 misses would otherwise set the weights of the following weeks). With `model.holidays_as_normal_days`, the
 peers also forecast from a history whose holidays are normal days (as_normal_days): seasonal naive and a
 weekly season would otherwise forecast the same weekday a week after a holiday from its low day.
+
+A day far outside anything the networks were trained on (a level shift, a change in how travellers are counted:
+Staten Island Railway's weekends fell to nothing in June 2020 and came back; NYC buses went from about 35,000
+counted a day to 787,000 when front-door boarding resumed) puts their inputs
+where they never learned anything, and their forecast is an extrapolation. With `model.held_out_after_surprise`
+(["lstm"]), while the networks' input window holds a day twice as far from a normal such weekday as any training
+day (surprised_rows), the networks give their weight to the peers in proportion (without_members).
 """
 
 from __future__ import annotations

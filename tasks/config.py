@@ -186,11 +186,11 @@ class ModelConfig(_Strict):
         "as before (tasks/combination.py; chosen on validation windows, benchmarks/README.md).",
     )
     held_out_after_surprise: list[MemberName] = Field(
-        [],
+        ["lstm"],
         description='Members ("lstm": the networks; peers of combine_with) given no weight on a day whose networks\' '
         "input window holds a day twice as far from a normal such weekday (log travellers minus the seasonal reference) "
         "as any day the networks were trained on: a level shift or a change in counting that their inputs never showed "
-        "(tasks/combination.py; seasonal encoding only).",
+        "(tasks/combination.py; seasonal encoding only; chosen on validation windows, benchmarks/README.md).",
     )
     peer_fits: Literal["beside", "inline"] = Field(
         "beside",
