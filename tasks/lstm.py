@@ -298,7 +298,8 @@ class LstmForecaster(Forecaster):
 
     def forecast_rows(self, history: pd.DataFrame, first_targets: np.ndarray) -> np.ndarray:
         """The members' weighted forecast: a row's own value never feeds its forecast. With `model.rolling_weights`,
-        a row after the fit's days is weighted on the members' errors on the days before it (rolling_weights)."""
+        a row after the fit's days is weighted on the members' errors on the days before it (rolling_weights); a
+        row after a surprise (surprised), without the members of `model.held_out_after_surprise`."""
         rows = np.asarray(first_targets, dtype=int)
         surprised = self.surprised(history, rows)
         fit_end = self.fit_end_row(history)
