@@ -81,6 +81,49 @@ def test_the_temporary_prefect_server_gets_time_to_start_on_a_busy_machine(tmp_p
         assert failure not in result.stderr, result.stderr[-3000:]
 
 
+def test_a_command_ends_once_its_task_runs_last_states_are_recorded(prefect_server):
+    # The server records a task run's states from the client's events; the temporary server stopped before the last
+    # one was written left the task run Running for good under a Failed flow run (about 1 command in 10).
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from prefect import flow, get_client, task
+    from prefect.states import Completed, Failed, Running
+
+    from flows.runtime import wait_for_task_runs_recorded
+
+    @flow
+    def command_flow():
+        pass
+
+    @task
+    def step():
+        pass
+
+    before = datetime.now(UTC)
+    with get_client(sync_client=True) as client:
+        stale = client.create_task_run(step, client.create_flow_run(command_flow, state=Failed()).id, "0", state=Running())
+        since = datetime.now(UTC)
+        assert stale.start_time < since
+        assert wait_for_task_runs_recorded(since, timeout=0.3)  # an earlier command's task run is not waited for
+        ended = client.create_flow_run(command_flow, state=Failed())
+        last = client.create_task_run(step, ended.id, "1", state=Running())
+        going = client.create_flow_run(command_flow, state=Running())  # another command's run, still going
+        client.create_task_run(step, going.id, "2", state=Running())
+        assert not wait_for_task_runs_recorded(since, timeout=0.3)  # the ended run's task run is still Running
+
+        def record_the_last_state():
+            with get_client(sync_client=True) as recorder:
+                recorder.set_task_run_state(last.id, Completed(), force=True)
+
+        threading.Timer(0.5, record_the_last_state).start()
+        start = time.monotonic()
+        assert wait_for_task_runs_recorded(since, timeout=10)
+        assert 0.4 < time.monotonic() - start < 5
+        assert wait_for_task_runs_recorded(before, timeout=0.3) is False  # the stale one again, from before it
+
+
 def test_train_on_the_seed_format_example_config_end_to_end(cli_env, tmp_path):
     result = run(["train", "--config", str(SEED_FORMAT_CONFIG), "--set", "model.epochs=2"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
