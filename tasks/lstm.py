@@ -168,12 +168,20 @@ class LstmForecaster(Forecaster):
         self.weights = combination_weights(
             without_holidays(self.validation_errors, self.validation_holidays), self.model.combination
         )
-        residuals = log_residuals(actual, combine(forecasts, self.weights)).ravel()
+        residuals = self.calibration_residuals(history, held_out, actual, forecasts)
         if self.model.weighting_days:  # the intervals still see every validation day: 14 residuals leave 95% unbounded
             actual, forecasts = self.held_out_forecasts(history, stopping)
-            residuals = np.concatenate([log_residuals(actual, combine(forecasts, self.weights)).ravel(), residuals])
+            residuals = np.concatenate([self.calibration_residuals(history, stopping, actual, forecasts), residuals])
         self.peers = {kind: self.peer(kind).fit(history) for kind in self.model.combine_with}
         return residuals
+
+    def calibration_residuals(
+        self, history: pd.DataFrame, samples: Samples, actual: np.ndarray, forecasts: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """log(actual / forecast) of these validation samples, combined as a forecast of them would be: the fit's
+        weights, without model.held_out_after_surprise on a row after a surprise."""
+        rows = samples.target_rows
+        return log_residuals(actual, self.combine_rows(forecasts, [self.weights] * len(rows), self.surprised(history, rows)))
 
     def pretrained_start(self, history: pd.DataFrame):
         """Networks pretrained on the series of `data.pretrain_paths` with enough days up to `history`'s last day

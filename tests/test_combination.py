@@ -381,6 +381,22 @@ def test_after_a_surprise_the_held_out_members_weigh_nothing_while_it_is_in_the_
     np.testing.assert_allclose(old.forecast_rows(history, rows), combine(members, lstm.weights))
 
 
+def test_a_surprised_validation_day_is_calibrated_on_the_combination_its_forecast_would_make():
+    history = weekly(120)
+    history.loc[100:, "travellers"] *= 20  # a level shift among the 14 validation days (rows 96..109)
+    model = COMBINED.model_copy(update={"held_out_after_surprise": ["lstm"]})
+    lstm = make_forecaster("lstm", DATA, model).fit(history.iloc[:110])
+    rows = np.arange(96, 110)
+    surprised = lstm.surprised(history.iloc[:110], rows)
+    assert surprised.tolist() == [False] * 5 + [True] * 9  # row 100's own forecast is made before it
+    actual = history["travellers"].to_numpy(dtype=float)[rows]
+    members = {name: (actual - e)[:, None] for name, e in lstm.validation_errors.items()}
+    held_out = without_members(lstm.weights, ["lstm"])
+    combined = np.where(surprised[:, None], combine(members, held_out), combine(members, lstm.weights)).ravel()
+    np.testing.assert_allclose(lstm.calibration, np.log(actual) - np.log(combined))
+    assert not np.allclose(lstm.calibration, np.log(actual) - np.log(combine(members, lstm.weights).ravel()))
+
+
 def factors_of(history, rows):
     """holiday_factors of `history` on these rows."""
     weekdays = history["date"].dt.day_of_week.to_numpy()
