@@ -9,12 +9,14 @@ WORKDAY, WEEKEND, HOLIDAY = 0, 1, 2
 
 
 def derive_day_types(dates: pd.Series, country: str, subdivision: str | None = None) -> pd.Series:
-    """0 workday, 1 Saturday/Sunday, 2 public holiday (observed days included) in `country`."""
+    """0 workday, 1 Saturday/Sunday, 2 public holiday (observed days included) in `country`; a weekend day the
+    country works instead of a day off (China's make-up workdays around a long holiday) is a workday."""
     years = sorted({int(y) for y in dates.dt.year.dropna()})
     try:
         calendar = holidays.country_holidays(country, subdiv=subdivision, years=years)
     except NotImplementedError as error:
         raise ValueError(f"holiday calendar: unknown country/subdivision {country!r}/{subdivision!r}") from error
     is_holiday = dates.dt.date.map(lambda day: day in calendar if pd.notna(day) else False).astype(bool)
-    day_type = (dates.dt.day_of_week >= 5).astype("int64").where(~is_holiday, HOLIDAY)
+    worked = dates.dt.date.map(lambda day: day in calendar.weekend_workdays if pd.notna(day) else False).astype(bool)
+    day_type = ((dates.dt.day_of_week >= 5) & ~worked).astype("int64").where(~is_holiday, HOLIDAY)
     return day_type.astype("int64").rename("day_type")

@@ -26,6 +26,21 @@ def test_country_and_subdivision_change_the_holidays():
     assert derive_day_types(dates, "US", "NY").tolist() == [WORKDAY, HOLIDAY]
 
 
+def test_a_weekend_day_worked_instead_of_a_day_off_is_a_workday():
+    dates = pd.Series(
+        pd.to_datetime(
+            [
+                "2020-06-25",  # Dragon Boat Festival (Thursday)
+                "2020-06-26",  # Friday off, worked on Sunday the 28th instead
+                "2020-06-27",  # Saturday
+                "2020-06-28",  # Sunday, a make-up workday
+                "2020-07-05",  # the next Sunday
+            ]
+        )
+    )
+    assert derive_day_types(dates, "CN").tolist() == [HOLIDAY, HOLIDAY, WEEKEND, WORKDAY, WEEKEND]
+
+
 def test_derived_day_types_match_the_bundled_sample():
     from conftest import SAMPLE
 
