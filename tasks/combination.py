@@ -15,7 +15,11 @@ by how much that holiday differed from a normal such weekday a year before (holi
 and a holiday's errors do not weight the members (one day that every member but the networks
 misses would otherwise set the weights of the following weeks). With `model.holidays_as_normal_days`, the
 peers also forecast from a history whose holidays are normal days (as_normal_days): seasonal naive and a
-weekly season would otherwise forecast the same weekday a week after a holiday from its low day.
+weekly season would otherwise forecast the same weekday a week after a holiday from its low day. With
+`model.days_unlike_their_weekday`, a day unlike its weekday (a Sunday worked instead of a day off, China's make-up
+workdays; tasks/calendar.unlike_weekday) is treated alike: the peers forecast it as a normal such weekday scaled as
+recent days of its type differ from one (unlike_weekday_factors), its errors weight no member, and later days see it
+as a normal such weekday.
 
 A day far outside anything the networks were trained on (a level shift, a change in how travellers are counted:
 Staten Island Railway's weekends fell to nothing in June 2020 and came back; NYC buses went from about 35,000
@@ -31,7 +35,7 @@ import numpy as np
 
 from tasks.calendar import HOLIDAY
 from tasks.config import CombinationRule
-from tasks.encoding import REFERENCE_DAYS, same_weekdays_before
+from tasks.encoding import REFERENCE_DAYS, same_weekdays_before, seasonal_reference
 from tasks.evaluation import SEASON
 
 SURPRISE_MARGIN = float(np.log(2))  # a day twice as far from normal as any the networks were trained on
@@ -72,7 +76,7 @@ def combine(forecasts: dict[str, np.ndarray], weights: dict[str, float]) -> np.n
     return np.sum([weights[name] * np.asarray(forecasts[name], dtype=float) for name in used], axis=0)
 
 
-def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.ndarray) -> np.ndarray:
+def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.ndarray, unlike: np.ndarray) -> np.ndarray:
     """Per day: the ratio of a holiday-typed day to a normal such weekday, as remembered from before it; 1 on
     every other day.
 
@@ -87,7 +91,7 @@ def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.
     holidays = np.flatnonzero(day_types == HOLIDAY)
     weekend = np.asarray(weekdays) >= 5
     residual = np.full(len(day_types), np.nan)
-    residual[holidays] = log_values[holidays] - normal_reference(log_values, day_types, holidays)
+    residual[holidays] = log_values[holidays] - normal_reference(log_values, day_types, holidays, unlike)
     factors = np.ones(len(day_types))
     for day in holidays:
         known = holidays[(holidays < day) & np.isfinite(residual[holidays])]
@@ -99,16 +103,33 @@ def holiday_factors(travellers: np.ndarray, day_types: np.ndarray, weekdays: np.
     return factors
 
 
-def as_normal_days(travellers: np.ndarray, day_types: np.ndarray) -> np.ndarray:
-    """Travellers with each public holiday (day type 2) replaced by a normal such weekday: the median of up to 3 of
-    the last 4 same weekdays that were not holidays (normal_reference); a holiday without one keeps its value. Only
-    days before each holiday are used, so a forecast from the result still sees no later day."""
+def as_normal_days(travellers: np.ndarray, day_types: np.ndarray, unlike: np.ndarray) -> np.ndarray:
+    """Travellers with each public holiday (day type 2) and each day of `unlike` (days unlike their weekday,
+    tasks/calendar.unlike_weekday, or none) replaced by a normal such weekday: the median of up to 3 of the last 4 same
+    weekdays that were neither (normal_reference); a day without one keeps its value. Only days before each such day
+    are used, so a forecast from the result still sees no later day."""
     values = np.asarray(travellers, dtype=float).copy()
-    holidays = np.flatnonzero(np.asarray(day_types) == HOLIDAY)
-    normal = np.exp(normal_reference(log_travellers(values), np.asarray(day_types), holidays))
+    day_types = np.asarray(day_types)
+    unusual = np.flatnonzero((day_types == HOLIDAY) | unlike)
+    normal = np.exp(normal_reference(log_travellers(values), day_types, unusual, unlike))
     known = np.isfinite(normal)
-    values[holidays[known]] = normal[known]
+    values[unusual[known]] = normal[known]
     return values
+
+
+def unlike_weekday_factors(travellers: np.ndarray, day_types: np.ndarray, unlike: np.ndarray) -> np.ndarray:
+    """Per day: on a day of `unlike` (unlike its weekday), the ratio of recent days of its type (the encoding's
+    seasonal_reference: up to 3 of the last 4 weeks' days of its type, at least a week back) to a normal such weekday
+    (normal_reference); 1 on every other day and where either is unknown. A worked Sunday's peers then forecast a
+    workday."""
+    log_values, day_types = log_travellers(travellers), np.asarray(day_types)
+    days = np.flatnonzero(unlike)
+    ratio = np.exp(
+        seasonal_reference(log_values, day_types, unlike)[days] - normal_reference(log_values, day_types, days, unlike)
+    )
+    factors = np.ones(len(day_types))
+    factors[days] = np.where(np.isfinite(ratio), ratio, 1.0)
+    return factors
 
 
 def log_travellers(travellers: np.ndarray) -> np.ndarray:
@@ -119,12 +140,14 @@ def log_travellers(travellers: np.ndarray) -> np.ndarray:
     return logs
 
 
-def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """Per day of `days`: the median log value of up to 3 of the last 4 same weekdays that were not holidays (NaN
-    without one; unlike the encoding's seasonal_reference, a holiday is not compared with an earlier one)."""
+def normal_reference(log_values: np.ndarray, day_types: np.ndarray, days: np.ndarray, unlike: np.ndarray) -> np.ndarray:
+    """Per day of `days`: the median log value of up to 3 of the last 4 same weekdays that were neither holidays nor
+    days of `unlike` (NaN without one; unlike the encoding's seasonal_reference, a holiday is not compared with an
+    earlier one)."""
+    usual = (np.asarray(day_types) != HOLIDAY) & ~np.asarray(unlike, dtype=bool)
     reference = np.full(len(days), np.nan)
     for i, day in enumerate(days):
-        normal = [j for j in same_weekdays_before(day) if day_types[j] != HOLIDAY and np.isfinite(log_values[j])][:REFERENCE_DAYS]
+        normal = [j for j in same_weekdays_before(day) if usual[j] and np.isfinite(log_values[j])][:REFERENCE_DAYS]
         if normal:
             reference[i] = np.median(log_values[normal])
     return reference

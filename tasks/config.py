@@ -185,6 +185,15 @@ class ModelConfig(_Strict):
         "weekly season do not forecast the same weekday a week after a holiday from its low day; the peers are fitted "
         "as before (tasks/combination.py; chosen on validation windows, benchmarks/README.md).",
     )
+    days_unlike_their_weekday: bool = Field(
+        True,
+        description="A day that is not a holiday and not of the type most days of its weekday have (a weekend day "
+        "worked instead of a day off: China's make-up workdays) is compared by the networks' seasonal reference with "
+        "recent days of its type, not its weekday; with holiday_memory the peers' forecast of it is scaled as recent "
+        "days of its type differ from a normal such weekday and its errors weight no member; with "
+        "holidays_as_normal_days the peers see it as a normal such weekday (tasks/calendar.py, tasks/combination.py). "
+        "A calendar without such days (the US's) forecasts the same either way.",
+    )
     held_out_after_surprise: list[MemberName] = Field(
         ["lstm"],
         description='Members ("lstm": the networks; peers of combine_with) given no weight on a day whose networks\' '

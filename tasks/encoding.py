@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.daily import DAY_TYPE, TARGET
+from tasks.calendar import unlike_weekday
 from tasks.evaluation import SEASON
 
 if TYPE_CHECKING:  # scikit-learn takes a second to import; a run with no new data never needs it
@@ -60,17 +61,24 @@ def same_weekdays_before(day: int) -> list[int]:
     return [day - SEASON * k for k in range(1, REFERENCE_WEEKS + 1) if day - SEASON * k >= 0]
 
 
-def seasonal_reference(log_values: np.ndarray, day_types: np.ndarray) -> np.ndarray:
+def seasonal_reference(log_values: np.ndarray, day_types: np.ndarray, unlike: np.ndarray | None = None) -> np.ndarray:
     """Per day: the median log value of up to 3 of the last 4 same weekdays with its day type.
 
     Falls back to the three latest same weekdays when none has the day's type (a holiday);
-    NaN for the first week. Uses only days at least a week back.
+    NaN for the first week. A day of `unlike` (unlike its weekday: a Sunday worked instead of
+    a day off, tasks/calendar.unlike_weekday) is compared with up to 3 of the latest days of
+    its type in the same weeks instead: a workday with workdays. Uses only days at least a
+    week back.
     """
     n = len(log_values)
     reference = np.full(n, np.nan)
     for day in range(SEASON, n):
         earlier = same_weekdays_before(day)
-        same_type = [j for j in earlier if day_types[j] == day_types[day]][:REFERENCE_DAYS]
+        if unlike is not None and unlike[day]:
+            weeks = range(day - SEASON, max(day - SEASON * REFERENCE_WEEKS, 0) - 1, -1)
+            same_type = [j for j in weeks if day_types[j] == day_types[day]][:REFERENCE_DAYS]
+        else:
+            same_type = [j for j in earlier if day_types[j] == day_types[day]][:REFERENCE_DAYS]
         reference[day] = np.median(log_values[same_type or earlier[:REFERENCE_DAYS]])
     return reference
 
@@ -102,6 +110,7 @@ class FeatureEncoder:
     day_type_codes: list[int]
     scaler: MinMaxScaler | StandardScaler
     reference_model: object | None = None  # a fitted statsforecast AutoETS when the reference is "ets"
+    unlike_weekdays: bool = False  # a day unlike its weekday compared with days of its type (an encoder saved before: not)
 
     def encode(self, history: pd.DataFrame) -> Encoded:
         """Model arrays for every day of `history` (validated, consecutive days)."""
@@ -111,8 +120,9 @@ class FeatureEncoder:
             empty = np.zeros((len(history), 0))
             return Encoded(past=past, future=empty, target=past[:, 0], reference=np.zeros(len(history)))
         log_travellers, day_types = raw[:, 0], history[DAY_TYPE].to_numpy()
+        unlike = unlike_weekday(day_types) if self.unlike_weekdays else None
         reference = (
-            seasonal_reference(log_travellers, day_types)
+            seasonal_reference(log_travellers, day_types, unlike)
             if self.reference_model is None
             else ets_reference(self.reference_model, history[TARGET].to_numpy(dtype=float))
         )
@@ -149,6 +159,7 @@ def fit_encoder(
     day_type_codes: list[int],
     reference: str = "median",
     reference_days: int | None = None,
+    unlike_weekdays: bool = False,
 ) -> FeatureEncoder:
     """Fit the scaler on the training rows alone: MinMax(0, 1) for notebook, standard for seasonal.
 
@@ -169,5 +180,11 @@ def fit_encoder(
         # the peer's fit, cached
         reference_model = fitted_statsforecast(AutoEts.MODELS[AutoEts.kind], series_key(train_history, reference_days))
     return FeatureEncoder(
-        kind, list(case_columns), list(cumulative_columns), list(day_type_codes), scaler.fit(raw), reference_model
+        kind,
+        list(case_columns),
+        list(cumulative_columns),
+        list(day_type_codes),
+        scaler.fit(raw),
+        reference_model,
+        unlike_weekdays and kind == "seasonal",
     )

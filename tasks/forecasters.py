@@ -371,6 +371,7 @@ SAVED_WITHOUT: dict[str, Any] = {
     "rolling_weights": False,
     "holiday_memory": False,
     "holidays_as_normal_days": False,
+    "days_unlike_their_weekday": False,
     "held_out_after_surprise": [],
 }
 

@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from schemas.daily import DATE, DAY_TYPE, TARGET
-from tasks.calendar import HOLIDAY
+from tasks.calendar import HOLIDAY, unlike_weekday
 from tasks.combination import (
     as_normal_days,
     combination_weights,
     combine,
     holiday_factors,
     surprised_rows,
+    unlike_weekday_factors,
     value_range,
     without_holidays,
     without_members,
@@ -218,6 +219,7 @@ class LstmForecaster(Forecaster):
             data.day_type_codes,
             self.model.reference,
             len(history) - self.model.validation_days,  # the reference never fitted on the validation days
+            self.model.days_unlike_their_weekday,
         )
         return self.training_samples(history)
 
@@ -355,25 +357,37 @@ class LstmForecaster(Forecaster):
         the backtest's compared peers)."""
         if not self.model.holidays_as_normal_days:
             return history
-        travellers = as_normal_days(history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy())
+        day_types = history[DAY_TYPE].to_numpy()
+        travellers = as_normal_days(history[TARGET].to_numpy(dtype=float), day_types, self.unlike_weekday(day_types))
         return history.assign(**{TARGET: travellers})
 
+    def unlike_weekday(self, day_types: np.ndarray) -> np.ndarray:
+        """Per day: whether it is unlike its weekday (tasks/calendar.unlike_weekday; none without
+        model.days_unlike_their_weekday)."""
+        if not self.model.days_unlike_their_weekday:
+            return np.zeros(len(day_types), dtype=bool)
+        return unlike_weekday(day_types)
+
     def holidays_among(self, history: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-        """[len(rows), horizon]: which days forecast are public holidays whose errors do not weight the members
-        (all False without model.holiday_memory)."""
+        """[len(rows), horizon]: which days forecast are public holidays or days unlike their weekday (a worked
+        Sunday, with model.days_unlike_their_weekday), whose errors do not weight the members (all False without
+        model.holiday_memory)."""
         if not self.model.holiday_memory:
             return np.zeros((len(rows), self.horizon), dtype=bool)
-        return (history[DAY_TYPE].to_numpy() == HOLIDAY)[target_days(rows, self.horizon)]
+        day_types = history[DAY_TYPE].to_numpy()
+        return ((day_types == HOLIDAY) | self.unlike_weekday(day_types))[target_days(rows, self.horizon)]
 
     def remember_holidays(self, history: pd.DataFrame, rows: np.ndarray, peers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The peers' forecasts with each holiday scaled as the same holiday a year before differed from a normal
-        such weekday (tasks/combination.holiday_factors); unchanged without model.holiday_memory. The networks
-        know the day type and are not scaled."""
+        such weekday (tasks/combination.holiday_factors), and each day unlike its weekday as recent days of its type
+        differ from a normal such weekday (unlike_weekday_factors); unchanged without model.holiday_memory. The
+        networks know the day type and are not scaled."""
         if not (self.model.holiday_memory and peers):
             return peers
-        factors = holiday_factors(
-            history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy(), history[DATE].dt.day_of_week.to_numpy()
-        )
+        travellers, day_types = history[TARGET].to_numpy(dtype=float), history[DAY_TYPE].to_numpy()
+        unlike = self.unlike_weekday(day_types)
+        factors = holiday_factors(travellers, day_types, history[DATE].dt.day_of_week.to_numpy(), unlike)
+        factors = factors * unlike_weekday_factors(travellers, day_types, unlike)
         scale = factors[target_days(rows, self.horizon)]
         return {kind: f * scale for kind, f in peers.items()}
 

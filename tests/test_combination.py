@@ -3,21 +3,25 @@
 import json
 import re
 
+import joblib
 import numpy as np
 import pytest
 
+from tasks.calendar import unlike_weekday
 from tasks.combination import (
     as_normal_days,
     combination_weights,
     combine,
     holiday_factors,
     surprised_rows,
+    unlike_weekday_factors,
     value_range,
     without_holidays,
     without_members,
 )
 from tasks.config import DataConfig, ModelConfig, load_settings
 from tasks.forecasters import load_forecaster, make_forecaster
+from tasks.lstm import ENCODER_FILE
 from tests.test_forecasters import weekly
 
 DATA = DataConfig(case_columns=["cases"], cumulative_columns=["cases"])
@@ -195,7 +199,7 @@ def test_a_holiday_is_scaled_as_the_same_holiday_a_year_before_else_as_the_holid
     holidays = [(21, 400.0), (28, 800.0), (99, 700.0), (104, 300.0), (132, 200.0), (387, np.nan), (392, 900.0)]
     for day, value in holidays:
         travellers[day], day_types[day] = value, 2
-    factors = holiday_factors(travellers, day_types, np.arange(days) % 7)
+    factors = holiday_factors(travellers, day_types, np.arange(days) % 7, unlike_weekday(day_types))
     # Day 21 (a Monday): no holiday before it. Day 28: a normal Monday is 1000 (day 21, a holiday, is not one of them);
     # no holiday a year before, so the holidays so far (day 21: 0.4). Day 99: the median over days 21 and 28 (on the
     # log scale: sqrt(0.4 * 0.8)). Day 387 (its value unknown): day 21 is 366 days before, day 28 359: day 21's 0.4.
@@ -218,8 +222,27 @@ def test_the_peers_see_a_holiday_as_a_normal_such_weekday_from_the_days_before_i
     # the last four Mondays are 21 (a holiday: not a normal day), 14, 7, 0: 1100 again. Day 35 (its value unknown, a
     # future day): 28 and 21 are holidays, 14 and 7 are not: the median of two, sqrt(1200 * 1100) on the log scale.
     expected[[21, 28, 35]] = [1100.0, 1100.0, np.sqrt(1200.0 * 1100.0)]
-    np.testing.assert_allclose(as_normal_days(travellers, day_types), expected)
+    np.testing.assert_allclose(as_normal_days(travellers, day_types, unlike_weekday(day_types)), expected)
     assert travellers[21] == 300.0  # the input is left as it was
+
+
+def test_a_weekend_day_worked_is_unlike_its_weekday_and_its_peers_forecast_a_workday():
+    travellers = np.where(np.arange(36) % 7 >= 5, 500.0, 1000.0)  # day 0 a Monday; weekends half
+    travellers[[22, 23, 24]] = [900.0, 1100.0, 1200.0]  # the workdays of the week before the next
+    day_types = (np.arange(36) % 7 >= 5).astype(int)
+    day_types[[4, 33]] = 2  # holidays (a Friday, a Saturday): not unlike their weekday, whatever their type
+    day_types[[34, 35]] = [0, 1]  # a Sunday worked instead of a day off; the Monday after it rested
+    np.testing.assert_array_equal(np.flatnonzero(unlike_weekday(day_types)), [34, 35])
+    # Day 34: the latest 3 workdays at least a week back (25, 24, 23: 1000, 1200, 1100) against a normal Sunday
+    # (27, 20, 13: 500). Day 35 (a rested Monday): the latest 3 weekend days at least a week back (27, 26, 21: 500)
+    # against a normal Monday (28, 21, 14: 1000).
+    np.testing.assert_allclose(
+        unlike_weekday_factors(travellers, day_types, unlike_weekday(day_types)), np.r_[np.ones(34), 2.2, 0.5]
+    )
+    normal = as_normal_days(travellers, day_types, unlike_weekday(day_types))
+    np.testing.assert_allclose(normal[[34, 35]], [500.0, 1000.0])  # the peers see them as a normal such weekday
+    travellers[21:28] = np.nan  # the days a factor is measured on unknown: no factor but 1
+    np.testing.assert_array_equal(unlike_weekday_factors(travellers, day_types, unlike_weekday(day_types)), np.ones(36))
 
 
 def test_a_holidays_errors_do_not_weight_the_members():
@@ -297,7 +320,11 @@ def test_with_holidays_as_normal_days_the_peers_forecast_the_week_after_a_holida
         history.loc[row, ["travellers", "day_type"]] = [history.loc[row, "travellers"] // 2, 2]
     model = COMBINED.model_copy(update={"holidays_as_normal_days": True})
     lstm = make_forecaster("lstm", DATA, model).fit(history.iloc[:110])
-    seen = history.assign(travellers=as_normal_days(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy()))
+    seen = history.assign(
+        travellers=as_normal_days(
+            history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), unlike_weekday(history["day_type"])
+        )
+    )
     # Row 112: the Mondays before it but row 105, a holiday (rows 98, 91, 84).
     assert seen["travellers"].iloc[112] == pytest.approx(history["travellers"].iloc[[98, 91, 84]].median())
     # Row 119, the Monday a week after the holiday of row 112: seasonal naive forecasts it as that normal Monday.
@@ -324,6 +351,45 @@ def test_with_holidays_as_normal_days_the_peers_forecast_the_week_after_a_holida
     old = load_forecaster(folder)
     assert not old.model.holidays_as_normal_days
     assert old.member_forecasts(history, rows, ["seasonal_naive"])["seasonal_naive"][9, 0] == history["travellers"].iloc[112]
+
+
+def test_a_worked_sunday_is_forecast_as_a_workday_and_the_sunday_after_it_as_a_sunday(tmp_path):
+    history = weekly(140)
+    for row in (48, 97, 132):  # Sundays worked instead of a day off: in the training days, the validation days, after
+        history.loc[row, ["travellers", "day_type"]] = [history.loc[row - 2, "travellers"], 0]
+    model = COMBINED.model_copy(update={"holidays_as_normal_days": True})
+    lstm = make_forecaster("lstm", DATA, model).fit(history.iloc[:110])
+    np.testing.assert_array_equal(np.flatnonzero(lstm.validation_holidays), [97 - 96])  # its errors weight no member
+    rows = np.arange(110, 140)
+    travellers, day_types = history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy()
+    seen = history.assign(travellers=as_normal_days(travellers, day_types, unlike_weekday(day_types)))
+    scale = factors_of(history, rows) * unlike_weekday_factors(travellers, day_types, unlike_weekday(day_types))[rows]
+    assert scale[22] == pytest.approx(1 / 0.55, rel=0.05) and np.all(np.delete(scale, 22) == 1)
+    members = {"lstm": lstm.decode_networks(history, rows)} | {
+        k: p.forecast_rows(seen, rows) * scale[:, None] for k, p in lstm.peers.items()
+    }
+    forecast = lstm.forecast_rows(history, rows)[:, 0]
+    np.testing.assert_allclose(forecast, combine(members, lstm.weights)[:, 0])
+    # The worked Sunday (row 132) is forecast as a workday, the Sunday after it (row 139) as a Sunday, within 10%.
+    assert forecast[[22, 29]] == pytest.approx(travellers[[132, 139]], rel=0.1)
+    # Without holiday_memory and holidays_as_normal_days the peers forecast both as Sundays are, one was worked.
+    plain = COMBINED.model_copy(update={"holiday_memory": False})
+    assert (
+        make_forecaster("lstm", DATA, plain).fit(history.iloc[:110]).forecast_rows(history, rows)[22, 0] < 0.8 * travellers[132]
+    )
+    # A version saved before the setting existed (its spec and its encoder without it) forecasts as it did: the
+    # worked Sunday compared with Sundays, by the networks' reference and by the peers.
+    folder = lstm.save(tmp_path / "model")
+    spec = json.loads((folder / "forecaster.json").read_text())
+    del spec["model"]["days_unlike_their_weekday"]
+    (folder / "forecaster.json").write_text(json.dumps(spec))
+    encoder = joblib.load(folder / ENCODER_FILE)
+    del vars(encoder)["unlike_weekdays"]
+    joblib.dump(encoder, folder / ENCODER_FILE)
+    old = load_forecaster(folder)
+    assert not (old.model.days_unlike_their_weekday or old.encoder.unlike_weekdays)
+    assert old.forecast_rows(history, rows)[22, 0] < 0.8 * travellers[132]
+    assert old.decode_networks(history, rows)[22, 0] < 0.7 * lstm.decode_networks(history, rows)[22, 0]
 
 
 def test_a_day_far_beyond_the_training_residuals_surprises_the_next_lags_days():
@@ -400,4 +466,5 @@ def test_a_surprised_validation_day_is_calibrated_on_the_combination_its_forecas
 def factors_of(history, rows):
     """holiday_factors of `history` on these rows."""
     weekdays = history["date"].dt.day_of_week.to_numpy()
-    return holiday_factors(history["travellers"].to_numpy(dtype=float), history["day_type"].to_numpy(), weekdays)[rows]
+    day_types = history["day_type"].to_numpy()
+    return holiday_factors(history["travellers"].to_numpy(dtype=float), day_types, weekdays, unlike_weekday(day_types))[rows]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from conftest import counting_history
 
+from tasks.calendar import unlike_weekday
 from tasks.config import DataConfig
 from tasks.encoding import fit_encoder, one_hot, seasonal_reference, weekly_new
 
@@ -28,6 +29,20 @@ def test_seasonal_reference_is_the_median_of_recent_same_weekdays_of_the_same_ty
     no_match = day_types.copy()
     no_match[21] = 0
     assert seasonal_reference(values, no_match)[35] == 21  # no holiday behind: median of 28, 21, 14
+
+
+def test_a_worked_sunday_is_compared_with_the_workdays_of_the_same_weeks():
+    values = np.arange(36, dtype=float)
+    day_types = (np.arange(36) % 7 >= 5).astype(int)  # day 0 a Monday; days 5, 6, 12, 13, ... a weekend
+    day_types[[34, 35]] = [0, 1]  # a Sunday worked instead of a day off, the Monday after it rested
+    day_types[28] = 2  # a holiday: with its weekday, as ever
+    unlike = unlike_weekday(day_types)
+    reference = seasonal_reference(values, day_types, unlike)
+    assert reference[34] == 24  # the latest 3 workdays at least a week back: 25, 24, 23
+    assert reference[35] == 26  # the latest 3 weekend days at least a week back: 27, 26, 20
+    assert reference[27] == 13  # a normal Sunday: the Sundays 20, 13, 6
+    # Compared with their weekday (without the mask): the Sundays 27 20 13; no Monday rested, so 28 21 14.
+    assert seasonal_reference(values, day_types)[[34, 35]].tolist() == [20, 21]
 
 
 def test_weekly_new_cases_from_cumulative_and_daily_counts():
