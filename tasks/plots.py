@@ -93,7 +93,12 @@ def plot_live_report(
         if version in backtest_mae:
             middle.axhline(backtest_mae[version], color=color, linestyle="--", linewidth=1, label=f"v{version} backtest MAE")
     middle.set(ylabel="MAE (travellers)", title="Live error against the backtest's promise")
-    middle.legend(fontsize="x-small", ncol=2)
+    if len(live_mae):
+        middle.legend(fontsize="x-small", ncol=2)
+    else:  # a first retrain: nothing kept has been scored yet (a legend of nothing would only warn)
+        middle.text(
+            0.5, 0.5, "no day scored yet: kept forecasts are scored as their days arrive", ha="center", transform=middle.transAxes
+        )
     middle.sharex(top)
     bottom.axis("off")
     bottom.set_title("Decisions", loc="left")

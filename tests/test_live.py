@@ -202,3 +202,17 @@ def test_a_decision_is_one_line_of_the_report_and_a_drift_a_second():
     assert decision_line("3", tags) == "2024-11-01  v3    lstm           promoted      first model"
     drifted = decision_line("12", tags | {"drift": "2024-11-09: live MAE ..."})
     assert drifted.splitlines()[1] == " " * 47 + "drift 2024-11-09: live MAE ..."
+
+
+def test_the_live_report_of_a_first_retrain_says_nothing_is_scored_yet_without_a_warning(tmp_path):
+    import warnings
+
+    from tasks.plots import plot_live_report
+
+    actual = pd.DataFrame({DATE: [day("01"), day("02")], TARGET: [100, 120]})
+    shown = pd.DataFrame({DATE: [day("02")], "forecast": [110.0], "intervals": [{"80": [90.0, 130.0]}]})
+    scores = pd.DataFrame(columns=["model_version", DATE, "live_mae_28d"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend" before
+        path = plot_live_report(actual, shown, scores, {}, [], tmp_path / "live-report.png")
+    assert path.stat().st_size > 0
