@@ -234,7 +234,7 @@ def test_a_weekend_day_worked_is_unlike_its_weekday_and_its_peers_forecast_a_wor
     day_types[[34, 35]] = [0, 1]  # a Sunday worked instead of a day off; the Monday after it rested
     np.testing.assert_array_equal(np.flatnonzero(unlike_weekday(day_types)), [34, 35])
     # Day 34: the latest 3 workdays at least a week back (25, 24, 23: 1000, 1200, 1100) against a normal Sunday
-    # (27, 20, 13: 500). Day 35 (a rested Monday): the latest 3 weekend days at least a week back (27, 26, 21: 500)
+    # (27, 20, 13: 500). Day 35 (a rested Monday): the latest 3 weekend days at least a week back (27, 26, 20: 500)
     # against a normal Monday (28, 21, 14: 1000).
     np.testing.assert_allclose(
         unlike_weekday_factors(travellers, day_types, unlike_weekday(day_types)), np.r_[np.ones(34), 2.2, 0.5]
