@@ -100,7 +100,8 @@ class LstmForecaster(Forecaster):
         self.peers: dict[str, Forecaster] = {}  # refitted on every training row
         self.weights: dict[str, float] = {NETWORKS: 1.0}  # member -> weight, summing to 1
         self.validation_errors: dict[str, np.ndarray] = {}  # member -> actual - forecast on the validation days
-        self.validation_holidays = np.zeros(0, dtype=bool)  # which of those errors are a holiday's (holiday_memory)
+        # which of those errors are a holiday's or a day's unlike its weekday (holiday_memory; holidays_among)
+        self.validation_holidays = np.zeros(0, dtype=bool)
         self.start = None  # an earlier fit's networks the next fit starts from (warm_from)
         self.surprise_range: tuple[float, float] | None = None  # the training days' residuals (seasonal encoding)
 
