@@ -125,7 +125,7 @@ def unlike_weekday_factors(travellers: np.ndarray, day_types: np.ndarray, unlike
     log_values, day_types = log_travellers(travellers), np.asarray(day_types)
     days = np.flatnonzero(unlike)
     ratio = np.exp(
-        seasonal_reference(log_values, day_types, unlike)[days] - normal_reference(log_values, day_types, days, unlike)
+        seasonal_reference(log_values, day_types, unlike, days)[days] - normal_reference(log_values, day_types, days, unlike)
     )
     factors = np.ones(len(day_types))
     factors[days] = np.where(np.isfinite(ratio), ratio, 1.0)

@@ -61,18 +61,20 @@ def same_weekdays_before(day: int) -> list[int]:
     return [day - SEASON * k for k in range(1, REFERENCE_WEEKS + 1) if day - SEASON * k >= 0]
 
 
-def seasonal_reference(log_values: np.ndarray, day_types: np.ndarray, unlike: np.ndarray | None = None) -> np.ndarray:
+def seasonal_reference(
+    log_values: np.ndarray, day_types: np.ndarray, unlike: np.ndarray | None = None, days: np.ndarray | None = None
+) -> np.ndarray:
     """Per day: the median log value of up to 3 of the last 4 same weekdays with its day type.
 
     Falls back to the three latest same weekdays when none has the day's type (a holiday);
     NaN for the first week. A day of `unlike` (unlike its weekday: a Sunday worked instead of
     a day off, tasks/calendar.unlike_weekday) is compared with up to 3 of the latest days of
     its type in the same weeks instead: a workday with workdays. Uses only days at least a
-    week back.
+    week back. With `days`, only those days are computed (NaN elsewhere).
     """
     n = len(log_values)
     reference = np.full(n, np.nan)
-    for day in range(SEASON, n):
+    for day in range(SEASON, n) if days is None else (day for day in days if day >= SEASON):
         earlier = same_weekdays_before(day)
         if unlike is not None and unlike[day]:
             weeks = range(day - SEASON, max(day - SEASON * REFERENCE_WEEKS, 0) - 1, -1)
